@@ -467,7 +467,12 @@ impl Engine<'_> {
         }
         match fd::poll(&mut p, fd::poll_timeout(deadline)) {
             Ok(_) => {}
-            Err(e) => return Err(End::System(format!("unable to poll: {e}"))),
+            Err(e) => {
+                return Err(End::System(format!(
+                    "unable to poll: {}",
+                    crate::exit::io_text(&e)
+                )))
+            }
         }
         if let Some(idle) = self.cfg.idle_timeout {
             if !self.idle_expired && Instant::now() >= self.last_activity + idle {
@@ -592,7 +597,7 @@ fn net_reason() -> String {
     if r == "unknown TLS error" {
         match os.raw_os_error() {
             Some(0) | None => "the connection was closed".into(),
-            _ => crate::exit::one_line(&os.to_string()),
+            _ => crate::exit::io_text(&os),
         }
     } else {
         r

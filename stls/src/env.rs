@@ -42,7 +42,7 @@ impl Material {
                 Error::config(format!(
                     "unable to read {}: {}",
                     p.to_string_lossy(),
-                    crate::exit::one_line(&e.to_string())
+                    crate::exit::io_text(&e)
                 ))
             })
         };

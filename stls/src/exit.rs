@@ -42,7 +42,7 @@ impl Error {
     }
     /// A failed system call: `what` is the action, the reason is errno's text.
     pub fn sys(what: &str, err: std::io::Error) -> Error {
-        Error::new(SYSTEM, format!("{what}: {}", one_line(&err.to_string())))
+        Error::new(SYSTEM, format!("{what}: {}", io_text(&err)))
     }
 }
 
@@ -50,6 +50,16 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.msg)
     }
+}
+
+/// errno's text without Rust's " (os error N)" suffix.
+pub fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.rfind(" (os error ") {
+        Some(i) => &s[..i],
+        None => &s,
+    };
+    one_line(s)
 }
 
 /// OpenSSL error stacks print one entry per line; messages here are one line.

@@ -190,10 +190,7 @@ impl Tls {
             ));
         }
         if reason == "unknown TLS error" && os.raw_os_error().unwrap_or(0) != 0 {
-            return Error::handshake(format!(
-                "handshake failed: {}",
-                crate::exit::one_line(&os.to_string())
-            ));
+            return Error::handshake(format!("handshake failed: {}", crate::exit::io_text(&os)));
         }
         Error::handshake(format!("handshake failed: {reason}"))
     }

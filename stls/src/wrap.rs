@@ -475,10 +475,7 @@ fn connect(sa: SocketAddr, opts: &Options) -> Result<(RawFd, RawFd), Error> {
     .map_err(|e| {
         Error::new(
             exit::SYSTEM,
-            format!(
-                "unable to connect to {sa}: {}",
-                exit::one_line(&e.to_string())
-            ),
+            format!("unable to connect to {sa}: {}", exit::io_text(&e)),
         )
     })?;
     let _ = s.set_nodelay(true);
