@@ -456,7 +456,7 @@ impl Engine<'_> {
 
         let mut deadline = self.linger_deadline;
         if let Some(idle) = self.cfg.idle_timeout {
-            if !self.a2n_shut || !self.idle_expired {
+            if !self.idle_expired {
                 let d = self.last_activity + idle;
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
