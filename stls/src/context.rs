@@ -70,8 +70,8 @@ pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
     if let Some((_, t)) = pairs.iter().find(|(n, _)| *n == name) {
         return Some(t);
     }
-    let (_, rest) = name.split_once('.')?;
-    if rest.is_empty() {
+    let (first, rest) = name.split_once('.')?;
+    if first.is_empty() || rest.is_empty() {
         return None;
     }
     let wild = format!("*.{rest}");
@@ -215,5 +215,6 @@ mod tests {
         assert_eq!(match_sni(&pairs, "wild.test"), None);
         assert_eq!(match_sni(&pairs, "b.test"), None);
         assert_eq!(match_sni(&pairs, ""), None);
+        assert_eq!(match_sni(&pairs, ".wild.test"), None);
     }
 }
