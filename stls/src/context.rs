@@ -57,8 +57,8 @@ fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> 
     Ok(false)
 }
 
-/// A server context, and a slot where the SNI callback leaves a configuration error
-/// (a named pair that fails to parse is a 96, not a handshake error).
+/// A server context, and a slot where the SNI callback leaves the precise error (a named
+/// pair that fails to parse is a 96; no pair for the name under -k 2 says which name).
 pub struct Server {
     pub ctx: SslContext,
     pub sni_error: Arc<Mutex<Option<Error>>>,
@@ -120,15 +120,20 @@ pub fn server(opts: &Options, env: &Env) -> Result<Server, Error> {
         let mandatory = opts.sni_level == 2;
         let slot = sni_error.clone();
         b.set_servername_callback(move |ssl, _alert| {
-            let chosen = ssl
-                .servername(NameType::HOST_NAME)
-                .and_then(|n| match_sni(&named, n));
+            let sent = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            let chosen = sent.as_deref().and_then(|n| match_sni(&named, n));
             let Some(m) = chosen else {
-                return if mandatory {
-                    Err(SniError::ALERT_FATAL)
-                } else {
-                    Ok(())
+                if !mandatory {
+                    return Ok(());
+                }
+                let why = match sent {
+                    Some(n) => format!("handshake failed: no certificate for the server name {n}"),
+                    None => "handshake failed: the client sent no server name (SNI)".into(),
                 };
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(Error::handshake(why));
+                }
+                return Err(SniError::ALERT_FATAL);
             };
             let applied = m.parse().and_then(|p| {
                 let e =
