@@ -61,10 +61,13 @@ chmod +x "$tmp/greet"
 step "server: tlsd on 127.0.0.1"
 export CERTFILE="$tmp/server.pem" KEYFILE="$tmp/server.key"
 : >"$tmp/server.log"
-if command -v tcpserver >/dev/null 2>&1; then
+# STLS_DEMO_NO_UCSPI=1 forces the fallback listener (to test it).
+have() { [ -z "${STLS_DEMO_NO_UCSPI:-}" ] && command -v "$1" >/dev/null 2>&1; }
+if have tcpserver; then
   # -1 prints the port tcpserver bound; port 0 lets the kernel choose.
-  say "tcpserver -1 -RHl0 127.0.0.1 0 tlsd -v2 -- greet"
-  tcpserver -1 -RHl0 127.0.0.1 0 "$bin/tlsd" -v2 -- "$tmp/greet" \
+  # -v logs each connection's end with tlsd's wait status.
+  say "tcpserver -1 -v -RHl0 127.0.0.1 0 tlsd -v2 -- greet"
+  tcpserver -1 -v -RHl0 127.0.0.1 0 "$bin/tlsd" -v2 -- "$tmp/greet" \
     >"$tmp/port" 2>"$tmp/server.log" </dev/null &
   server_pid=$!
 else
@@ -80,7 +83,8 @@ s.listen(16)
 print(s.getsockname()[1], flush=True)
 while True:
     c, _ = s.accept()
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         os.dup2(c.fileno(), 0)
         os.dup2(c.fileno(), 1)
         os.execv(sys.argv[1], sys.argv[1:])
@@ -109,7 +113,7 @@ step "client 1: tcpclient + tlsc, prog form (the app talks on fd 6 and 7)"
 # tlsc verifies localhost against the certificate, then runs the app.
 app='printf "tlsc\n" >&7; exec 7>&-; IFS= read -r reply <&6;
 printf "reply: %s\n" "$reply"; printf "client saw: %s %s\n" "$SSL_PROTOCOL" "$SSL_CIPHER"'
-if command -v tcpclient >/dev/null 2>&1; then
+if have tcpclient; then
   say "tcpclient -RHl0 127.0.0.1 $port tlsc -k localhost -- sh -c '...'"
   set +e
   out=$(timeout 20 tcpclient -RHl0 127.0.0.1 "$port" "$bin/tlsc" -k localhost -- sh -c "$app" 2>&1)
@@ -165,7 +169,12 @@ say "exit code: $rc (97 expected: handshake or verification failure)"
 
 step "server log (tlsd -v2 under the listener)"
 sleep 0.2
-sed 's/^/  /' "$tmp/server.log"
+# tcpserver reports raw wait statuses: show them as tlsd's exit codes.
+awk '/^tcpserver: end [0-9]+ status [0-9]+$/ {
+       s = $5; if (s % 256) printf "  tlsd (pid %s) killed by signal %d\n", $3, s % 128
+       else printf "  tlsd (pid %s) exited %d\n", $3, s / 256; next }
+     /^tcpserver: (status:|pid|ok) / { next }
+     { print "  " $0 }' "$tmp/server.log"
 
 step "result"
 if [ "$fail" -ne 0 ]; then
