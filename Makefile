@@ -1,0 +1,69 @@
+# stls toolkit: build, test, demo, install, lint, bench.
+# Binaries come from cargo; this file only drives it and installs the result.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+SHIMDIR ?= $(LIBDIR)/stls
+MANDIR ?= $(PREFIX)/share/man
+
+CARGO ?= cargo
+INSTALL ?= install
+MANDOC ?= mandoc
+
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+RELEASE := $(TARGET_DIR)/release
+
+MAN1 := man/tlsd.1 man/tlsc.1
+MAN7 := man/stls.7
+MAN8 := man/autossl-shim.8
+MANS := $(MAN1) $(MAN7) $(MAN8)
+
+.PHONY: all build test demo install uninstall lint bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+# The README's test command.
+test:
+	$(CARGO) build --release --workspace && $(CARGO) test --release --workspace
+
+demo:
+	bash demo/run.sh
+
+# The shim looks for tlsc beside itself first: a symbolic link in
+# $(SHIMDIR) points at the installed tlsc.
+install: build
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHIMDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
+	$(INSTALL) -m 755 $(RELEASE)/tlsd $(RELEASE)/tlsc $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 755 $(RELEASE)/libautossl.so $(DESTDIR)$(SHIMDIR)/libautossl.so
+	ln -sf $(BINDIR)/tlsc $(DESTDIR)$(SHIMDIR)/tlsc
+	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+	$(INSTALL) -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/tlsd $(DESTDIR)$(BINDIR)/tlsc
+	rm -f $(DESTDIR)$(SHIMDIR)/libautossl.so $(DESTDIR)$(SHIMDIR)/tlsc
+	-rmdir $(DESTDIR)$(SHIMDIR)
+	rm -f $(DESTDIR)$(MANDIR)/man1/tlsd.1 $(DESTDIR)$(MANDIR)/man1/tlsc.1
+	rm -f $(DESTDIR)$(MANDIR)/man7/stls.7 $(DESTDIR)$(MANDIR)/man8/autossl-shim.8
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MANDOC) -T lint -W style $(MANS)
+
+bench:
+	@if [ ! -x bench/run ]; then \
+	  echo "make bench: bench/run is missing or not executable; the benchmark harness is not written yet" >&2; \
+	  exit 1; \
+	fi
+	bench/run
+
+clean:
+	$(CARGO) clean
