@@ -10,6 +10,7 @@ pub mod client;
 pub mod listener;
 pub mod payload;
 pub mod peers;
+pub mod options;
 pub mod pki;
 pub mod proc;
 
