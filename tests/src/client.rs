@@ -113,8 +113,10 @@ pub fn connect(addr: SocketAddr, o: &ClientOpts) -> Result<TlsClient, String> {
 
 /// Handshake as a client over an already connected socket.
 pub fn handshake(tcp: TcpStream, o: &ClientOpts) -> Result<TlsClient, String> {
-    tcp.set_read_timeout(Some(o.timeout)).expect("set_read_timeout");
-    tcp.set_write_timeout(Some(o.timeout)).expect("set_write_timeout");
+    tcp.set_read_timeout(Some(o.timeout))
+        .expect("set_read_timeout");
+    tcp.set_write_timeout(Some(o.timeout))
+        .expect("set_write_timeout");
     let _ = tcp.set_nodelay(true);
     let mut b = SslContext::builder(SslMethod::tls_client()).map_err(ssl_err("context"))?;
     b.set_min_proto_version(o.min).map_err(ssl_err("min"))?;

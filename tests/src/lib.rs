@@ -8,9 +8,9 @@
 pub mod bins;
 pub mod client;
 pub mod listener;
+pub mod options;
 pub mod payload;
 pub mod peers;
-pub mod options;
 pub mod pki;
 pub mod proc;
 

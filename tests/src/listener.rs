@@ -299,10 +299,7 @@ pub fn pid_listens(pid: u32, port: u16) -> bool {
         for e in rd.flatten() {
             if let Ok(t) = std::fs::read_link(e.path()) {
                 let t = t.to_string_lossy();
-                if let Some(ino) = t
-                    .strip_prefix("socket:[")
-                    .and_then(|r| r.strip_suffix(']'))
-                {
+                if let Some(ino) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
                     if inodes.iter().any(|i| i.to_string() == ino) {
                         return true;
                     }

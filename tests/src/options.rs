@@ -98,9 +98,10 @@ pub fn roff_to_text(src: &str) -> String {
             Some('(') => {
                 let a = it.next();
                 let b = it.next();
-                if (a, b) == (Some('e'), Some('m')) || (a, b) == (Some('e'), Some('n')) {
-                    out.push('-');
-                } else if (a, b) == (Some('h'), Some('y')) {
+                if matches!(
+                    (a, b),
+                    (Some('e'), Some('m')) | (Some('e'), Some('n')) | (Some('h'), Some('y'))
+                ) {
                     out.push('-');
                 }
             }

@@ -78,8 +78,7 @@ pub fn run_dir() -> &'static Path {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(pid) = name.strip_prefix("stls-tests-") {
-                    if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
-                    {
+                    if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
                         let _ = fs::remove_dir_all(e.path());
                     }
                 }
@@ -317,12 +316,11 @@ fn generate(dir: &Path) -> Pki {
         }
         write(&cert_path, &pem);
         write(&key_path, &key.private_key_to_pem_pkcs8().expect("key pem"));
-        let cn = l
-            .dn
-            .iter()
-            .find(|(k, _)| *k == "CN")
-            .map(|(_, v)| v.to_string())
-            .unwrap_or_default();
+        let cn =
+            l.dn.iter()
+                .find(|(k, _)| *k == "CN")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
         (
             Pair {
                 cert: cert_path,

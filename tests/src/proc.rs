@@ -124,6 +124,20 @@ impl Running {
         }
     }
 
+    /// Take over an already spawned child; its stdout/stderr pipes, if still there, are
+    /// collected.
+    pub fn adopt(mut child: Child) -> Running {
+        let out = child.stdout.take().map(collector);
+        let err = child.stderr.take().map(collector);
+        let what = format!("pid {}", child.id());
+        Running {
+            child,
+            out,
+            err,
+            what,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -209,7 +223,10 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
             // state is the field after the parenthesised command name
-            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -257,5 +274,23 @@ pub fn map_fds(cmd: &mut Command, fds: &[(std::os::fd::RawFd, std::os::fd::RawFd
             }
             Ok(())
         });
+    }
+}
+
+/// A pipe (read end, write end), both close-on-exec.
+pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for two descriptors.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        panic!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
     }
 }

@@ -32,7 +32,11 @@ fn pki_verifies_with_openssl_cli() {
     let o = verify(&p.ca, &p.untrusted.cert, &[]);
     assert_ne!(o.code(), 0, "untrusted cert must not verify");
     // the chain file carries the intermediate
-    let o = verify(&p.ca, &p.chain.cert, &["-untrusted", p.chain.cert.to_str().unwrap()]);
+    let o = verify(
+        &p.ca,
+        &p.chain.cert,
+        &["-untrusted", p.chain.cert.to_str().unwrap()],
+    );
     assert_eq!(o.code(), 0, "{}", o.stderr_str());
     // CADIR is a hashed directory
     let mut c = Command::new("openssl");
@@ -44,7 +48,10 @@ fn pki_verifies_with_openssl_cli() {
     c.args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
         .arg(&p.client.cert);
     let o = proc::run(&mut c, None, Duration::from_secs(20));
-    assert_eq!(o.stdout_str().trim(), format!("subject={}", p.client.subject));
+    assert_eq!(
+        o.stdout_str().trim(),
+        format!("subject={}", p.client.subject)
+    );
     assert_eq!(p.client.subject, "CN=client,O=Test");
 }
 

@@ -106,8 +106,7 @@ fn plain_client(l: &TinyListener, bytes: &[u8]) -> Vec<u8> {
 
 // ------------------------------------------------------------------ interop: real clients
 
-const ID_SCRIPT: &str =
-    r#"read line; echo "got=$line proto=$SSL_PROTOCOL cipher=$SSL_CIPHER sni=$SSL_TLS_SNI_SERVERNAME""#;
+const ID_SCRIPT: &str = r#"read line; echo "got=$line proto=$SSL_PROTOCOL cipher=$SSL_CIPHER sni=$SSL_TLS_SNI_SERVERNAME""#;
 
 fn check_id_reply(out: &str, tls: Tls, rsa: bool, who: &str) {
     assert!(
@@ -116,7 +115,10 @@ fn check_id_reply(out: &str, tls: Tls, rsa: bool, who: &str) {
     );
     if tls == Tls::V12 {
         let kind = if rsa { "-RSA-" } else { "-ECDSA-" };
-        assert!(out.contains(kind), "{who}: TLS 1.2 cipher should be {kind}: {out:?}");
+        assert!(
+            out.contains(kind),
+            "{who}: TLS 1.2 cipher should be {kind}: {out:?}"
+        );
     }
 }
 
@@ -132,7 +134,11 @@ fn s_client_tls12_tls13_ecdsa_rsa() {
             let o = peers::s_client(l.port(), tls, &[], b"hello\n");
             let out = o.stdout_str();
             assert_eq!(o.code(), 0, "{who}: stderr {}", o.stderr_str());
-            assert!(!peers::reports_error(&o.stderr_str()), "{who}: {}", o.stderr_str());
+            assert!(
+                !peers::reports_error(&o.stderr_str()),
+                "{who}: {}",
+                o.stderr_str()
+            );
             check_id_reply(&out, tls, rsa, &who);
             assert!(out.contains("sni=localhost"), "{who}: {out}");
             assert_clean(&l.next_session(WAIT), &who);
@@ -213,7 +219,10 @@ fn gnutls_cli_clean_close() {
                 !all.contains("non-properly") && !all.contains("Fatal error"),
                 "{who}: unclean close: {all}"
             );
-            assert!(all.contains("Peer has closed the GnuTLS connection"), "{who}: {all}");
+            assert!(
+                all.contains("Peer has closed the GnuTLS connection"),
+                "{who}: {all}"
+            );
             assert!(
                 all.contains(&format!("got=hello proto={}", tls.name())),
                 "{who}: {all}"
@@ -248,7 +257,10 @@ fn ipv6_loopback_with_ip_san() {
     }
     let l = TinyListener::start_on(
         "[::1]:0",
-        Spawn::tlsd(&sh_args(&[], "echo \"$TCPREMOTEIP $SSL_PROTOCOL\""), &ec_env()),
+        Spawn::tlsd(
+            &sh_args(&[], "echo \"$TCPREMOTEIP $SSL_PROTOCOL\""),
+            &ec_env(),
+        ),
     );
     let o = ClientOpts {
         sni: None,
@@ -523,7 +535,11 @@ fn served_cn(addr: SocketAddr, name: Option<&str>) -> Result<String, String> {
 fn sni_level_0_always_default_pair() {
     let l = serve_with(&[], "echo \"$SSL_TLS_SNI_SERVERNAME\"", &sni_env());
     for name in ["a.test", "b.test", "x.wild.test"] {
-        assert_eq!(served_cn(l.addr, Some(name)).unwrap(), "localhost", "{name}");
+        assert_eq!(
+            served_cn(l.addr, Some(name)).unwrap(),
+            "localhost",
+            "{name}"
+        );
         assert_clean(&l.next_session(WAIT), "-k 0");
     }
 }
@@ -572,13 +588,20 @@ fn sni_level_2_only_named_pairs() {
         let l = serve_with(&[opt], "echo ok", &env);
         assert_eq!(served_cn(l.addr, Some("a.test")).unwrap(), "a.test");
         assert_clean(&l.next_session(WAIT), "-k 2 a.test");
-        assert_eq!(served_cn(l.addr, Some("z.wild.test")).unwrap(), "*.wild.test");
+        assert_eq!(
+            served_cn(l.addr, Some("z.wild.test")).unwrap(),
+            "*.wild.test"
+        );
         assert_clean(&l.next_session(WAIT), "-k 2 wildcard");
         for name in [Some("unknown.test"), None] {
             assert!(served_cn(l.addr, name).is_err(), "{opt} {name:?} must fail");
             let s = l.next_session(WAIT);
             assert_eq!(s.code(), 97, "{opt} {name:?}: {}", s.stderr_str());
-            assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+            assert!(
+                one_fatal_line(&s.stderr_str(), "tlsd"),
+                "{}",
+                s.stderr_str()
+            );
         }
     }
 }
@@ -598,7 +621,11 @@ fn sni_missing_pair_file_is_96() {
     let _ = served_cn(l.addr, Some("a.test"));
     let s = l.next_session(WAIT);
     assert_eq!(s.code(), 96, "{}", s.stderr_str());
-    assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+    assert!(
+        one_fatal_line(&s.stderr_str(), "tlsd"),
+        "{}",
+        s.stderr_str()
+    );
 }
 
 // ------------------------------------------------------------------ client certificates
@@ -607,8 +634,11 @@ fn sni_missing_pair_file_is_96() {
 fn mandatory_client_cert() {
     let p = pki();
     for (ca_var, ca) in [("CAFILE", &p.ca), ("CADIR", &p.cadir)] {
-        let spawn = Spawn::tlsd(&sh_args(&["-y"], "echo \"$SSL_PEER_CERT_SUBJECT\""), &ec_env())
-            .env(ca_var, ca);
+        let spawn = Spawn::tlsd(
+            &sh_args(&["-y"], "echo \"$SSL_PEER_CERT_SUBJECT\""),
+            &ec_env(),
+        )
+        .env(ca_var, ca);
         let l = TinyListener::start(spawn);
         // a good certificate
         let t = talk(l.addr, &ClientOpts::default().with_cert(&p.client), b"").unwrap();
@@ -626,7 +656,11 @@ fn mandatory_client_cert() {
             }
             let s = l.next_session(WAIT);
             assert_eq!(s.code(), 97, "{ca_var} {:?}: {}", o.cert, s.stderr_str());
-            assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+            assert!(
+                one_fatal_line(&s.stderr_str(), "tlsd"),
+                "{}",
+                s.stderr_str()
+            );
         }
     }
 }
@@ -634,8 +668,11 @@ fn mandatory_client_cert() {
 #[test]
 fn optional_client_cert() {
     let p = pki();
-    let spawn = Spawn::tlsd(&sh_args(&["-Y"], "echo \"${SSL_PEER_CERT_SUBJECT-unset}\""), &ec_env())
-        .env("CAFILE", &p.ca);
+    let spawn = Spawn::tlsd(
+        &sh_args(&["-Y"], "echo \"${SSL_PEER_CERT_SUBJECT-unset}\""),
+        &ec_env(),
+    )
+    .env("CAFILE", &p.ca);
     let l = TinyListener::start(spawn);
     let t = talk(l.addr, &ClientOpts::default().with_cert(&p.client), b"").unwrap();
     assert_eq!(t.text(), "CN=client,O=Test\n");
@@ -652,8 +689,17 @@ fn client_cert_options_need_a_ca() {
         let out = plain_client(&l, b"");
         assert!(out.is_empty());
         let s = l.next_session(WAIT);
-        assert_eq!(s.code(), 100, "{opt} without CAFILE/CADIR: {}", s.stderr_str());
-        assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+        assert_eq!(
+            s.code(),
+            100,
+            "{opt} without CAFILE/CADIR: {}",
+            s.stderr_str()
+        );
+        assert!(
+            one_fatal_line(&s.stderr_str(), "tlsd"),
+            "{}",
+            s.stderr_str()
+        );
     }
 }
 
@@ -706,7 +752,10 @@ fn keep_option_keeps_them() {
         for k in SECRET_VARS {
             assert!(env.contains_key(*k), "{opts:?}: {k} should be kept");
         }
-        assert_eq!(env.get("CERTFILE"), Some(&pki().ec.cert.display().to_string()));
+        assert_eq!(
+            env.get("CERTFILE"),
+            Some(&pki().ec.cert.display().to_string())
+        );
     }
 }
 
@@ -763,7 +812,11 @@ fn enforce_close_notify_makes_truncation_fatal() {
         let _ = c.read_to_end();
         let s = l.next_session(WAIT);
         assert_eq!(s.code(), 98, "{opts:?}: {}", s.stderr_str());
-        assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+        assert!(
+            one_fatal_line(&s.stderr_str(), "tlsd"),
+            "{}",
+            s.stderr_str()
+        );
     }
 }
 
@@ -775,8 +828,12 @@ fn enforce_close_notify_makes_truncation_fatal() {
 fn defect3_reply_of_app_exiting_at_once_arrives_50_of_50() {
     let l = serve(&[], "echo reply-from-app");
     for i in 0..50 {
-        let t = talk(l.addr, &ClientOpts::default(), b"request that nobody reads\n")
-            .unwrap_or_else(|e| panic!("run {i}: {e}"));
+        let t = talk(
+            l.addr,
+            &ClientOpts::default(),
+            b"request that nobody reads\n",
+        )
+        .unwrap_or_else(|e| panic!("run {i}: {e}"));
         assert_eq!(t.text(), "reply-from-app\n", "run {i}");
         assert_eq!(t.end, End::CloseNotify, "run {i}");
         assert_clean(&l.next_session(WAIT), &format!("run {i}"));
@@ -796,7 +853,11 @@ fn defect3_reply_of_app_exiting_at_once_arrives_50_of_50() {
 /// REFERENCE.md defect 4: the handshake timeout is exit 98 with a message, not SIGALRM.
 #[test]
 fn defect4_handshake_timeout_is_98_with_message() {
-    for opts in [&["-K", "300"][..], &["-K300"][..], &["--handshake-timeout=300ms"][..]] {
+    for opts in [
+        &["-K", "300"][..],
+        &["-K300"][..],
+        &["--handshake-timeout=300ms"][..],
+    ] {
         let l = serve(opts, "echo ran");
         let s0 = l.connect(); // connect and send nothing
         let s = l.next_session(Duration::from_secs(10));
@@ -808,7 +869,11 @@ fn defect4_handshake_timeout_is_98_with_message() {
             "{opts:?}: ended after {:?}",
             s.elapsed
         );
-        assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+        assert!(
+            one_fatal_line(&s.stderr_str(), "tlsd"),
+            "{}",
+            s.stderr_str()
+        );
     }
 }
 
@@ -821,7 +886,11 @@ fn slowloris_partial_client_hello_times_out() {
         .unwrap();
     let s = l.next_session(Duration::from_secs(10));
     assert_eq!(s.code(), 98, "{}", s.stderr_str());
-    assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+    assert!(
+        one_fatal_line(&s.stderr_str(), "tlsd"),
+        "{}",
+        s.stderr_str()
+    );
 }
 
 /// REFERENCE.md defect 6: after one side closes, no stale poll result (no exit 111).
@@ -831,7 +900,10 @@ fn defect6_close_orders_never_111() {
     // the client closes first while the app is still writing
     let dir = scratch("defect6");
     let (file, want) = payload::file(&dir, "reply", 66, 256 * 1024);
-    let l = serve(&[], &format!("cat '{}' & cat >/dev/null; wait", file.display()));
+    let l = serve(
+        &[],
+        &format!("cat '{}' & cat >/dev/null; wait", file.display()),
+    );
     for i in 0..20 {
         let t = talk(l.addr, &ClientOpts::default(), b"x").unwrap();
         assert_eq!(payload::sha256_hex(&t.reply), want, "client-first run {i}");
@@ -884,7 +956,10 @@ fn engines_in_group(pgid: u32) -> Vec<u32> {
         if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
             continue;
         }
-        if std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() != Some(tlsd.as_path())
+        if std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .as_deref()
+            != Some(tlsd.as_path())
         {
             continue;
         }
@@ -913,7 +988,10 @@ fn defect8_privilege_drop_with_setgroups() {
         return;
     }
     let mut spawn = Spawn::tlsd(
-        &sh_args(&[], "echo \"uid=$(id -u) groups=$(id -G)\"; read x; echo bye"),
+        &sh_args(
+            &[],
+            "echo \"uid=$(id -u) groups=$(id -G)\"; read x; echo bye",
+        ),
         &ec_env(),
     )
     .env("TLS_UID", "65534")
@@ -933,10 +1011,21 @@ fn defect8_privilege_drop_with_setgroups() {
     assert!(line.contains("4242"), "the app keeps its groups: {line}");
     // the handshake is done and the app runs: inspect the engine
     let engines = engines_in_group(pid);
-    assert!(!engines.is_empty(), "no tlsd process holding the socket found");
+    assert!(
+        !engines.is_empty(),
+        "no tlsd process holding the socket found"
+    );
     for e in &engines {
-        assert_eq!(status_field(*e, "Uid").as_deref(), Some("65534 65534 65534 65534"), "pid {e}");
-        assert_eq!(status_field(*e, "Gid").as_deref(), Some("65534 65534 65534 65534"), "pid {e}");
+        assert_eq!(
+            status_field(*e, "Uid").as_deref(),
+            Some("65534 65534 65534 65534"),
+            "pid {e}"
+        );
+        assert_eq!(
+            status_field(*e, "Gid").as_deref(),
+            Some("65534 65534 65534 65534"),
+            "pid {e}"
+        );
         let groups = status_field(*e, "Groups").unwrap_or_default();
         assert!(
             groups.is_empty() || groups == "65534",
@@ -1010,7 +1099,11 @@ fn missing_certfile_or_keyfile_is_100() {
         assert!(plain_client(&l, b"").is_empty());
         let s = l.next_session(WAIT);
         assert_eq!(s.code(), 100, "{env:?}: {}", s.stderr_str());
-        assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{}", s.stderr_str());
+        assert!(
+            one_fatal_line(&s.stderr_str(), "tlsd"),
+            "{}",
+            s.stderr_str()
+        );
     }
 }
 
@@ -1019,8 +1112,11 @@ fn bad_key_or_cert_is_96() {
     let p = pki();
     let dir = scratch("badkey");
     let garbage = dir.join("garbage.pem");
-    std::fs::write(&garbage, b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    std::fs::write(
+        &garbage,
+        b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let missing = dir.join("missing.key");
     let dir_as_file = dir.clone();
     let cases: Vec<(&str, &Path, &Path)> = vec![
@@ -1037,7 +1133,11 @@ fn bad_key_or_cert_is_96() {
         assert!(plain_client(&l, b"").is_empty());
         let s = l.next_session(WAIT);
         assert_eq!(s.code(), 96, "{what}: {}", s.stderr_str());
-        assert!(one_fatal_line(&s.stderr_str(), "tlsd"), "{what}: {}", s.stderr_str());
+        assert!(
+            one_fatal_line(&s.stderr_str(), "tlsd"),
+            "{what}: {}",
+            s.stderr_str()
+        );
     }
 }
 
@@ -1077,7 +1177,11 @@ fn usage_errors_are_100() {
         }
         let o = proc::run(&mut c, None, WAIT);
         assert_eq!(o.code(), 100, "{args:?}: {}", o.stderr_str());
-        assert!(o.stderr_str().starts_with("tlsd: "), "{args:?}: {}", o.stderr_str());
+        assert!(
+            o.stderr_str().starts_with("tlsd: "),
+            "{args:?}: {}",
+            o.stderr_str()
+        );
     }
 }
 
@@ -1091,7 +1195,11 @@ fn help_and_version() {
     for a in ["-V", "--version"] {
         let o = proc::run(Command::new(stls_tests::tlsd()).arg(a), None, WAIT);
         assert_eq!(o.code(), 0, "{a}");
-        assert!(o.stdout_str().contains(env!("CARGO_PKG_VERSION")), "{a}: {}", o.stdout_str());
+        assert!(
+            o.stdout_str().contains(env!("CARGO_PKG_VERSION")),
+            "{a}: {}",
+            o.stdout_str()
+        );
     }
 }
 
@@ -1108,9 +1216,13 @@ fn inetd_nowait_messages_stay_out_of_the_stream() {
     for (k, v) in ec_env() {
         c.env(k, v);
     }
-    c.stdin(Stdio::from(std::os::fd::OwnedFd::from(srv.try_clone().unwrap())))
-        .stdout(Stdio::from(std::os::fd::OwnedFd::from(srv.try_clone().unwrap())))
-        .stderr(Stdio::from(std::os::fd::OwnedFd::from(srv)));
+    c.stdin(Stdio::from(std::os::fd::OwnedFd::from(
+        srv.try_clone().unwrap(),
+    )))
+    .stdout(Stdio::from(std::os::fd::OwnedFd::from(
+        srv.try_clone().unwrap(),
+    )))
+    .stderr(Stdio::from(std::os::fd::OwnedFd::from(srv)));
     let mut child = proc::spawn(&mut c);
     drop(c);
     client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
@@ -1120,7 +1232,10 @@ fn inetd_nowait_messages_stay_out_of_the_stream() {
     let st = proc::wait_or_kill(&mut child, WAIT, "tlsd under inetd");
     assert_eq!(proc::exit_code(st), 97);
     let text = String::from_utf8_lossy(&out);
-    assert!(!text.contains("tlsd"), "a message went into the stream: {text:?}");
+    assert!(
+        !text.contains("tlsd"),
+        "a message went into the stream: {text:?}"
+    );
 }
 
 #[test]
