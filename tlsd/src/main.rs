@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(stls::exit::USAGE);
+    stls::wrap::tlsd()
 }

@@ -1,0 +1,225 @@
+//! SslContext construction for both sides: protocol floor, modes, trust, verification
+//! and, for the server, certificate selection by SNI.
+
+use crate::env::{Env, Material, Pair};
+use crate::exit::{ssl_reason, Error};
+use crate::options::{ClientCert, Options};
+use openssl::ssl::{
+    NameType, SniError, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
+use std::ffi::CStr;
+use std::sync::{Arc, Mutex};
+
+fn builder(method: SslMethod, opts: &Options) -> Result<SslContextBuilder, Error> {
+    let e = |_| Error::handshake(format!("unable to create a TLS context: {}", ssl_reason()));
+    let mut b = SslContextBuilder::new(method).map_err(e)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(e)?;
+    let mut o = SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE;
+    if !opts.enforce_close_notify {
+        // A TCP EOF without close_notify becomes a clean EOF and the session stays writable.
+        o |= SslOptions::IGNORE_UNEXPECTED_EOF;
+    }
+    b.set_options(o);
+    // Partial writes with a moving buffer: the engine retries from wherever its buffer is.
+    b.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // One process per connection: a session cache or tickets could never be used again.
+    b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    Ok(b)
+}
+
+fn use_pair(b: &mut SslContextBuilder, p: &Pair) -> Result<(), Error> {
+    let e = |_| Error::config(format!("unable to use the certificate: {}", ssl_reason()));
+    b.set_certificate(&p.leaf).map_err(e)?;
+    for c in &p.chain {
+        b.add_extra_chain_cert(c.clone()).map_err(e)?;
+    }
+    b.set_private_key(&p.key).map_err(e)?;
+    Ok(())
+}
+
+fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> {
+    let e = |what: &str| Error::config(format!("unable to load {what}: {}", ssl_reason()));
+    if let Some(dir) = &env.cadir {
+        let d = dir
+            .to_str()
+            .ok_or_else(|| Error::config("CADIR is not valid UTF-8"))?;
+        b.load_verify_locations(None, Some(std::path::Path::new(d)))
+            .map_err(|_| e(&format!("CADIR {d}")))?;
+        return Ok(true);
+    }
+    if let Some(file) = &env.cafile {
+        b.set_ca_file(file)
+            .map_err(|_| e(&format!("CAFILE {}", file.to_string_lossy())))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// A server context, and a slot where the SNI callback leaves the precise error (a named
+/// pair that fails to parse is a 96; no pair for the name under -k 2 says which name).
+pub struct Server {
+    pub ctx: SslContext,
+    pub sni_error: Arc<Mutex<Option<Error>>>,
+}
+
+/// Find the pair for `name`: exact, then `*.rest` for one label; case-insensitive.
+pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Some((_, t)) = pairs.iter().find(|(n, _)| *n == name) {
+        return Some(t);
+    }
+    let (first, rest) = name.split_once('.')?;
+    if first.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let wild = format!("*.{rest}");
+    pairs.iter().find(|(n, _)| *n == wild).map(|(_, t)| t)
+}
+
+pub fn server(opts: &Options, env: &Env) -> Result<Server, Error> {
+    let mut b = builder(SslMethod::tls_server(), opts)?;
+    let default = env.default_material()?;
+    if opts.sni_level < 2 && default.is_none() {
+        return Err(Error::usage(
+            "CERTFILE and KEYFILE must be set (or use --mandatory-sni with CERTFILE:name pairs)",
+        ));
+    }
+    if opts.sni_level == 2 && env.pairs.is_empty() {
+        return Err(Error::usage(
+            "--mandatory-sni needs CERTFILE:name and KEYFILE:name pairs",
+        ));
+    }
+    let default_pair = match &default {
+        Some(m) => Some(m.parse()?),
+        None => None,
+    };
+    if let Some(p) = &default_pair {
+        use_pair(&mut b, p)?;
+    }
+    if opts.client_cert != ClientCert::None {
+        if !trust_locations(&mut b, env)? {
+            return Err(Error::usage("-y and -Y need CADIR or CAFILE"));
+        }
+        let mut mode = SslVerifyMode::PEER;
+        if opts.client_cert == ClientCert::Required {
+            mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+        }
+        b.set_verify(mode);
+    }
+    // TLS 1.3 tickets: a process that serves one connection can never resume a session.
+    let _ = b.set_num_tickets(0);
+    let sni_error = Arc::new(Mutex::new(None));
+    if opts.sni_level > 0 {
+        // Read every named pair now (before the privilege drop), parse only the chosen one.
+        let mut named: Vec<(String, Material)> = Vec::new();
+        for (name, c, k) in &env.pairs {
+            named.push((name.clone(), Material::load(c, k)?));
+        }
+        let mandatory = opts.sni_level == 2;
+        let slot = sni_error.clone();
+        b.set_servername_callback(move |ssl, _alert| {
+            let sent = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            let chosen = sent.as_deref().and_then(|n| match_sni(&named, n));
+            let Some(m) = chosen else {
+                if !mandatory {
+                    return Ok(());
+                }
+                let why = match sent {
+                    Some(n) => format!("handshake failed: no certificate for the server name {n}"),
+                    None => "handshake failed: the client sent no server name (SNI)".into(),
+                };
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(Error::handshake(why));
+                }
+                return Err(SniError::ALERT_FATAL);
+            };
+            let applied = m.parse().and_then(|p| {
+                let e =
+                    |_| Error::config(format!("unable to use the certificate: {}", ssl_reason()));
+                ssl.set_certificate(&p.leaf).map_err(e)?;
+                for c in p.chain {
+                    ssl.add_chain_cert(c).map_err(e)?;
+                }
+                ssl.set_private_key(&p.key).map_err(e)
+            });
+            match applied {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    if let Ok(mut s) = slot.lock() {
+                        *s = Some(err);
+                    }
+                    Err(SniError::ALERT_FATAL)
+                }
+            }
+        });
+    }
+    Ok(Server {
+        ctx: b.build(),
+        sni_error,
+    })
+}
+
+extern "C" {
+    fn X509_get_default_cert_dir() -> *const libc::c_char;
+}
+
+/// A client context. Trust: CADIR, else CAFILE, else the system store through its hashed
+/// directory (looked up lazily, never the whole bundle) plus SSL_CERT_FILE when set.
+pub fn client(opts: &Options, env: &Env) -> Result<SslContext, Error> {
+    let mut b = builder(SslMethod::tls_client(), opts)?;
+    if opts.verify_cert {
+        if !trust_locations(&mut b, env)? {
+            let dir = match &env.ssl_cert_dir {
+                Some(d) => d.to_string_lossy().into_owned(),
+                None => unsafe { CStr::from_ptr(X509_get_default_cert_dir()) }
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            // A colon-separated list, as OpenSSL's own SSL_CERT_DIR.
+            for d in dir.split(':').filter(|d| !d.is_empty()) {
+                let _ = b.load_verify_locations(None, Some(std::path::Path::new(d)));
+            }
+            if let Some(f) = &env.ssl_cert_file {
+                b.set_ca_file(f).map_err(|_| {
+                    Error::config(format!(
+                        "unable to load SSL_CERT_FILE {}: {}",
+                        f.to_string_lossy(),
+                        ssl_reason()
+                    ))
+                })?;
+            }
+            // Errors from a missing directory are not errors: the lookup just finds nothing.
+            let _ = openssl::error::ErrorStack::get();
+        }
+        b.set_verify(SslVerifyMode::PEER);
+    } else {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+    if opts.send_cert {
+        let m = env
+            .default_material()?
+            .ok_or_else(|| Error::usage("-y needs CERTFILE and KEYFILE"))?;
+        use_pair(&mut b, &m.parse()?)?;
+    }
+    Ok(b.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_sni;
+
+    #[test]
+    fn sni_matching() {
+        let pairs = vec![("a.test".to_string(), 1), ("*.wild.test".to_string(), 2)];
+        assert_eq!(match_sni(&pairs, "A.TEST"), Some(&1));
+        assert_eq!(match_sni(&pairs, "a.test."), Some(&1));
+        assert_eq!(match_sni(&pairs, "x.wild.test"), Some(&2));
+        assert_eq!(match_sni(&pairs, "y.x.wild.test"), None);
+        assert_eq!(match_sni(&pairs, "wild.test"), None);
+        assert_eq!(match_sni(&pairs, "b.test"), None);
+        assert_eq!(match_sni(&pairs, ""), None);
+        assert_eq!(match_sni(&pairs, ".wild.test"), None);
+    }
+}

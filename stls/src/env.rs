@@ -1,0 +1,260 @@
+//! Configuration read from the environment: certificates, keys, SNI pairs, trust,
+//! and the engine's credentials. Files are read here, before any privilege drop;
+//! parsing happens later and only for what is used.
+
+use crate::exit::Error;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+/// The variables that carry secrets or privileges, stripped from the child's environment
+/// unless `-Z`: CADIR, CAFILE, CERTFILE, KEYFILE, CERTFILE:*, KEYFILE:*, TLS_UID, TLS_GID.
+pub fn is_secret(key: &OsStr) -> bool {
+    let k = key.as_bytes();
+    matches!(
+        k,
+        b"CADIR" | b"CAFILE" | b"CERTFILE" | b"KEYFILE" | b"TLS_UID" | b"TLS_GID"
+    ) || k.starts_with(b"CERTFILE:")
+        || k.starts_with(b"KEYFILE:")
+}
+
+/// A certificate (chain) and key, as file contents.
+#[derive(Clone)]
+pub struct Material {
+    pub cert_path: OsString,
+    pub cert: Vec<u8>,
+    pub key_path: OsString,
+    pub key: Vec<u8>,
+}
+
+/// A parsed pair: leaf, extra chain, key.
+pub struct Pair {
+    pub leaf: X509,
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+}
+
+impl Material {
+    pub fn load(cert_path: &OsStr, key_path: &OsStr) -> Result<Material, Error> {
+        let read = |p: &OsStr| {
+            std::fs::read(p).map_err(|e| {
+                Error::config(format!(
+                    "unable to read {}: {}",
+                    p.to_string_lossy(),
+                    crate::exit::io_text(&e)
+                ))
+            })
+        };
+        Ok(Material {
+            cert_path: cert_path.to_os_string(),
+            cert: read(cert_path)?,
+            key_path: key_path.to_os_string(),
+            key: read(key_path)?,
+        })
+    }
+
+    /// Parse PEM (a chain: leaf first) or DER.
+    pub fn parse(&self) -> Result<Pair, Error> {
+        let cp = self.cert_path.to_string_lossy();
+        let kp = self.key_path.to_string_lossy();
+        let mut certs = if looks_pem(&self.cert) {
+            X509::stack_from_pem(&self.cert).unwrap_or_default()
+        } else {
+            X509::from_der(&self.cert)
+                .map(|c| vec![c])
+                .unwrap_or_default()
+        };
+        if certs.is_empty() {
+            return Err(Error::config(format!(
+                "unable to parse certificate {cp}: not a PEM or DER certificate"
+            )));
+        }
+        let leaf = certs.remove(0);
+        let key = if looks_pem(&self.key) {
+            PKey::private_key_from_pem(&self.key)
+        } else {
+            PKey::private_key_from_der(&self.key)
+        }
+        .map_err(|_| {
+            Error::config(format!(
+                "unable to parse private key {kp}: not a PEM or DER private key"
+            ))
+        })?;
+        let pk = leaf
+            .public_key()
+            .map_err(|_| Error::config(format!("unable to read the public key of {cp}")))?;
+        if !key.public_eq(&pk) {
+            return Err(Error::config(format!(
+                "private key {kp} does not match certificate {cp}"
+            )));
+        }
+        Ok(Pair {
+            leaf,
+            chain: certs,
+            key,
+        })
+    }
+}
+
+fn looks_pem(b: &[u8]) -> bool {
+    b.windows(11).take(4096).any(|w| w == b"-----BEGIN ")
+}
+
+/// Everything both wrappers read from the environment.
+#[derive(Default)]
+pub struct Env {
+    pub certfile: Option<OsString>,
+    pub keyfile: Option<OsString>,
+    /// `CERTFILE:name` / `KEYFILE:name` pairs: (lower-case name, cert path, key path).
+    pub pairs: Vec<(String, OsString, OsString)>,
+    pub cadir: Option<OsString>,
+    pub cafile: Option<OsString>,
+    pub uid: Option<libc::uid_t>,
+    pub gid: Option<libc::gid_t>,
+    pub tcpremoteip: Option<String>,
+    pub ssl_cert_dir: Option<OsString>,
+    pub ssl_cert_file: Option<OsString>,
+    pub openssl_conf: bool,
+}
+
+fn nonempty(v: OsString) -> Option<OsString> {
+    if v.is_empty() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+impl Env {
+    /// Read from the process environment (`vars_os`: non-UTF-8 entries exist).
+    pub fn from_process() -> Result<Env, Error> {
+        Env::from_vars(std::env::vars_os())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Env, Error> {
+        let mut env = Env::default();
+        let mut certs: Vec<(String, OsString)> = Vec::new();
+        let mut keys: Vec<(String, OsString)> = Vec::new();
+        for (k, v) in vars {
+            let kb = k.as_bytes();
+            match kb {
+                b"CERTFILE" => env.certfile = nonempty(v),
+                b"KEYFILE" => env.keyfile = nonempty(v),
+                b"CADIR" => env.cadir = nonempty(v),
+                b"CAFILE" => env.cafile = nonempty(v),
+                b"TLS_UID" => env.uid = Some(parse_id("TLS_UID", &v)?),
+                b"TLS_GID" => env.gid = Some(parse_id("TLS_GID", &v)?),
+                b"TCPREMOTEIP" => env.tcpremoteip = v.to_str().map(str::to_string),
+                b"SSL_CERT_DIR" => env.ssl_cert_dir = nonempty(v),
+                b"SSL_CERT_FILE" => env.ssl_cert_file = nonempty(v),
+                b"OPENSSL_CONF" => env.openssl_conf = true,
+                _ => {
+                    let named = |prefix: &[u8]| {
+                        kb.strip_prefix(prefix)
+                            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+                    };
+                    if let Some(n) = named(b"CERTFILE:") {
+                        certs.push((n, v));
+                    } else if let Some(n) = named(b"KEYFILE:") {
+                        keys.push((n, v));
+                    }
+                }
+            }
+        }
+        for (name, cert) in certs {
+            let key = keys
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| {
+                    Error::usage(format!("CERTFILE:{name} is set but KEYFILE:{name} is not"))
+                })?;
+            if name.is_empty() {
+                return Err(Error::usage("CERTFILE: needs a name after the colon"));
+            }
+            env.pairs.push((name, cert, key));
+        }
+        if let Some((n, _)) = keys
+            .iter()
+            .find(|(n, _)| !env.pairs.iter().any(|p| p.0 == *n))
+        {
+            return Err(Error::usage(format!(
+                "KEYFILE:{n} is set but CERTFILE:{n} is not"
+            )));
+        }
+        Ok(env)
+    }
+
+    /// The default pair, read now; `None` when neither variable is set.
+    pub fn default_material(&self) -> Result<Option<Material>, Error> {
+        match (&self.certfile, &self.keyfile) {
+            (Some(c), Some(k)) => Material::load(c, k).map(Some),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(Error::usage("KEYFILE is set but CERTFILE is not")),
+            (Some(_), None) => Err(Error::usage("CERTFILE is set but KEYFILE is not")),
+        }
+    }
+}
+
+fn parse_id(name: &str, v: &OsStr) -> Result<u32, Error> {
+    v.to_str()
+        .and_then(|s| s.parse::<u32>().ok())
+        .ok_or_else(|| Error::usage(format!("{name} must be a number: {}", v.to_string_lossy())))
+}
+
+/// Drop to `TLS_UID`/`TLS_GID` (supplementary groups too) when running as root.
+/// Returns whether a drop happened.
+pub fn drop_privileges(uid: Option<libc::uid_t>, gid: Option<libc::gid_t>) -> Result<bool, Error> {
+    if unsafe { libc::geteuid() } != 0 || (uid.is_none() && gid.is_none()) {
+        return Ok(false);
+    }
+    let sys = |what: &str| Error::sys(what, std::io::Error::last_os_error());
+    // setgroups first: after setuid it is no longer permitted.
+    let groups: Vec<libc::gid_t> = gid.into_iter().collect();
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
+        return Err(sys("unable to setgroups"));
+    }
+    if let Some(g) = gid {
+        if unsafe { libc::setgid(g) } < 0 {
+            return Err(sys("unable to setgid"));
+        }
+    }
+    if let Some(u) = uid {
+        if unsafe { libc::setuid(u) } < 0 {
+            return Err(sys("unable to setuid"));
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &[(&str, &str)]) -> Result<Env, Error> {
+        Env::from_vars(
+            v.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+    }
+
+    #[test]
+    fn pairs_and_secrets() {
+        let e = env(&[
+            ("CERTFILE:A.test", "c"),
+            ("KEYFILE:a.test", "k"),
+            ("TLS_UID", "5"),
+        ])
+        .expect("env");
+        assert_eq!(e.pairs, vec![("a.test".into(), "c".into(), "k".into())]);
+        assert_eq!(e.uid, Some(5));
+        assert!(env(&[("CERTFILE:x", "c")]).is_err());
+        assert!(env(&[("KEYFILE:x", "c")]).is_err());
+        assert!(env(&[("TLS_GID", "root")]).is_err());
+        for k in ["CADIR", "CERTFILE:x", "KEYFILE", "TLS_GID"] {
+            assert!(is_secret(OsStr::new(k)));
+        }
+        assert!(!is_secret(OsStr::new("CERTFILEX")));
+    }
+}

@@ -1,0 +1,195 @@
+//! Small, exact wrappers over the fd system calls the engine and the wrappers use.
+//! Raw fds on purpose: the UCSPI fd numbers (0/1, 6/7) are an interface, not owned objects.
+
+use std::io;
+use std::os::unix::io::RawFd;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn set_nonblock(fd: RawFd, on: bool) -> io::Result<()> {
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let new = if on {
+        fl | libc::O_NONBLOCK
+    } else {
+        fl & !libc::O_NONBLOCK
+    };
+    if new != fl {
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let new = if on {
+        fl | libc::FD_CLOEXEC
+    } else {
+        fl & !libc::FD_CLOEXEC
+    };
+    if new != fl {
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, new) })?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is open at all.
+pub fn is_open(fd: RawFd) -> bool {
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+fn stat(fd: RawFd) -> Option<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        None
+    } else {
+        Some(st)
+    }
+}
+
+pub fn is_socket(fd: RawFd) -> bool {
+    stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// Whether two fds refer to the same file (the same socket on 0 and 1, or 0 and 2 under inetd).
+pub fn same_file(a: RawFd, b: RawFd) -> bool {
+    match (stat(a), stat(b)) {
+        (Some(x), Some(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+/// End the write direction: on a socket `shutdown(SHUT_WR)` (the fd stays open, so a read
+/// side on the same socket keeps reading and the number is not reused); on anything else
+/// `close`. Returns whether the fd was closed.
+pub fn shut_write(fd: RawFd) -> bool {
+    if is_socket(fd) {
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+        false
+    } else {
+        close(fd);
+        true
+    }
+}
+
+/// End the read direction: the fd is closed. On a socket the other fd (if shared) keeps
+/// the socket open; `SHUT_RD` is not used because it would discard data in flight.
+pub fn close(fd: RawFd) {
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+}
+
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    cvt(unsafe { libc::dup2(from, to) }).map(|_| ())
+}
+
+/// A pipe with both ends close-on-exec: (read end, write end).
+pub fn pipe() -> io::Result<(RawFd, RawFd)> {
+    let mut p = [0; 2];
+    cvt(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((p[0], p[1]))
+}
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Write all of `buf` to a blocking fd, retrying on EINTR.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read until EOF from a blocking fd, at most `limit` bytes (more is an error).
+pub fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match read(fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => {
+                if out.len() + n > limit {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "too long"));
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// poll(2) with EINTR reported as zero events, so callers re-check their state.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
+
+pub fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Milliseconds until `deadline` for poll: -1 for none, rounded up so poll never spins.
+pub fn poll_timeout(deadline: Option<std::time::Instant>) -> libc::c_int {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let now = std::time::Instant::now();
+            if d <= now {
+                0
+            } else {
+                let ms = (d - now).as_micros().div_ceil(1000);
+                ms.min(i32::MAX as u128) as libc::c_int
+            }
+        }
+    }
+}
+
+/// TCP_NODELAY on a network socket: records are whole messages, Nagle would only delay
+/// the small ones. Not a socket, or not TCP: nothing to do.
+pub fn nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}

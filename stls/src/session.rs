@@ -1,0 +1,179 @@
+//! The description of a finished handshake: the `SSL_*` variables, and its wire form
+//! (`K=V\0` to set, a bare `K\0` to unset, a final `\0`), as s6-networking passes it.
+
+use foreign_types::ForeignTypeRef;
+use openssl::hash::MessageDigest;
+use openssl::ssl::{NameType, SslRef};
+use openssl::x509::X509NameRef;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// Limit of the description written to a `-d` notification fd.
+pub const MAX_NOTIFICATION: usize = 4096;
+
+/// Ordered variable edits: `Some(v)` sets, `None` unsets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Description {
+    pub vars: Vec<(OsString, Option<OsString>)>,
+}
+
+impl Description {
+    /// Describe `ssl` after its handshake. `sni` is the name a client sent (the server
+    /// reads it from the connection).
+    pub fn of(ssl: &SslRef, sni: Option<&str>) -> Description {
+        let mut d = Description::default();
+        d.set("SSL_PROTOCOL", Some(ssl.version_str().to_string()));
+        d.set(
+            "SSL_CIPHER",
+            ssl.current_cipher().map(|c| c.name().to_string()),
+        );
+        let sni = match sni {
+            Some(s) => Some(s.to_string()),
+            None => ssl.servername(NameType::HOST_NAME).map(str::to_string),
+        };
+        d.set("SSL_TLS_SNI_SERVERNAME", sni.filter(|s| !s.is_empty()));
+        let peer = ssl.peer_certificate();
+        let hash = peer
+            .as_ref()
+            .and_then(|c| c.digest(MessageDigest::sha256()).ok())
+            .map(|h| format!("SHA256:{}", hex(&h)));
+        d.set("SSL_PEER_CERT_HASH", hash);
+        let subject = peer.as_ref().and_then(|c| rfc4514(c.subject_name()));
+        d.set("SSL_PEER_CERT_SUBJECT", subject.filter(|s| !s.is_empty()));
+        // The description must fit a notification: a huge subject is dropped, not cut.
+        if d.encode().len() > MAX_NOTIFICATION {
+            d.set("SSL_PEER_CERT_SUBJECT", None);
+        }
+        d
+    }
+
+    pub fn set(&mut self, key: &str, val: Option<String>) {
+        let key = OsString::from(key);
+        let val = val.map(OsString::from);
+        match self.vars.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = val,
+            None => self.vars.push((key, val)),
+        }
+    }
+
+    pub fn unset(&mut self, key: &OsStr) {
+        self.vars.push((key.to_os_string(), None));
+    }
+
+    pub fn get(&self, key: &str) -> Option<&OsStr> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in &self.vars {
+            out.extend_from_slice(k.as_bytes());
+            if let Some(v) = v {
+                out.push(b'=');
+                out.extend_from_slice(v.as_bytes());
+            }
+            out.push(0);
+        }
+        out.push(0);
+        out
+    }
+
+    /// Parse the wire form; `None` if it is not complete (no final `\0`).
+    pub fn decode(buf: &[u8]) -> Option<Description> {
+        let body = buf.strip_suffix(&[0])?;
+        let mut d = Description::default();
+        if body.is_empty() {
+            return Some(d);
+        }
+        let body = body.strip_suffix(&[0])?;
+        for item in body.split(|&b| b == 0) {
+            if item.is_empty() {
+                return None;
+            }
+            match item.iter().position(|&b| b == b'=') {
+                Some(i) => d.vars.push((
+                    OsString::from_vec(item[..i].to_vec()),
+                    Some(OsString::from_vec(item[i + 1..].to_vec())),
+                )),
+                None => d.vars.push((OsString::from_vec(item.to_vec()), None)),
+            }
+        }
+        Some(d)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(H[(x >> 4) as usize] as char);
+        s.push(H[(x & 15) as usize] as char);
+    }
+    s
+}
+
+extern "C" {
+    fn X509_NAME_print_ex(
+        out: *mut openssl_sys::BIO,
+        nm: *const openssl_sys::X509_NAME,
+        indent: libc::c_int,
+        flags: libc::c_ulong,
+    ) -> libc::c_int;
+}
+
+/// RFC 4514 string of a name, in UTF-8: OpenSSL's RFC 2253 printer without the escaping
+/// of non-ASCII bytes (RFC 4514 allows UTF-8 as is).
+pub fn rfc4514(name: &X509NameRef) -> Option<String> {
+    // ASN1_STRFLGS_ESC_2253 | ESC_CTRL | UTF8_CONVERT | DUMP_UNKNOWN | DUMP_DER,
+    // XN_FLAG_SEP_COMMA_PLUS | XN_FLAG_DN_REV | XN_FLAG_DUMP_UNKNOWN_FIELDS.
+    const FLAGS: libc::c_ulong =
+        0x1 | 0x2 | 0x10 | 0x100 | 0x200 | (1 << 16) | (1 << 20) | (1 << 24);
+    unsafe {
+        let bio = openssl_sys::BIO_new(openssl_sys::BIO_s_mem());
+        if bio.is_null() {
+            return None;
+        }
+        let r = X509_NAME_print_ex(bio, name.as_ptr(), 0, FLAGS);
+        let mut p: *mut libc::c_char = std::ptr::null_mut();
+        let len = openssl_sys::BIO_get_mem_data(bio, &mut p);
+        let out = if r >= 0 && len >= 0 && !p.is_null() {
+            let bytes = std::slice::from_raw_parts(p as *const u8, len as usize);
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        } else {
+            None
+        };
+        openssl_sys::BIO_free_all(bio);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_round_trips() {
+        let mut d = Description::default();
+        d.set("SSL_PROTOCOL", Some("TLSv1.3".into()));
+        d.set("SSL_PEER_CERT_HASH", None);
+        let enc = d.encode();
+        assert_eq!(enc, b"SSL_PROTOCOL=TLSv1.3\0SSL_PEER_CERT_HASH\0\0");
+        assert_eq!(Description::decode(&enc), Some(d));
+        assert_eq!(Description::decode(b"\0"), Some(Description::default()));
+        assert_eq!(Description::decode(b""), None);
+        assert_eq!(Description::decode(b"A=1\0"), None);
+    }
+
+    #[test]
+    fn subject_is_rfc4514() {
+        let mut b = openssl::x509::X509NameBuilder::new().expect("builder");
+        b.append_entry_by_text("C", "FR").expect("C");
+        b.append_entry_by_text("O", "Acme, Inc").expect("O");
+        b.append_entry_by_text("CN", "é #x").expect("CN");
+        let n = b.build();
+        assert_eq!(rfc4514(&n).as_deref(), Some("CN=é #x,O=Acme\\, Inc,C=FR"));
+    }
+}
