@@ -152,6 +152,10 @@ pub fn handshake(tcp: TcpStream, o: &ClientOpts) -> Result<TlsClient, String> {
     Ok(TlsClient { stream: s })
 }
 
+fn interrupted(e: &openssl::ssl::Error) -> bool {
+    e.io_error().map(|io| io.kind()) == Some(io::ErrorKind::Interrupted)
+}
+
 fn classify(e: &openssl::ssl::Error) -> End {
     if e.code() == ErrorCode::ZERO_RETURN {
         return End::CloseNotify;
@@ -213,6 +217,8 @@ impl TlsClient {
             match self.stream.ssl_read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.code() == ErrorCode::WANT_READ && e.io_error().is_none() => continue,
+                // A signal interrupted a read with a timeout (never restarted by the kernel).
+                Err(e) if interrupted(&e) => continue,
                 Err(e) => return Err(classify(&e)),
             }
         }
@@ -311,6 +317,7 @@ impl TlsClient {
                         break;
                     }
                     Err(e) if e.code() == ErrorCode::WANT_READ => break,
+                    Err(e) if interrupted(&e) => continue,
                     Err(e) => break 'outer End::Error(format!("write: {e}")),
                 }
             }
