@@ -302,7 +302,12 @@ fn download_64_mib_hash() {
     let l = serve(&[], &format!("exec cat '{}'", file.display()));
     let mut c = client::connect(l.addr, &ClientOpts::tls12()).expect("handshake");
     let (h, end) = c.hash_to_end(None);
-    assert_eq!(h.len, 64 * MIB as u64, "end: {end:?}, tlsd: {:?}", l.next_session(WAIT));
+    assert_eq!(
+        h.len,
+        64 * MIB as u64,
+        "end: {end:?}, tlsd: {:?}",
+        l.next_session(WAIT)
+    );
     assert_eq!(h.hex(), want);
     assert_eq!(end, End::CloseNotify);
     drop(c);
