@@ -1,0 +1,552 @@
+//! The exported symbols. Each one: a reentrancy guard (a `const` thread-local flag: our own
+//! code calls libc, which may land in these hooks again), `catch_unwind` around our part
+//! (never unwind into C), and the real function for everything that is not ours.
+
+use std::cell::Cell;
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::upgrade::{self, Target};
+use crate::{names, real, rules, socks};
+
+thread_local! {
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = BUSY.try_with(|b| b.set(false));
+    }
+}
+
+fn enter() -> Option<Guard> {
+    BUSY.try_with(|b| {
+        if b.get() {
+            None
+        } else {
+            b.set(true);
+            Some(Guard)
+        }
+    })
+    .ok()
+    .flatten()
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: the thread's errno location is always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn get_errno() -> c_int {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+// ---------------------------------------------------------------------------------------
+// Constructor
+
+extern "C" fn init() {
+    let _ = catch_unwind(|| {
+        let _g = enter();
+        real::init();
+        if upgrade::state().cfg.active() {
+            // Before any fork: a child that resolves must fill its parent's table.
+            names::init();
+        }
+    });
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+// ---------------------------------------------------------------------------------------
+// connect and TCP Fast Open
+
+enum Decision {
+    /// Not ours: the real call.
+    Pass,
+    /// Upgraded (Ok) or failed with an errno.
+    Done(Result<(), c_int>),
+}
+
+/// The shared decision of connect, sendto and sendmsg with MSG_FASTOPEN.
+///
+/// # Safety
+/// `addr`/`len` as given to connect().
+unsafe fn decide(fd: c_int, addr: *const sockaddr, len: socklen_t, matched: &mut bool) -> Decision {
+    let st = upgrade::state();
+    let cfg = &st.cfg;
+    if !cfg.active() && !socks::any() {
+        return Decision::Pass;
+    }
+    let Some(t): Option<Target> = upgrade::target(addr, len) else {
+        return Decision::Pass;
+    };
+    if upgrade::is_ours(fd) {
+        return Decision::Done(Err(libc::EISCONN));
+    }
+    if !cfg.active() || !cfg.matches(t.key, t.port) || !upgrade::is_tcp(fd) {
+        return Decision::Pass;
+    }
+    *matched = true;
+    if cfg.broken.is_some() {
+        return match cfg.errno {
+            Some(e) => Decision::Done(Err(e)),
+            None => Decision::Pass,
+        };
+    }
+    Decision::Done(upgrade::upgrade(st, fd, addr, len, t))
+}
+
+/// Run `decide` guarded: Some(result) when it was ours, None to do the real call.
+unsafe fn guarded_decide(
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Option<Result<(), c_int>> {
+    let _g = enter()?;
+    let mut matched = false;
+    let r = catch_unwind(AssertUnwindSafe(|| decide(fd, addr, len, &mut matched)));
+    match r {
+        Ok(Decision::Pass) => None,
+        Ok(Decision::Done(r)) => Some(r),
+        // A bug of ours: after a match, fail closed; before, stay out of the way.
+        Err(_) if matched => Some(Err(libc::ECONNREFUSED)),
+        Err(_) => None,
+    }
+}
+
+/// # Safety
+/// The C contract of connect(2).
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    match guarded_decide(fd, addr, len) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        None => match real::connect() {
+            Some(f) => f(fd, addr, len),
+            None => {
+                set_errno(libc::ENOSYS);
+                -1
+            }
+        },
+    }
+}
+
+/// # Safety
+/// The C contract of sendto(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    let Some(real_sendto) = real::sendto() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    if flags & libc::MSG_FASTOPEN == 0 || addr.is_null() {
+        return real_sendto(fd, buf, n, flags, addr, len);
+    }
+    match guarded_decide(fd, addr, len) {
+        None => real_sendto(fd, buf, n, flags, addr, len),
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        Some(Ok(())) => real_sendto(fd, buf, n, flags & !libc::MSG_FASTOPEN, std::ptr::null(), 0),
+    }
+}
+
+/// # Safety
+/// The C contract of sendmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let Some(real_sendmsg) = real::sendmsg() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    if flags & libc::MSG_FASTOPEN == 0 || msg.is_null() || (*msg).msg_name.is_null() {
+        return real_sendmsg(fd, msg, flags);
+    }
+    let addr = (*msg).msg_name as *const sockaddr;
+    match guarded_decide(fd, addr, (*msg).msg_namelen) {
+        None => real_sendmsg(fd, msg, flags),
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        Some(Ok(())) => {
+            let mut m = std::ptr::read(msg);
+            m.msg_name = std::ptr::null_mut();
+            m.msg_namelen = 0;
+            real_sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The faked TCP socket API on swapped descriptors
+
+/// Copy `bytes` into the caller's (addr, len) with the kernel's truncation rule.
+unsafe fn give_addr(bytes: &[u8], addr: *mut sockaddr, len: *mut socklen_t) {
+    let room = *len as usize;
+    let n = room.min(bytes.len());
+    std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, n);
+    *len = bytes.len() as socklen_t;
+}
+
+unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: bool) -> c_int {
+    let f = if peer {
+        real::getpeername()
+    } else {
+        real::getsockname()
+    };
+    let Some(f) = f else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    if !socks::any() || addr.is_null() || len.is_null() {
+        return f(fd, addr, len);
+    }
+    let Some(_g) = enter() else {
+        return f(fd, addr, len);
+    };
+    let e = get_errno();
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        let ent = socks::find(fd)?;
+        let (b, n) = if peer { ent.peer() } else { ent.local() };
+        if n == 0 {
+            return None;
+        }
+        give_addr(&b[..n], addr, len);
+        Some(())
+    }));
+    set_errno(e);
+    match done {
+        Ok(Some(())) => 0,
+        _ => f(fd, addr, len),
+    }
+}
+
+/// # Safety
+/// The C contract of getpeername(2).
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    name_hook(fd, addr, len, true)
+}
+
+/// # Safety
+/// The C contract of getsockname(2).
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    name_hook(fd, addr, len, false)
+}
+
+fn ip_level(level: c_int) -> bool {
+    level == libc::IPPROTO_TCP || level == libc::IPPROTO_IP || level == libc::IPPROTO_IPV6
+}
+
+/// # Safety
+/// The C contract of getsockopt(2).
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    let Some(f) = real::getsockopt() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let rc = f(fd, level, name, val, len);
+    if !socks::any() || val.is_null() || len.is_null() {
+        return rc;
+    }
+    let identity = level == libc::SOL_SOCKET
+        && (name == libc::SO_DOMAIN || name == libc::SO_PROTOCOL)
+        && rc == 0;
+    let faked = ip_level(level) && rc != 0;
+    if !identity && !faked {
+        return rc;
+    }
+    let Some(_g) = enter() else {
+        return rc;
+    };
+    let e = get_errno();
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        let ent = socks::find(fd)?;
+        let room = *len as usize;
+        if identity {
+            let v: c_int = if name == libc::SO_DOMAIN {
+                ent.domain
+            } else {
+                libc::IPPROTO_TCP
+            };
+            if room < std::mem::size_of::<c_int>() {
+                return None;
+            }
+            std::ptr::write_unaligned(val as *mut c_int, v);
+            *len = std::mem::size_of::<c_int>() as socklen_t;
+            return Some(());
+        }
+        // A TCP/IP-level option: what was set, else zeros (as a fresh socket's defaults).
+        std::ptr::write_bytes(val as *mut u8, 0, room);
+        if room >= std::mem::size_of::<c_int>() {
+            if let Some(v) = ent.get_opt(level, name) {
+                std::ptr::write_unaligned(val as *mut c_int, v);
+            }
+            *len = std::mem::size_of::<c_int>() as socklen_t;
+        }
+        Some(())
+    }));
+    match done {
+        Ok(Some(())) => 0,
+        _ => {
+            set_errno(e);
+            rc
+        }
+    }
+}
+
+/// # Safety
+/// The C contract of setsockopt(2).
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let Some(f) = real::setsockopt() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let rc = f(fd, level, name, val, len);
+    if rc == 0 || !socks::any() || !ip_level(level) {
+        return rc;
+    }
+    let Some(_g) = enter() else {
+        return rc;
+    };
+    let e = get_errno();
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        let ent = socks::find(fd)?;
+        if !val.is_null() && len as usize >= std::mem::size_of::<c_int>() {
+            ent.set_opt(level, name, std::ptr::read_unaligned(val as *const c_int));
+        }
+        Some(())
+    }));
+    match done {
+        Ok(Some(())) => 0,
+        _ => {
+            set_errno(e);
+            rc
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Resolver hooks: record which name gave which addresses (results are never changed)
+
+const MAX_IPS: usize = 32;
+
+struct Ips {
+    n: usize,
+    v: [u128; MAX_IPS],
+}
+
+impl Ips {
+    fn new() -> Ips {
+        Ips {
+            n: 0,
+            v: [0; MAX_IPS],
+        }
+    }
+    fn push(&mut self, k: u128) {
+        if self.n < MAX_IPS && !self.v[..self.n].contains(&k) {
+            self.v[self.n] = k;
+            self.n += 1;
+        }
+    }
+}
+
+fn recording() -> bool {
+    upgrade::state().cfg.active()
+}
+
+unsafe fn record(node: *const c_char, ips: &Ips) {
+    let name = std::ffi::CStr::from_ptr(node).to_bytes();
+    if names::numeric(name).is_some() {
+        names::begin_lookup(name);
+    } else {
+        names::record(name, &ips.v[..ips.n]);
+    }
+}
+
+/// # Safety
+/// The C contract of getaddrinfo(3).
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    let Some(f) = real::getaddrinfo() else {
+        return libc::EAI_SYSTEM;
+    };
+    let rc = f(node, service, hints, res);
+    if rc != 0 || node.is_null() || res.is_null() {
+        return rc;
+    }
+    let Some(_g) = enter() else {
+        return rc;
+    };
+    let e = get_errno();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if !recording() {
+            return;
+        }
+        let mut ips = Ips::new();
+        let mut ai = *res;
+        let mut steps = 0;
+        while !ai.is_null() && steps < 256 {
+            let a = &*ai;
+            if let Some(t) = upgrade::target(a.ai_addr, a.ai_addrlen) {
+                ips.push(t.key);
+            }
+            ai = a.ai_next;
+            steps += 1;
+        }
+        record(node, &ips);
+    }));
+    set_errno(e);
+    rc
+}
+
+unsafe fn record_hostent(node: *const c_char, h: *const hostent) {
+    if node.is_null() || h.is_null() {
+        return;
+    }
+    let Some(_g) = enter() else {
+        return;
+    };
+    let e = get_errno();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if !recording() {
+            return;
+        }
+        let h = &*h;
+        let mut ips = Ips::new();
+        if !h.h_addr_list.is_null() {
+            for i in 0..MAX_IPS {
+                let p = *h.h_addr_list.add(i);
+                if p.is_null() {
+                    break;
+                }
+                match (h.h_addrtype, h.h_length) {
+                    (libc::AF_INET, 4) => {
+                        let mut b = [0u8; 4];
+                        std::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 4);
+                        ips.push(rules::key_of(std::net::Ipv4Addr::from(b).into()));
+                    }
+                    (libc::AF_INET6, 16) => {
+                        let mut b = [0u8; 16];
+                        std::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 16);
+                        let v6 = std::net::Ipv6Addr::from(b);
+                        let ip = match v6.to_ipv4_mapped() {
+                            Some(v4) => std::net::IpAddr::V4(v4),
+                            None => std::net::IpAddr::V6(v6),
+                        };
+                        ips.push(rules::key_of(ip));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        record(node, &ips);
+    }));
+    set_errno(e);
+}
+
+/// # Safety
+/// The C contract of gethostbyname(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
+    let Some(f) = real::gethostbyname() else {
+        return std::ptr::null_mut();
+    };
+    let h = f(name);
+    record_hostent(name, h);
+    h
+}
+
+/// # Safety
+/// The C contract of gethostbyname2(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
+    let Some(f) = real::gethostbyname2() else {
+        return std::ptr::null_mut();
+    };
+    let h = f(name, af);
+    record_hostent(name, h);
+    h
+}
+
+/// # Safety
+/// The C contract of gethostbyname_r(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname_r(
+    name: *const c_char,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    let Some(f) = real::gethostbyname_r() else {
+        return libc::ENOSYS;
+    };
+    let rc = f(name, ret, buf, buflen, result, h_errnop);
+    if rc == 0 && !result.is_null() {
+        record_hostent(name, *result);
+    }
+    rc
+}
+
+/// # Safety
+/// The C contract of gethostbyname2_r(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    let Some(f) = real::gethostbyname2_r() else {
+        return libc::ENOSYS;
+    };
+    let rc = f(name, af, ret, buf, buflen, result, h_errnop);
+    if rc == 0 && !result.is_null() {
+        record_hostent(name, *result);
+    }
+    rc
+}

@@ -1,0 +1,304 @@
+//! Starting a helper without disturbing the host.
+//!
+//! - Everything (path, argv, envp) is built before the child exists.
+//! - The child is made with `clone(CLONE_VM | CLONE_VFORK)` and **no exit signal**: the
+//!   host gets no SIGCHLD for it and its `wait()`/`waitpid(-1)` never see it (only
+//!   `__WALL`/`__WCLONE` waits do); the library reaps it itself with `waitpid(pid, __WALL)`
+//!   on that exact pid, tolerating ECHILD.
+//! - Between clone and exec the child runs only async-signal-safe system calls: signal
+//!   dispositions to default, fds moved into place, every other fd closed
+//!   (`close_range`), the signal mask emptied, `execve`.
+//! - A helper that stays for the connection's lifetime must not be the host's child:
+//!   `tlsc --detach` forks itself (its first process exits at once); for a command of
+//!   `AUTOSSL_TLS_CMD`, the cloned child forks once more (a raw fork, on a copy of the
+//!   address space) and exits, so the command is reparented to init.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// A command ready to be executed: every pointer array is NULL-terminated.
+pub struct Prepared {
+    path: CString,
+    _argv: Vec<CString>,
+    argv: Vec<*const c_char>,
+    _envp: Vec<CString>,
+    envp: Vec<*const c_char>,
+}
+
+impl Prepared {
+    pub fn new(path: CString, argv: Vec<CString>, envp: Vec<CString>) -> Prepared {
+        let mut a: Vec<*const c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+        a.push(ptr::null());
+        let mut e: Vec<*const c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+        e.push(ptr::null());
+        Prepared {
+            path,
+            _argv: argv,
+            argv: a,
+            _envp: envp,
+            envp: e,
+        }
+    }
+}
+
+/// The environment for a helper: the host's current environment without this library in
+/// `LD_PRELOAD`, with `AUTOSSL_NESTED=1` so that nothing below it upgrades again.
+pub fn helper_env(lib_path: Option<&CStr>) -> Vec<CString> {
+    extern "C" {
+        static environ: *const *const c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: environ is the C library's NULL-terminated array of C strings. Another thread
+    // changing the environment at this very moment is a race the host already has with
+    // every getenv.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = CStr::from_ptr(*p).to_bytes();
+            p = p.add(1);
+            if entry.starts_with(b"AUTOSSL_NESTED=") {
+                continue;
+            }
+            if let Some(v) = entry.strip_prefix(b"LD_PRELOAD=") {
+                let kept = strip_preload(v, lib_path.map(|l| l.to_bytes()));
+                if kept.is_empty() {
+                    continue;
+                }
+                let mut e = b"LD_PRELOAD=".to_vec();
+                e.extend_from_slice(&kept);
+                if let Ok(c) = CString::new(e) {
+                    out.push(c);
+                }
+                continue;
+            }
+            if let Ok(c) = CString::new(entry) {
+                out.push(c);
+            }
+        }
+    }
+    if let Ok(c) = CString::new("AUTOSSL_NESTED=1") {
+        out.push(c);
+    }
+    out
+}
+
+/// `LD_PRELOAD` without this library: entries are separated by spaces or colons; an entry
+/// is ours when it is our path or its file name is `libautossl.so`.
+pub fn strip_preload(v: &[u8], ours: Option<&[u8]>) -> Vec<u8> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for e in v.split(|&b| b == b' ' || b == b':' || b == b'\t') {
+        if e.is_empty() {
+            continue;
+        }
+        let base = e.rsplit(|&b| b == b'/').next().unwrap_or(e);
+        if Some(e) == ours || base == b"libautossl.so" {
+            continue;
+        }
+        kept.push(e);
+    }
+    kept.join(&b' ')
+}
+
+const MAX_FDS: usize = 6;
+
+struct ChildArgs {
+    prepared: *const Prepared,
+    /// (source, target) pairs; targets are below `first_closed`.
+    fds: [(c_int, c_int); MAX_FDS],
+    nfds: usize,
+    /// Close every fd from here up (after the moves).
+    first_closed: c_int,
+    /// Fork once more and exit (the exec happens in the grandchild).
+    detach: bool,
+    /// The exec's (or the fork's) errno, seen by the parent through the shared memory.
+    err: AtomicI32,
+}
+
+fn errno() -> c_int {
+    // SAFETY: the thread's errno location is always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+#[allow(clippy::needless_range_loop)]
+extern "C" fn child(arg: *mut c_void) -> c_int {
+    // SAFETY: arg is the ChildArgs the parent keeps alive until this process has exec'ed or
+    // exited (CLONE_VFORK). Only system calls from here on.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        // Default dispositions (with every signal still blocked): no host handler may run
+        // in this process, and the helper starts with a clean slate.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &dfl, ptr::null_mut());
+            }
+        }
+        if a.detach {
+            let pid = libc::syscall(
+                libc::SYS_clone,
+                libc::SIGCHLD as libc::c_long,
+                0 as libc::c_long,
+                0 as libc::c_long,
+                0 as libc::c_long,
+                0 as libc::c_long,
+            );
+            if pid < 0 {
+                a.err.store(errno(), Ordering::Relaxed);
+                libc::syscall(libc::SYS_exit, 127 as libc::c_long);
+            }
+            if pid > 0 {
+                libc::syscall(libc::SYS_exit, 0 as libc::c_long);
+            }
+            // The grandchild, in its own copy of the address space.
+        }
+        // Move the sources out of the way first, so that a source that is also a target
+        // number is not clobbered.
+        let mut high = [-1 as c_int; MAX_FDS];
+        for i in 0..a.nfds.min(MAX_FDS) {
+            high[i] = libc::fcntl(a.fds[i].0, libc::F_DUPFD_CLOEXEC, 16);
+            if high[i] < 0 {
+                a.err.store(errno(), Ordering::Relaxed);
+                libc::syscall(libc::SYS_exit, 127 as libc::c_long);
+            }
+        }
+        for i in 0..a.nfds.min(MAX_FDS) {
+            if libc::dup2(high[i], a.fds[i].1) < 0 {
+                a.err.store(errno(), Ordering::Relaxed);
+                libc::syscall(libc::SYS_exit, 127 as libc::c_long);
+            }
+        }
+        // Nothing else of the host's reaches the helper: below first_closed, close what is
+        // not a target (fd 2 stays); from first_closed up, close everything.
+        for fd in 0..a.first_closed {
+            let is_target = a.fds[..a.nfds.min(MAX_FDS)].iter().any(|f| f.1 == fd);
+            if !is_target && fd != 2 {
+                libc::close(fd);
+            }
+        }
+        let first = a.first_closed as libc::c_uint;
+        if libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        ) != 0
+        {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur.min(65536) as c_int
+            } else {
+                4096
+            };
+            for fd in a.first_closed..max {
+                libc::close(fd);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+        let p = &*a.prepared;
+        libc::execve(p.path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+        if !a.detach {
+            a.err.store(errno(), Ordering::Relaxed);
+        }
+        libc::syscall(libc::SYS_exit, 127 as libc::c_long);
+        127
+    }
+}
+
+const STACK: usize = 256 * 1024;
+
+/// Run `p` with `fds` (source, target) in place, every fd from `first_closed` up closed,
+/// and wait for the cloned child (which is short-lived: it execs `tlsc --detach`, which
+/// forks and exits at once, or with `detach` it forks and exits itself).
+/// Returns the errno of a failed start.
+pub fn spawn(
+    p: &Prepared,
+    fds: &[(c_int, c_int)],
+    first_closed: c_int,
+    detach: bool,
+) -> Result<(), c_int> {
+    if fds.len() > MAX_FDS {
+        return Err(libc::EINVAL);
+    }
+    let mut args = ChildArgs {
+        prepared: p,
+        fds: [(-1, -1); MAX_FDS],
+        nfds: fds.len(),
+        first_closed,
+        detach,
+        err: AtomicI32::new(0),
+    };
+    args.fds[..fds.len()].copy_from_slice(fds);
+    // SAFETY: plain system calls; the stack mapping outlives the child's use of it (the
+    // parent is suspended until the child execs or exits, and unmaps it only after).
+    unsafe {
+        let stack = libc::mmap(
+            ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        );
+        if stack == libc::MAP_FAILED {
+            return Err(errno());
+        }
+        let top = (stack as *mut u8).add(STACK) as *mut c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK,
+            &mut args as *mut ChildArgs as *mut c_void,
+        );
+        let clone_err = errno();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+        if pid < 0 {
+            libc::munmap(stack, STACK);
+            return Err(clone_err);
+        }
+        // Reap exactly this child (it has no exit signal: __WALL).
+        let mut status = 0;
+        for _ in 0..1000 {
+            let r = libc::waitpid(pid, &mut status, libc::__WALL);
+            if r == pid || (r < 0 && errno() != libc::EINTR) {
+                break;
+            }
+        }
+        libc::munmap(stack, STACK);
+        match args.err.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_preload;
+
+    #[test]
+    fn preload_without_us() {
+        let ours = b"/x/target/release/libautossl.so";
+        assert_eq!(strip_preload(ours, Some(ours)), b"");
+        assert_eq!(
+            strip_preload(
+                b"/a/liba.so /x/target/release/libautossl.so:/b/libb.so",
+                Some(ours)
+            ),
+            b"/a/liba.so /b/libb.so"
+        );
+        assert_eq!(strip_preload(b"libautossl.so", None), b"");
+        assert_eq!(
+            strip_preload(b"/opt/libautossl.so.1", None),
+            b"/opt/libautossl.so.1"
+        );
+    }
+}
