@@ -5,13 +5,14 @@
 //!   host gets no SIGCHLD for it and its `wait()`/`waitpid(-1)` never see it (only
 //!   `__WALL`/`__WCLONE` waits do); the library reaps it itself with `waitpid(pid, __WALL)`
 //!   on that exact pid, tolerating ECHILD.
-//! - Between clone and exec the child runs only async-signal-safe system calls: signal
-//!   dispositions to default, fds moved into place, every other fd closed
-//!   (`close_range`), the signal mask emptied, `execve`.
-//! - A helper that stays for the connection's lifetime must not be the host's child:
-//!   `tlsc --detach` forks itself (its first process exits at once); for a command of
-//!   `AUTOSSL_TLS_CMD`, the cloned child forks once more (a raw fork, on a copy of the
-//!   address space) and exits, so the command is reparented to init.
+//! - That child must not exec: `execve` resets the exit signal to SIGCHLD (the kernel's
+//!   `de_thread`), so an exec'ed helper would signal the host when it ends. The cloned
+//!   child forks once (a raw fork, on a copy of the address space) and exits at once; the
+//!   grandchild execs the helper and, its parent gone, belongs to init (or the nearest
+//!   subreaper), never to the host.
+//! - Between clone and exec only async-signal-safe system calls run: signal dispositions
+//!   to default, fds moved into place, every other fd closed (`close_range`), the signal
+//!   mask emptied, `execve`.
 
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
@@ -212,9 +213,10 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
 const STACK: usize = 256 * 1024;
 
 /// Run `p` with `fds` (source, target) in place, every fd from `first_closed` up closed,
-/// and wait for the cloned child (which is short-lived: it execs `tlsc --detach`, which
-/// forks and exits at once, or with `detach` it forks and exits itself).
-/// Returns the errno of a failed start.
+/// and reap the cloned child. With `detach` (always, for helpers that stay) the cloned
+/// child forks the process that execs and exits at once; without it, the cloned child
+/// execs itself (then the host sees a SIGCHLD when it ends: only for short-lived
+/// programs). Returns the errno of a failed start (the exec's only without `detach`).
 pub fn spawn(
     p: &Prepared,
     fds: &[(c_int, c_int)],

@@ -614,8 +614,9 @@ pub unsafe fn upgrade(
     if devnull.0 >= 0 {
         fds.push((devnull.0, 2));
     }
-    // 3. tlsc: io form on the connected socket; it detaches at once.
-    if let Err(e) = spawn::spawn(&p, &fds, 8, false) {
+    // 3. tlsc: io form on the connected socket, started by a short-lived middle process
+    //    (see spawn.rs); --detach also keeps it off the caller's stderr after the handshake.
+    if let Err(e) = spawn::spawn(&p, &fds, 8, true) {
         say_once(
             &SPAWN_FAILED,
             cfg,

@@ -13,6 +13,7 @@ pub mod payload;
 pub mod peers;
 pub mod pki;
 pub mod proc;
+pub mod shim;
 
 pub use bins::{ci, require, skip, tlsc, tlsd};
 pub use pki::{pki, scratch};

@@ -1,0 +1,302 @@
+//! Support for the autossl-shim tests: building the library (`cargo test` does not build a
+//! cdylib), a TLS server (tlsd under the suite's listener, on 127.0.0.1 and ::1 with the
+//! same port) wrapping a small responder that reports the TLS session it got, and running
+//! unmodified clients with the library preloaded and a test host name (`tls.test`) mapped in
+//! a private mount namespace.
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::bins::{self, which};
+use crate::listener::{Spawn, TinyListener};
+use crate::pki::{pki, run_dir, Pair};
+use crate::proc::{self, Outcome};
+
+/// The test host name: 127.0.0.1 and ::1 in the namespace's /etc/hosts.
+pub const NAME: &str = "tls.test";
+/// A name that maps to 127.0.0.1 only (for clients that try one address only).
+pub const NAME4: &str = "tls4.test";
+
+static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Build the library, tlsc and tlsd (release, the suite's target directory) once per test
+/// binary; the path of `libautossl.so`.
+pub fn library() -> PathBuf {
+    let r = BUILT.get_or_init(|| {
+        let _l = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "autossl-shim",
+                "-p",
+                "tlsc",
+                "-p",
+                "tlsd",
+            ])
+            .current_dir(bins::workspace())
+            .env("CARGO_TARGET_DIR", bins::target_dir())
+            .output()
+            .map_err(|e| format!("cargo build: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let lib = bins::target_dir().join("release").join("libautossl.so");
+        if lib.is_file() {
+            Ok(lib)
+        } else {
+            Err(format!("{} missing after the build", lib.display()))
+        }
+    });
+    match r {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Python for the responder and the Python clients (Debian's, without a pyenv shim).
+pub fn python() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/python3");
+    if p.is_file() {
+        return p;
+    }
+    which("python3").unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// The responder tlsd runs per connection. It answers, depending on the first line:
+/// `GET`/`HEAD` (HTTP/1.0, one request, files under argv[1] or a hello body), `*` (RESP:
+/// `+PONG ...` per command), `ECHO` (reads to EOF, then answers with the length and the
+/// bytes: a half-close test). Every answer carries `sni=<SSL_TLS_SNI_SERVERNAME>
+/// proto=<SSL_PROTOCOL>`: proof that the connection really was TLS, and which name it sent.
+pub const RESPONDER: &str = r#"
+import os, sys
+sni = os.environ.get("SSL_TLS_SNI_SERVERNAME", "")
+proto = os.environ.get("SSL_PROTOCOL", "")
+root = sys.argv[1] if len(sys.argv) > 1 else None
+inp = sys.stdin.buffer
+out = sys.stdout.buffer
+tag = ("sni=%s proto=%s" % (sni, proto)).encode()
+line = inp.readline()
+if line.startswith(b"*"):
+    while line.startswith(b"*"):
+        n = int(line[1:].strip() or b"0")
+        for _ in range(n):
+            inp.readline(); inp.readline()
+        out.write(b"+PONG " + tag + b"\r\n"); out.flush()
+        line = inp.readline()
+elif line.startswith(b"GET") or line.startswith(b"HEAD"):
+    parts = line.split()
+    path = parts[1].decode("latin-1") if len(parts) > 1 else "/"
+    while True:
+        h = inp.readline()
+        if h in (b"\r\n", b"\n", b""):
+            break
+    status, body = b"200 OK", b"hello " + tag + b"\n"
+    if root and path != "/":
+        f = os.path.normpath(os.path.join(root, path.split("?")[0].lstrip("/")))
+        if f.startswith(root) and os.path.isfile(f):
+            body = open(f, "rb").read()
+        else:
+            status, body = b"404 Not Found", b"not found\n"
+    out.write(b"HTTP/1.0 " + status + b"\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    if not line.startswith(b"HEAD"):
+        out.write(body)
+elif line.startswith(b"ECHO"):
+    data = inp.read()
+    out.write(tag + b" len=%d\n" % len(data) + data)
+else:
+    out.write(b"? " + tag + b"\n")
+out.flush()
+"#;
+
+fn responder() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = run_dir().join("responder.py");
+        std::fs::write(&p, RESPONDER).expect("writing the responder");
+        p
+    })
+    .clone()
+}
+
+/// A server on 127.0.0.1:port and [::1]:port (the same port).
+pub struct Server {
+    pub v4: TinyListener,
+    pub v6: TinyListener,
+    pub port: u16,
+}
+
+impl Server {
+    /// Every session that ended within `timeout` after the last one (bounded).
+    pub fn sessions(&self, timeout: Duration) -> Vec<crate::listener::Session> {
+        let mut v = Vec::new();
+        for l in [&self.v4, &self.v6] {
+            while let Some(s) = l.try_session(timeout) {
+                v.push(s);
+            }
+        }
+        v
+    }
+}
+
+/// What one listener runs: `tlsd -- python3 responder ROOT` with `pair`, or the responder
+/// alone (plain) when `pair` is None.
+pub fn spawn_for(pair: Option<&'static Pair>, root: Option<&Path>) -> Spawn {
+    let mut args: Vec<OsString> = vec![python().into(), "-S".into(), responder().into()];
+    if let Some(r) = root {
+        args.push(r.into());
+    }
+    match pair {
+        Some(p) => {
+            let mut a: Vec<OsString> = vec!["--".into()];
+            a.extend(args);
+            Spawn::tlsd(&a, &[("CERTFILE", &p.cert), ("KEYFILE", &p.key)])
+        }
+        None => Spawn {
+            program: args.remove(0).into(),
+            args,
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(120),
+        },
+    }
+}
+
+/// Start the server on both loopback addresses with one port.
+pub fn server(pair: Option<&'static Pair>, root: Option<&Path>) -> Server {
+    for _ in 0..20 {
+        let v4 = TinyListener::start_on("127.0.0.1:0", spawn_for(pair, root));
+        let port = v4.port();
+        if TcpListener::bind(("::1", port)).is_err() {
+            continue;
+        }
+        let v6 = TinyListener::start_on(&format!("[::1]:{port}"), spawn_for(pair, root));
+        return Server { v4, v6, port };
+    }
+    panic!("no port free on both 127.0.0.1 and ::1 after 20 tries");
+}
+
+/// The hosts file of the namespace.
+fn hosts() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = run_dir().join("hosts");
+        std::fs::write(
+            &p,
+            format!(
+                "127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.0.1 {NAME}\n::1 {NAME}\n127.0.0.1 {NAME4}\n"
+            ),
+        )
+        .expect("writing the hosts file");
+        p
+    })
+    .clone()
+}
+
+/// Can we make a private mount namespace (root, unshare)? Skips (fails under CI) if not.
+pub fn namespaces() -> bool {
+    static OK: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = OK.get_or_init(|| {
+        if !bins::is_root() {
+            return Err("not root: cannot bind-mount a hosts file".into());
+        }
+        if which("unshare").is_none() {
+            return Err("unshare not installed (util-linux)".into());
+        }
+        let o = proc::run(
+            &mut namespaced(&["true"], &[]),
+            None,
+            Duration::from_secs(20),
+        );
+        if o.code() != 0 {
+            return Err(format!("unshare -m failed: {}", o.stderr_str().trim()));
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => true,
+        Err(e) => bins::skip(e),
+    }
+}
+
+/// `unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec env "$@"' HOSTS VARS... CMD...`:
+/// the variables (the preload among them) apply to the client only.
+pub fn namespaced(cmd: &[&str], vars: &[(String, String)]) -> Command {
+    let mut c = Command::new("unshare");
+    c.arg("-m")
+        .arg("/bin/sh")
+        .arg("-c")
+        .arg("mount --bind \"$0\" /etc/hosts && exec env \"$@\"");
+    c.arg(hosts());
+    for (k, v) in vars {
+        c.arg(format!("{k}={v}"));
+    }
+    c.args(cmd);
+    for k in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "LD_PRELOAD",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+/// The shim's variables for upgrading `ports`, trusting the test CA.
+pub fn shim_vars(ports: &str) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), library().display().to_string()),
+        ("AUTOSSL_UPGRADE_PORTS".into(), ports.into()),
+        ("AUTOSSL_VERBOSE".into(), "1".into()),
+        ("CAFILE".into(), pki().ca.display().to_string()),
+    ]
+}
+
+/// Run a client under the shim in the namespace (bounded), with `input` on stdin.
+pub fn run(cmd: &[&str], vars: &[(String, String)], input: Option<&[u8]>) -> Outcome {
+    proc::run(&mut namespaced(cmd, vars), input, Duration::from_secs(90))
+}
+
+/// The `autossl:` lines a client printed that say a connection was upgraded.
+pub fn upgraded_lines(o: &Outcome) -> Vec<String> {
+    o.stderr_str()
+        .lines()
+        .filter(|l| l.starts_with("autossl: fd ") && l.contains(": TLSv1"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Processes (other than zombies) whose environment holds `marker` (`K=V`).
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|x| x == marker.as_bytes()) && proc::alive(pid) {
+            v.push(pid);
+        }
+    }
+    v
+}

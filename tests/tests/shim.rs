@@ -1,0 +1,832 @@
+//! autossl-shim end to end (issue 4): real, unmodified clients with `libautossl.so`
+//! preloaded, against tlsd (wrapping a small responder) on 127.0.0.1 and ::1, with the
+//! test name `tls.test` mapped in a private mount namespace. Every client's answer carries
+//! the server's view of the session (`sni=... proto=...`), which a plain-text connection
+//! can never produce: that is the proof that interception happened and which name was sent.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use stls_tests::listener::{free_port, TinyListener};
+use stls_tests::proc::{self, Outcome};
+use stls_tests::shim::{self, library, namespaces, server, shim_vars, upgraded_lines, NAME, NAME4};
+use stls_tests::{pki, require, scratch};
+
+const TLS_TAG: &str = "proto=TLSv1.3";
+
+fn tag(name: &str) -> String {
+    format!("sni={name} {TLS_TAG}")
+}
+
+/// Build, check the namespace; false: skipped.
+fn ready(peers: &[&str]) -> bool {
+    let _ = library();
+    peers.iter().all(|p| require(p)) && namespaces()
+}
+
+fn url(name: &str, port: u16) -> String {
+    format!("http://{name}:{port}/")
+}
+
+/// The client succeeded through the shim, the server saw TLS with `sni`.
+fn assert_tls(o: &Outcome, what: &str, sni: &str) {
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(
+        o.code(),
+        0,
+        "{what}: exit {}\nstdout: {out}\nstderr: {err}",
+        o.code()
+    );
+    assert!(
+        out.contains(&tag(sni)),
+        "{what}: the server did not report TLS with SNI {sni:?}\nstdout: {out}\nstderr: {err}"
+    );
+    assert!(!err.contains("cannot be preloaded"), "{what}: {err}");
+    assert!(
+        !upgraded_lines(o).is_empty(),
+        "{what}: no upgrade reported by the library\nstderr: {err}"
+    );
+}
+
+fn port_vars(port: u16) -> Vec<(String, String)> {
+    shim_vars(&port.to_string())
+}
+
+// ------------------------------------------------------------------ HTTP clients
+
+#[test]
+fn curl_resolved_name_ipv4_ipv6_and_default() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let u = url(NAME, s.port);
+    for (flag, ip) in [("-4", Some("127.0.0.1")), ("-6", Some("::1")), ("", None)] {
+        let mut cmd = vec!["curl", "-sS", "--max-time", "30"];
+        if !flag.is_empty() {
+            cmd.push(flag);
+        }
+        cmd.push(&u);
+        let o = shim::run(&cmd, &port_vars(s.port), None);
+        assert_tls(&o, &format!("curl {flag}"), NAME);
+        if let Some(ip) = ip {
+            let lines = upgraded_lines(&o);
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l.contains(&format!(": {ip} port {}", s.port))),
+                "curl {flag}: {lines:?}"
+            );
+            assert!(
+                lines.iter().all(|l| l.contains(&format!("name {NAME}"))),
+                "{lines:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wget_and_busybox_wget() {
+    if !ready(&["wget", "busybox"]) {
+        return;
+    }
+    let s = server(Some(&pki().rsa), None);
+    let u = url(NAME, s.port);
+    let o = shim::run(
+        &["wget", "-qO-", "--tries=1", "--timeout=30", &u],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "wget", NAME);
+    let o = shim::run(&["busybox", "wget", "-qO-", &u], &port_vars(s.port), None);
+    assert_tls(&o, "busybox wget", NAME);
+}
+
+#[test]
+fn python_urllib_and_asyncio() {
+    if !ready(&[]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let py = shim::python();
+    let py = py.to_str().expect("python path");
+    let u = url(NAME, s.port);
+    let o = shim::run(
+        &[
+            py,
+            "-c",
+            "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=30).read().decode())",
+            &u,
+        ],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "urllib", NAME);
+    // asyncio: resolves in an executor thread, non-blocking connect, TCP_NODELAY after it.
+    let script = r#"
+import asyncio, socket, sys
+async def main():
+    r, w = await asyncio.open_connection(sys.argv[1], int(sys.argv[2]))
+    sock = w.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    w.write(b"GET / HTTP/1.0\r\n\r\n")
+    await w.drain()
+    sys.stdout.write((await asyncio.wait_for(r.read(), 30)).decode())
+    w.close()
+asyncio.run(main())
+"#;
+    let port = s.port.to_string();
+    let o = shim::run(&[py, "-c", script, NAME, &port], &port_vars(s.port), None);
+    assert_tls(&o, "asyncio", NAME);
+}
+
+#[test]
+fn git_clone_over_dumb_http() {
+    if !ready(&["git"]) {
+        return;
+    }
+    let root = scratch("git-root");
+    let work = scratch("git-work");
+    let git = |dir: &Path, args: &[&str]| {
+        let o = proc::run(
+            Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .env("HOME", &work)
+                .env("GIT_CONFIG_NOSYSTEM", "1"),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(o.code(), 0, "git {args:?}: {}", o.stderr_str());
+    };
+    let src = work.join("src");
+    std::fs::create_dir_all(&src).expect("src dir");
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("greeting.txt"), "through the shim\n").expect("file");
+    git(&src, &["add", "greeting.txt"]);
+    git(
+        &src,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+    );
+    let bare = root.join("repo.git");
+    git(
+        &work,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--no-local",
+            src.to_str().expect("utf-8"),
+            bare.to_str().expect("utf-8"),
+        ],
+    );
+    git(&bare, &["update-server-info"]);
+    let s = server(Some(&pki().ec), Some(&root));
+    let dest = work.join("dest");
+    let mut vars = port_vars(s.port);
+    vars.push(("HOME".into(), work.display().to_string()));
+    vars.push(("GIT_CONFIG_NOSYSTEM".into(), "1".into()));
+    vars.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
+    let repo_url = format!("http://{NAME}:{}/repo.git", s.port);
+    let o = shim::run(
+        &[
+            "git",
+            "clone",
+            "-q",
+            &repo_url,
+            dest.to_str().expect("utf-8"),
+        ],
+        &vars,
+        None,
+    );
+    assert_eq!(o.code(), 0, "git clone: {}", o.stderr_str());
+    assert_eq!(
+        std::fs::read_to_string(dest.join("greeting.txt")).expect("cloned file"),
+        "through the shim\n"
+    );
+    let lines = upgraded_lines(&o);
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.contains(&format!("name {NAME}"))),
+        "git clone: {}",
+        o.stderr_str()
+    );
+}
+
+#[test]
+fn text_browsers_and_perl() {
+    if !ready(&["lynx", "w3m", "perl"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let u = url(NAME, s.port);
+    // lynx resolves in a forked child: the name must reach its parent.
+    let o = shim::run(&["lynx", "-dump", &u], &port_vars(s.port), None);
+    assert_tls(&o, "lynx", NAME);
+    let o = shim::run(&["w3m", "-dump", &u], &port_vars(s.port), None);
+    assert_tls(&o, "w3m", NAME);
+    let o = shim::run(
+        &[
+            "perl",
+            "-MLWP::Simple",
+            "-e",
+            "print get($ARGV[0]) // die 'no body'",
+            &u,
+        ],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "perl LWP", NAME);
+}
+
+#[test]
+fn node_with_tcp_options_after_connect() {
+    if !ready(&["node"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let script = r#"
+const net = require('net');
+const [host, port] = process.argv.slice(1);
+const s = net.connect({host, port: +port}, () => {
+  s.setNoDelay(true);
+  s.setKeepAlive(true, 1000);
+  if (s.remotePort !== +port) { console.error('remotePort', s.remotePort); process.exit(3); }
+  s.write('GET / HTTP/1.0\r\n\r\n');
+});
+s.on('data', d => process.stdout.write(d));
+s.on('error', e => { console.error('error', e.message); process.exit(2); });
+"#;
+    let port = s.port.to_string();
+    let o = shim::run(
+        &["node", "-e", script, NAME, &port],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "node net", NAME);
+    let o = shim::run(
+        &[
+            "node",
+            "-e",
+            "require('http').get(process.argv[1], r => r.pipe(process.stdout)).on('error', e => { console.error(e.message); process.exit(2); })",
+            &url(NAME, s.port),
+        ],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "node http", NAME);
+}
+
+// ------------------------------------------------------------------ stream clients
+
+fn echo_payload() -> (Vec<u8>, String) {
+    let body: String = (0..2000)
+        .map(|i| format!("line {i:05} of the echo\n"))
+        .collect();
+    let mut input = b"ECHO\n".to_vec();
+    input.extend_from_slice(body.as_bytes());
+    (input, body)
+}
+
+#[test]
+fn netcat_half_close_and_socat() {
+    if !ready(&["nc", "socat"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let (input, body) = echo_payload();
+    let port = s.port.to_string();
+    let expect = format!("{} len={}\n{body}", tag(NAME), body.len());
+    // nc -N shuts down its writing side at EOF and keeps reading: the server answers only
+    // after it has read to the end.
+    let o = shim::run(
+        &["nc", "-N", "-w", "30", NAME, &port],
+        &port_vars(s.port),
+        Some(&input),
+    );
+    assert_eq!(o.code(), 0, "nc: {}", o.stderr_str());
+    assert!(
+        o.stdout_str() == expect,
+        "nc: reply differs ({} bytes)",
+        o.stdout.len()
+    );
+    assert!(!upgraded_lines(&o).is_empty(), "nc: {}", o.stderr_str());
+    let target = format!("TCP:{NAME}:{port}");
+    let o = shim::run(
+        &["socat", "-t", "30", "-", &target],
+        &port_vars(s.port),
+        Some(&input),
+    );
+    assert_eq!(o.code(), 0, "socat: {}", o.stderr_str());
+    assert!(
+        o.stdout_str() == expect,
+        "socat: reply differs ({} bytes)",
+        o.stdout.len()
+    );
+    assert!(!upgraded_lines(&o).is_empty(), "socat: {}", o.stderr_str());
+}
+
+#[test]
+fn redis_cli_second_connect() {
+    if !ready(&["redis-cli"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let port = s.port.to_string();
+    let o = shim::run(
+        &["redis-cli", "-h", NAME, "-p", &port, "PING"],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "redis-cli", NAME);
+    assert!(o.stdout_str().starts_with("PONG "), "{}", o.stdout_str());
+}
+
+// ------------------------------------------------------------------ the socket API after the swap
+
+const API_SCRIPT: &str = r#"
+import errno, fcntl, os, signal, socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+chld = [0]
+signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
+def request(s):
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return data.decode()
+        data += d
+def nonblocking(fd):
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+# By name, with a timeout (non-blocking underneath), close-on-exec.
+s = socket.create_connection((name, port), timeout=30)
+assert not os.get_inheritable(s.fileno()), "FD_CLOEXEC lost"
+assert nonblocking(s.fileno()), "O_NONBLOCK lost"
+peer = s.getpeername()
+assert peer[1] == port and peer[0] in ("127.0.0.1", "::1"), peer
+local = s.getsockname()
+assert local[0] == peer[0] and local[1] not in (0, port), local
+assert s.family in (socket.AF_INET, socket.AF_INET6)
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == s.family
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == socket.IPPROTO_TCP
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+try:
+    s.connect(peer[:2])
+    raise SystemExit("a second connect succeeded")
+except OSError as e:
+    assert e.errno == errno.EISCONN, e
+print("named:", request(s))
+s.close()
+
+# By address on a blocking, inheritable socket: both flags as they were.
+b = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+os.set_inheritable(b.fileno(), True)
+b.connect(("127.0.0.1", port))
+assert os.get_inheritable(b.fileno()), "FD_CLOEXEC appeared"
+assert not nonblocking(b.fileno()), "O_NONBLOCK appeared"
+assert b.getpeername() == ("127.0.0.1", port), b.getpeername()
+print("blocking:", request(b))
+b.close()
+
+# Non-blocking connect: returns 0 (the handshake is done when connect returns).
+n = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+n.setblocking(False)
+assert n.connect_ex(("127.0.0.1", port)) == 0
+assert nonblocking(n.fileno())
+n.setblocking(True)
+print("nonblocking:", request(n))
+n.close()
+
+# An AF_INET6 socket to a v4-mapped address (as Java does).
+m = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+m.connect(("::ffff:127.0.0.1", port))
+assert m.getpeername()[:2] == ("::ffff:127.0.0.1", port), m.getpeername()
+print("mapped:", request(m))
+m.close()
+
+# UDP to the listed port is untouched.
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(("127.0.0.1", port))
+assert u.getsockname()[0] == "127.0.0.1"
+assert u.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_DGRAM
+u.send(b"x")
+u.close()
+
+try:
+    os.waitpid(-1, os.WNOHANG)
+    waited = "a child"
+except ChildProcessError:
+    waited = "none"
+print("sigchld=%d wait=%s" % (chld[0], waited))
+"#;
+
+#[test]
+fn socket_api_after_the_swap() {
+    if !ready(&[]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let py = shim::python();
+    let port = s.port.to_string();
+    let o = shim::run(
+        &[py.to_str().expect("utf-8"), "-c", API_SCRIPT, NAME, &port],
+        &port_vars(s.port),
+        None,
+    );
+    let out = o.stdout_str();
+    assert_eq!(o.code(), 0, "stdout: {out}\nstderr: {}", o.stderr_str());
+    for what in ["named:", "blocking:", "nonblocking:", "mapped:"] {
+        let line = out
+            .lines()
+            .skip_while(|l| !l.starts_with(what))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(line.contains(TLS_TAG), "{what} not TLS:\n{out}");
+    }
+    assert!(out.contains("named: HTTP/1.0 200 OK"), "{out}");
+    assert!(out.contains(&tag(NAME)), "{out}");
+    assert!(
+        out.contains("sigchld=0 wait=none"),
+        "the host saw the helper: {out}"
+    );
+    // Four TCP connections upgraded, the UDP one not.
+    assert_eq!(upgraded_lines(&o).len(), 4, "{}", o.stderr_str());
+}
+
+// ------------------------------------------------------------------ failures fail closed
+
+#[test]
+fn closed_port_gives_the_same_error_as_without_the_shim() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let port = free_port("127.0.0.1");
+    let u = url(NAME, port);
+    let cmd = ["curl", "-sS", "--max-time", "30", u.as_str()];
+    let with = shim::run(&cmd, &port_vars(port), None);
+    let without = shim::run(&cmd, &[], None);
+    assert_eq!(without.code(), 7, "{}", without.stderr_str());
+    assert_eq!(with.code(), without.code(), "{}", with.stderr_str());
+    for o in [&with, &without] {
+        assert!(
+            o.stderr_str().contains("Couldn't connect"),
+            "{}",
+            o.stderr_str()
+        );
+    }
+    assert!(upgraded_lines(&with).is_empty());
+}
+
+#[test]
+fn refused_address_falls_back_to_the_next() {
+    if !ready(&["curl", "wget"]) {
+        return;
+    }
+    // Only 127.0.0.1 listens: ::1 (tried first) is refused with the real errno.
+    let l = TinyListener::start_on("127.0.0.1:0", shim::spawn_for(Some(&pki().ec), None));
+    let u = url(NAME, l.port());
+    let o = shim::run(
+        &["curl", "-sS", "--max-time", "30", &u],
+        &port_vars(l.port()),
+        None,
+    );
+    assert_tls(&o, "curl fallback", NAME);
+    let o = shim::run(
+        &["wget", "-qO-", "--tries=1", "--timeout=30", &u],
+        &port_vars(l.port()),
+        None,
+    );
+    assert_tls(&o, "wget fallback", NAME);
+    assert!(upgraded_lines(&o).iter().all(|l| l.contains("127.0.0.1")));
+}
+
+#[test]
+fn untrusted_certificate_or_wrong_name_fails_connect_never_plain() {
+    if !ready(&["curl", "busybox"]) {
+        return;
+    }
+    let s = server(Some(&pki().untrusted), None);
+    let u = url(NAME, s.port);
+    let o = shim::run(
+        &["curl", "-sS", "--max-time", "30", &u],
+        &port_vars(s.port),
+        None,
+    );
+    assert_eq!(o.code(), 7, "curl: {}", o.stderr_str());
+    assert!(
+        o.stderr_str().contains("Couldn't connect"),
+        "{}",
+        o.stderr_str()
+    );
+    assert!(!o.stdout_str().contains("hello"), "{}", o.stdout_str());
+    assert!(upgraded_lines(&o).is_empty());
+    // The server saw a TLS client that gave up in the handshake: tlsd exits 97 and the
+    // app never ran.
+    let sess = s.sessions(Duration::from_secs(20));
+    assert!(!sess.is_empty(), "no connection reached the server");
+    assert!(
+        sess.iter().all(|x| x.code() == 97),
+        "{:?}",
+        sess.iter()
+            .map(|x| (x.code(), x.stderr_str()))
+            .collect::<Vec<_>>()
+    );
+    // The same with a trusted certificate but another name than the one asked for.
+    let s = server(Some(&pki().a), None);
+    let o = shim::run(
+        &["busybox", "wget", "-qO-", &url(NAME4, s.port)],
+        &port_vars(s.port),
+        None,
+    );
+    assert_ne!(o.code(), 0, "{}", o.stdout_str());
+    assert!(!o.stdout_str().contains("hello"));
+    // A failure chosen by AUTOSSL_ERRNO (EACCES).
+    let mut vars = port_vars(s.port);
+    vars.push(("AUTOSSL_ERRNO".into(), "13".into()));
+    let o = shim::run(
+        &["busybox", "wget", "-qO-", &url(NAME4, s.port)],
+        &vars,
+        None,
+    );
+    assert!(
+        o.stderr_str().contains("ermission denied"),
+        "{}",
+        o.stderr_str()
+    );
+}
+
+// ------------------------------------------------------------------ many connections
+
+const MANY_SCRIPT: &str = r#"
+import os, signal, socket, sys, threading
+name, port, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+chld = [0]
+signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
+def fds():
+    return sorted(os.listdir("/proc/self/fd"), key=int)
+def one():
+    s = socket.create_connection((name, port), timeout=60)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    return b"proto=TLSv1.3" in data
+before = fds()
+seq = sum(1 for _ in range(n) if one())
+res = []
+def worker():
+    try:
+        res.append(one())
+    except Exception as e:
+        res.append(repr(e))
+ts = [threading.Thread(target=worker) for _ in range(t)]
+for x in ts: x.start()
+for x in ts: x.join(120)
+par = sum(1 for r in res if r is True)
+after = fds()
+children = []
+for task in os.listdir("/proc/self/task"):
+    children += open("/proc/self/task/%s/children" % task).read().split()
+try:
+    os.waitpid(-1, os.WNOHANG)
+    waited = "a child"
+except ChildProcessError:
+    waited = "none"
+print("seq=%d/%d par=%d/%d fds_same=%s children=%d sigchld=%d wait=%s errors=%r" % (
+    seq, n, par, t, before == after, len(children), chld[0], waited,
+    [r for r in res if r is not True][:3]))
+"#;
+
+#[test]
+fn many_connections_leave_no_fd_no_zombie_no_helper() {
+    if !ready(&[]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let py = shim::python();
+    let port = s.port.to_string();
+    let marker = format!("SHIM_TEST_MARK={}-{}", std::process::id(), s.port);
+    let mut vars = port_vars(s.port);
+    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
+    let (k, v) = marker.split_once('=').expect("marker");
+    vars.push((k.into(), v.into()));
+    let o = proc::run(
+        &mut shim::namespaced(
+            &[
+                py.to_str().expect("utf-8"),
+                "-c",
+                MANY_SCRIPT,
+                NAME,
+                &port,
+                "200",
+                "50",
+            ],
+            &vars,
+        ),
+        None,
+        Duration::from_secs(600),
+    );
+    let out = o.stdout_str();
+    assert_eq!(o.code(), 0, "stdout: {out}\nstderr: {}", o.stderr_str());
+    assert!(
+        out.contains("seq=200/200 par=50/50 fds_same=True children=0 sigchld=0 wait=none"),
+        "{out}\n{}",
+        o.stderr_str()
+    );
+    // Every helper ends with its connection.
+    let gone = proc::wait_for(Duration::from_secs(60), || {
+        shim::processes_with(&marker).is_empty()
+    });
+    assert!(
+        gone,
+        "helpers still running: {:?}",
+        shim::processes_with(&marker)
+    );
+}
+
+// ------------------------------------------------------------------ command mode
+
+#[test]
+fn tls_cmd_openssl_wrapper_and_tlsc() {
+    if !ready(&["curl", "openssl"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let dir = scratch("tls-cmd");
+    let script = dir.join("s_client.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexec openssl s_client -quiet -verify_return_error -CAfile \"$CAFILE\" -connect \"$1:$2\" 2>/dev/null\n",
+    )
+    .expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let u = url(NAME4, s.port);
+    for cmd in [
+        script.display().to_string(),
+        stls_tests::tlsc().display().to_string(),
+    ] {
+        let mut vars = port_vars(s.port);
+        vars.push(("AUTOSSL_TLS_CMD".into(), cmd.clone()));
+        let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
+        assert_eq!(o.code(), 0, "{cmd}: {}", o.stderr_str());
+        assert!(
+            o.stdout_str().contains(TLS_TAG),
+            "{cmd}: {}",
+            o.stdout_str()
+        );
+        assert!(
+            o.stderr_str().contains("handed to"),
+            "{cmd}: {}",
+            o.stderr_str()
+        );
+    }
+}
+
+// ------------------------------------------------------------------ what is not ours
+
+#[test]
+fn unlisted_ports_pass_through_in_the_same_process() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let tls = server(Some(&pki().ec), None);
+    let plain = server(None, None);
+    let mut vars = port_vars(tls.port);
+    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
+    let o = shim::run(
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            &url(NAME, tls.port),
+            &url(NAME, plain.port),
+        ],
+        &vars,
+        None,
+    );
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    let out = o.stdout_str();
+    assert!(out.contains(&format!("hello {}", tag(NAME))), "{out}");
+    assert!(
+        out.contains("hello sni= proto=\n"),
+        "the plain port was not plain: {out}"
+    );
+    // Quiet by default.
+    assert_eq!(o.stderr_str(), "", "messages without AUTOSSL_VERBOSE");
+}
+
+#[test]
+fn bad_configuration_one_line_then_plain_or_errno() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let plain = server(None, None);
+    let u = url(NAME4, plain.port);
+    let mut vars = shim_vars(&format!("{} nonsense", plain.port));
+    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
+    let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    assert!(
+        o.stdout_str().contains("hello sni= proto=\n"),
+        "{}",
+        o.stdout_str()
+    );
+    let err = o.stderr_str();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("autossl: ") && lines[0].contains("nonsense"),
+        "{err}"
+    );
+    // With AUTOSSL_ERRNO, what matches fails with it instead; nothing reaches the server.
+    vars.push(("AUTOSSL_ERRNO".into(), "111".into()));
+    let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
+    assert_eq!(o.code(), 7, "{}", o.stderr_str());
+    // AUTOSSL_SILENT: not a word.
+    vars.push(("AUTOSSL_SILENT".into(), String::new()));
+    let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
+    assert!(!o.stderr_str().contains("autossl:"), "{}", o.stderr_str());
+}
+
+// ------------------------------------------------------------------ the library itself
+
+#[test]
+fn exports_only_the_hooks() {
+    let lib = library();
+    if !require("nm") {
+        return;
+    }
+    let o = proc::run(
+        Command::new("nm").arg("-D").arg("--defined-only").arg(&lib),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    let mut names: Vec<String> = o
+        .stdout_str()
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 3 && w[1] == "T" && !w[2].starts_with('_')).then(|| w[2].to_string())
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "connect",
+            "getaddrinfo",
+            "gethostbyname",
+            "gethostbyname2",
+            "gethostbyname2_r",
+            "gethostbyname_r",
+            "getpeername",
+            "getsockname",
+            "getsockopt",
+            "sendmsg",
+            "sendto",
+            "setsockopt"
+        ]
+    );
+}
+
+#[test]
+fn man_page_is_lint_clean() {
+    if !require("mandoc") {
+        return;
+    }
+    let page = stls_tests::bins::workspace().join("man/autossl-shim.8");
+    let o = proc::run(
+        Command::new("mandoc")
+            .args(["-T", "lint", "-W", "style"])
+            .arg(&page),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        format!("{}{}", o.stdout_str(), o.stderr_str()),
+        "",
+        "mandoc -T lint -W style"
+    );
+}
