@@ -396,13 +396,14 @@ impl Carried {
             if libc::dup3(app, fd, cloexec) < 0 {
                 return Err(errno());
             }
-            libc::fcntl(fd, libc::F_SETFL, self.fl);
+            // Owner and signal first: O_ASYNC must not fire before they are in place.
             if let Some(mut o) = self.owner {
                 libc::fcntl(fd, F_SETOWN_EX, o.as_mut_ptr());
             }
             if let Some(s) = self.sig {
                 libc::fcntl(fd, F_SETSIG, s);
             }
+            libc::fcntl(fd, libc::F_SETFL, self.fl);
             if let Some(set) = real::setsockopt() {
                 let l = std::mem::size_of::<libc::timeval>() as socklen_t;
                 if let Some(tv) = &self.rcvtimeo {

@@ -366,6 +366,8 @@ def request(s):
         if not d:
             return data.decode()
         data += d
+def show(what, text):
+    print(what, " ".join(text.split()))
 def nonblocking(fd):
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
 
@@ -390,7 +392,7 @@ try:
     raise SystemExit("a second connect succeeded")
 except OSError as e:
     assert e.errno == errno.EISCONN, e
-print("named:", request(s))
+show("named:", request(s))
 s.close()
 
 # By address on a blocking, inheritable socket: both flags as they were.
@@ -400,7 +402,7 @@ b.connect(("127.0.0.1", port))
 assert os.get_inheritable(b.fileno()), "FD_CLOEXEC appeared"
 assert not nonblocking(b.fileno()), "O_NONBLOCK appeared"
 assert b.getpeername() == ("127.0.0.1", port), b.getpeername()
-print("blocking:", request(b))
+show("blocking:", request(b))
 b.close()
 
 # Non-blocking connect: returns 0 (the handshake is done when connect returns).
@@ -409,15 +411,34 @@ n.setblocking(False)
 assert n.connect_ex(("127.0.0.1", port)) == 0
 assert nonblocking(n.fileno())
 n.setblocking(True)
-print("nonblocking:", request(n))
+show("nonblocking:", request(n))
 n.close()
 
 # An AF_INET6 socket to a v4-mapped address (as Java does).
 m = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 m.connect(("::ffff:127.0.0.1", port))
 assert m.getpeername()[:2] == ("::ffff:127.0.0.1", port), m.getpeername()
-print("mapped:", request(m))
+show("mapped:", request(m))
 m.close()
+
+# gethostbyname_r (CPython's gethostbyname_ex), then a connect by address: that name.
+h = socket.gethostbyname_ex(sys.argv[3])
+g = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+g.connect((h[2][0], port))
+show("byname:", request(g))
+g.close()
+
+# TCP Fast Open: sendto with MSG_FASTOPEN connects (upgraded) and sends.
+f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+f.sendto(b"GET / HTTP/1.0\r\n\r\n", socket.MSG_FASTOPEN, ("127.0.0.1", port))
+data = b""
+while True:
+    d = f.recv(65536)
+    if not d:
+        break
+    data += d
+show("fastopen:", data.decode())
+f.close()
 
 # UDP to the listed port is untouched.
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -444,28 +465,44 @@ fn socket_api_after_the_swap() {
     let py = shim::python();
     let port = s.port.to_string();
     let o = shim::run(
-        &[py.to_str().expect("utf-8"), "-c", API_SCRIPT, NAME, &port],
+        &[
+            py.to_str().expect("utf-8"),
+            "-c",
+            API_SCRIPT,
+            NAME,
+            &port,
+            "localhost",
+        ],
         &port_vars(s.port),
         None,
     );
     let out = o.stdout_str();
     assert_eq!(o.code(), 0, "stdout: {out}\nstderr: {}", o.stderr_str());
-    for what in ["named:", "blocking:", "nonblocking:", "mapped:"] {
-        let line = out
-            .lines()
-            .skip_while(|l| !l.starts_with(what))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(line.contains(TLS_TAG), "{what} not TLS:\n{out}");
+    let line = |what: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} line:\n{out}\n{}", o.stderr_str()))
+            .to_string()
+    };
+    for what in [
+        "named:",
+        "blocking:",
+        "nonblocking:",
+        "mapped:",
+        "byname:",
+        "fastopen:",
+    ] {
+        let l = line(what);
+        assert!(l.contains("HTTP/1.0 200 OK") && l.contains(TLS_TAG), "{l}");
     }
-    assert!(out.contains("named: HTTP/1.0 200 OK"), "{out}");
-    assert!(out.contains(&tag(NAME)), "{out}");
+    assert!(line("named:").contains(&tag(NAME)), "{out}");
+    assert!(line("byname:").contains(&tag("localhost")), "{out}");
     assert!(
         out.contains("sigchld=0 wait=none"),
         "the host saw the helper: {out}"
     );
-    // Four TCP connections upgraded, the UDP one not.
-    assert_eq!(upgraded_lines(&o).len(), 4, "{}", o.stderr_str());
+    // Six TCP connections upgraded, the UDP one not.
+    assert_eq!(upgraded_lines(&o).len(), 6, "{}", o.stderr_str());
 }
 
 // ------------------------------------------------------------------ failures fail closed
