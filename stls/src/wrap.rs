@@ -13,7 +13,7 @@ use crate::options::{self, Options, Program};
 use crate::session::Description;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::unix::io::{IntoRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, IntoRawFd, RawFd};
 use std::time::Instant;
 
 /// Print `prog: fatal: msg` (always, whatever the verbosity).
@@ -212,7 +212,13 @@ fn tlsd_inner() -> Result<i32, Error> {
 
 fn silence_stderr() {
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = fd::dup2(f.into_raw_fd(), 2);
+        if f.as_raw_fd() == 2 {
+            // fd 2 was closed and /dev/null landed on it: keep it.
+            let _ = f.into_raw_fd();
+            return;
+        }
+        // `f` is closed when it goes out of scope: only fd 2 keeps /dev/null open.
+        let _ = fd::dup2(f.as_raw_fd(), 2);
     }
 }
 

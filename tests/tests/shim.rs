@@ -867,3 +867,137 @@ fn man_page_is_lint_clean() {
         "mandoc -T lint -W style"
     );
 }
+
+// ------------------------------------------------------------------ the helper itself
+
+const HOLD_SCRIPT: &str = r#"
+import os, socket, sys, time
+name, port, d = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((name, port), timeout=30)
+with open(os.path.join(d, "ready.tmp"), "w") as f:
+    f.write(str(os.getpid()))
+os.rename(os.path.join(d, "ready.tmp"), os.path.join(d, "ready"))
+for _ in range(1200):
+    if os.path.exists(os.path.join(d, "go")):
+        break
+    time.sleep(0.05)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    x = s.recv(65536)
+    if not x:
+        break
+    data += x
+sys.stdout.write(data.decode())
+"#;
+
+#[test]
+fn helper_runs_without_the_library_and_ends_with_the_connection() {
+    if !ready(&[]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let dir = scratch("hold");
+    let py = shim::python();
+    let port = s.port.to_string();
+    let marker = format!("SHIM_TEST_MARK=hold-{}-{}", std::process::id(), s.port);
+    let mut vars = port_vars(s.port);
+    let (k, v) = marker.split_once('=').expect("marker");
+    vars.push((k.into(), v.into()));
+    let mut cmd = shim::namespaced(
+        &[
+            py.to_str().expect("utf-8"),
+            "-c",
+            HOLD_SCRIPT,
+            NAME,
+            &port,
+            dir.to_str().expect("utf-8"),
+        ],
+        &vars,
+    );
+    let run = proc::Running::start(&mut cmd);
+    let ready_file = dir.join("ready");
+    let go = || std::fs::write(dir.join("go"), "").expect("go file");
+    if !proc::wait_for(Duration::from_secs(60), || ready_file.exists()) {
+        go();
+        let o = run.finish(Duration::from_secs(30));
+        panic!("the client never connected: {}", o.stderr_str());
+    }
+    let client: u32 = std::fs::read_to_string(&ready_file)
+        .expect("ready file")
+        .trim()
+        .parse()
+        .expect("client pid");
+    let helpers: Vec<u32> = shim::processes_with(&marker)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .map(|c| c.trim() == "tlsc")
+                .unwrap_or(false)
+        })
+        .collect();
+    let report = |pid: u32| -> (String, Vec<String>, Vec<(String, String)>) {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env: Vec<String> = env
+            .split(|&b| b == 0)
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mut fds = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            for e in rd.flatten() {
+                let target = std::fs::read_link(e.path())
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                fds.push((e.file_name().to_string_lossy().into_owned(), target));
+            }
+        }
+        fds.sort();
+        (status, env, fds)
+    };
+    let checked = std::panic::catch_unwind(|| {
+        assert_eq!(
+            helpers.len(),
+            1,
+            "one tlsc for the one connection: {helpers:?}"
+        );
+        let (status, env, fds) = report(helpers[0]);
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_default();
+        assert_ne!(ppid, client.to_string(), "tlsc is the client's child");
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("LD_PRELOAD=") && e.contains("libautossl")),
+            "the helper has the library preloaded: {env:?}"
+        );
+        assert!(env.iter().any(|e| e == "AUTOSSL_NESTED=1"), "{env:?}");
+        let numbers: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            numbers,
+            ["0", "1", "2", "6", "7"],
+            "the helper's fds: {fds:?}"
+        );
+        assert_eq!(
+            fds[2].1, "/dev/null",
+            "stderr still held after the handshake: {fds:?}"
+        );
+    });
+    go();
+    let o = run.finish(Duration::from_secs(60));
+    if let Err(e) = checked {
+        std::panic::resume_unwind(e);
+    }
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    assert!(o.stdout_str().contains(&tag(NAME)), "{}", o.stdout_str());
+    let gone = proc::wait_for(Duration::from_secs(60), || {
+        shim::processes_with(&marker).is_empty()
+    });
+    assert!(
+        gone,
+        "tlsc outlived its connection: {:?}",
+        shim::processes_with(&marker)
+    );
+}
