@@ -630,7 +630,8 @@ pub unsafe fn upgrade(
     drop(devnull);
 
     // 4. The handshake's outcome: a session description, or EOF (failed), or nothing in time.
-    let deadline = Instant::now() + cfg.timeout + Duration::from_secs(1);
+    let started = Instant::now();
+    let deadline = started + cfg.timeout + Duration::from_secs(1);
     let mut desc = [0u8; 4200];
     let mut got = 0usize;
     let outcome = loop {
@@ -651,6 +652,9 @@ pub unsafe fn upgrade(
                 if n == 0 {
                     break if got > 0 {
                         Ok(())
+                    } else if started.elapsed() + Duration::from_millis(50) >= cfg.timeout {
+                        // tlsc gave up at its handshake timeout (-K): a timeout.
+                        Err(libc::ETIMEDOUT)
                     } else {
                         Err(libc::ECONNREFUSED)
                     };

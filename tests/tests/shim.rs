@@ -1001,3 +1001,141 @@ fn helper_runs_without_the_library_and_ends_with_the_connection() {
         shim::processes_with(&marker)
     );
 }
+
+// ------------------------------------------------------------------ the other variables
+
+#[test]
+fn address_lists_fixed_name_and_the_singular_port_variable() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let s = server(Some(&pki().ec), None);
+    let u = url(NAME, s.port);
+    // Only ::1 is listed: the IPv6 connection is upgraded, the IPv4 one goes out plain
+    // (and tlsd refuses plain HTTP).
+    let mut vars = port_vars(s.port);
+    vars.push(("AUTOSSL_UPGRADE_IPS".into(), "[::1]".into()));
+    let o6 = shim::run(&["curl", "-sS", "-6", "--max-time", "30", &u], &vars, None);
+    assert_tls(&o6, "curl -6 with ::1 listed", NAME);
+    let o4 = shim::run(&["curl", "-sS", "-4", "--max-time", "30", &u], &vars, None);
+    assert!(upgraded_lines(&o4).is_empty(), "{}", o4.stderr_str());
+    assert!(!o4.stdout_str().contains(TLS_TAG), "{}", o4.stdout_str());
+    // A network in CIDR form, IPv4.
+    let mut vars = port_vars(s.port);
+    vars.push((
+        "AUTOSSL_UPGRADE_IPS".into(),
+        "10.0.0.0/8, 127.0.0.0/8".into(),
+    ));
+    let o = shim::run(&["curl", "-sS", "-4", "--max-time", "30", &u], &vars, None);
+    assert_tls(&o, "curl -4 with 127.0.0.0/8 listed", NAME);
+    // AUTOSSL_UPGRADE_PORT (with another port in AUTOSSL_UPGRADE_PORTS) and AUTOSSL_SNI
+    // for a program that connects to a bare address.
+    let mut vars = shim_vars("1");
+    vars.push(("AUTOSSL_UPGRADE_PORT".into(), s.port.to_string()));
+    vars.push(("AUTOSSL_SNI".into(), NAME.into()));
+    let o = shim::run(
+        &["curl", "-sS", "--max-time", "30", &url("127.0.0.1", s.port)],
+        &vars,
+        None,
+    );
+    assert_tls(&o, "curl to an address with AUTOSSL_SNI", NAME);
+    // Without AUTOSSL_SNI, a bare address is verified as such and sends no SNI.
+    let o = shim::run(
+        &["curl", "-sS", "--max-time", "30", &url("127.0.0.1", s.port)],
+        &port_vars(s.port),
+        None,
+    );
+    assert_tls(&o, "curl to an address", "");
+}
+
+const ERRNO_SCRIPT: &str = r#"
+import errno, socket, sys, time
+t = time.monotonic()
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60).close()
+    print("connected")
+except OSError as e:
+    print("errno=%s after=%.1f" % (errno.errorcode.get(e.errno, e.errno), time.monotonic() - t))
+"#;
+
+#[test]
+fn handshake_timeout_is_etimedout_and_missing_helper_is_refused() {
+    if !ready(&[]) {
+        return;
+    }
+    let py = shim::python();
+    let py = py.to_str().expect("utf-8");
+    // A server that accepts and never speaks TLS.
+    let silent = TinyListener::start_on(
+        "127.0.0.1:0",
+        stls_tests::listener::Spawn {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(60),
+        },
+    );
+    let port = silent.port().to_string();
+    let mut vars = port_vars(silent.port());
+    vars.push(("AUTOSSL_TIMEOUT".into(), "1500ms".into()));
+    vars.push(("AUTOSSL_SILENT".into(), String::new()));
+    let o = shim::run(&[py, "-c", ERRNO_SCRIPT, NAME4, &port], &vars, None);
+    let out = o.stdout_str();
+    assert!(
+        out.starts_with("errno=ETIMEDOUT"),
+        "{out}\n{}",
+        o.stderr_str()
+    );
+    let after: f64 = out
+        .trim()
+        .rsplit('=')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("elapsed");
+    assert!((1.0..20.0).contains(&after), "{out}");
+    assert_eq!(o.stderr_str(), "", "AUTOSSL_SILENT");
+
+    // The library in a directory without tlsc, and no tlsc on PATH: refused, one message.
+    let dir = scratch("no-tlsc");
+    let lib = dir.join("libautossl.so");
+    std::fs::copy(library(), &lib).expect("copy the library");
+    let s = server(Some(&pki().ec), None);
+    let port = s.port.to_string();
+    let mut vars = port_vars(s.port);
+    vars[0].1 = lib.display().to_string();
+    vars.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let two = format!(
+        "import socket,sys\n{}\nexec(s)\nexec(s)",
+        "s = compile(open(sys.argv[3]).read(), 'x', 'exec')"
+    );
+    let script = dir.join("errno.py");
+    std::fs::write(&script, ERRNO_SCRIPT).expect("script");
+    let o = shim::run(
+        &[
+            py,
+            "-c",
+            &two,
+            NAME4,
+            &port,
+            script.to_str().expect("utf-8"),
+        ],
+        &vars,
+        None,
+    );
+    let out = o.stdout_str();
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("errno=ECONNREFUSED"))
+            .count(),
+        2,
+        "{out}\n{}",
+        o.stderr_str()
+    );
+    let err = o.stderr_str();
+    assert_eq!(
+        err.lines().filter(|l| l.contains("tlsc not found")).count(),
+        1,
+        "{err}"
+    );
+}
