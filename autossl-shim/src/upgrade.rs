@@ -494,7 +494,15 @@ pub unsafe fn upgrade(
     let ip = t.ip();
     let ip_text = ip.to_string();
     let port_text = t.port.to_string();
-    let peer_len = (len as usize).min(128);
+    // What getpeername will answer: the address as given, at its family's own size (a
+    // caller may pass sizeof(struct sockaddr_storage)).
+    let family = c_int::from(std::ptr::read_unaligned(addr).sa_family);
+    let peer_len = if family == libc::AF_INET6 {
+        std::mem::size_of::<libc::sockaddr_in6>()
+    } else {
+        std::mem::size_of::<libc::sockaddr_in>()
+    }
+    .min(len as usize);
     let peer = std::slice::from_raw_parts(addr as *const u8, peer_len);
     let domain = int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
 
