@@ -708,3 +708,62 @@ pub unsafe fn upgrade(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+        let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        s.sin_family = libc::AF_INET as libc::sa_family_t;
+        s.sin_port = port.to_be();
+        s.sin_addr.s_addr = u32::from_be_bytes(ip).to_be();
+        s
+    }
+
+    fn v6(ip: std::net::Ipv6Addr, port: u16) -> libc::sockaddr_in6 {
+        let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        s.sin6_port = port.to_be();
+        s.sin6_addr.s6_addr = ip.octets();
+        s
+    }
+
+    #[test]
+    fn destinations_and_lengths() {
+        let a = v4([192, 0, 2, 7], 443);
+        let p = &a as *const _ as *const sockaddr;
+        let n = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+        // SAFETY: the pointers are valid for the lengths given (or shorter).
+        unsafe {
+            let t = target(p, n).expect("v4");
+            assert_eq!(t.port, 443);
+            assert_eq!(t.ip().to_string(), "192.0.2.7");
+            assert!(rules::key_is_v4(t.key));
+            assert!(target(p, n - 1).is_none(), "short addrlen");
+            assert!(target(p, 1).is_none());
+            assert!(target(std::ptr::null(), n).is_none());
+        }
+        let m = v6("::ffff:127.0.0.1".parse().expect("ip"), 8443);
+        let p = &m as *const _ as *const sockaddr;
+        let n = std::mem::size_of::<libc::sockaddr_in6>() as socklen_t;
+        unsafe {
+            let t = target(p, n).expect("mapped");
+            assert_eq!(t.ip().to_string(), "127.0.0.1");
+            assert_eq!(t.port, 8443);
+            assert!(target(p, n - 4).is_none());
+        }
+        let six = v6("2001:db8::1".parse().expect("ip"), 1);
+        let p = &six as *const _ as *const sockaddr;
+        unsafe {
+            let t = target(p, n).expect("v6");
+            assert_eq!(t.ip().to_string(), "2001:db8::1");
+            assert!(!rules::key_is_v4(t.key));
+        }
+        let mut un: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        un.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let p = &un as *const _ as *const sockaddr;
+        let n = std::mem::size_of::<libc::sockaddr_un>() as socklen_t;
+        unsafe { assert!(target(p, n).is_none(), "AF_UNIX is never ours") };
+    }
+}
