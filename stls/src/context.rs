@@ -163,6 +163,20 @@ pub fn server(opts: &Options, env: &Env) -> Result<Server, Error> {
 
 extern "C" {
     fn X509_get_default_cert_dir() -> *const libc::c_char;
+    fn X509_get_default_cert_file() -> *const libc::c_char;
+}
+
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn openssl_default(p: *const libc::c_char) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let c = unsafe { CStr::from_ptr(p) };
+    std::ffi::OsStr::from_bytes(c.to_bytes()).into()
 }
 
 /// A client context. Trust: CADIR, else CAFILE, else the system store through its hashed
@@ -171,17 +185,28 @@ pub fn client(opts: &Options, env: &Env) -> Result<SslContext, Error> {
     let mut b = builder(SslMethod::tls_client(), opts)?;
     if opts.verify_cert {
         if !trust_locations(&mut b, env)? {
+            let default_dir = openssl_default(unsafe { X509_get_default_cert_dir() });
             let dir = match &env.ssl_cert_dir {
                 Some(d) => d.to_string_lossy().into_owned(),
-                None => unsafe { CStr::from_ptr(X509_get_default_cert_dir()) }
-                    .to_string_lossy()
-                    .into_owned(),
+                None => default_dir.to_string_lossy().into_owned(),
             };
             // A colon-separated list, as OpenSSL's own SSL_CERT_DIR.
-            for d in dir.split(':').filter(|d| !d.is_empty()) {
-                let _ = b.load_verify_locations(None, Some(std::path::Path::new(d)));
+            let dirs: Vec<&std::path::Path> = dir
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(std::path::Path::new)
+                .collect();
+            for d in &dirs {
+                let _ = b.load_verify_locations(None, Some(d));
             }
-            if let Some(f) = &env.ssl_cert_file {
+            // SSL_CERT_FILE naming the system's own bundle while the system's hashed
+            // directory is searched adds no certificate, only the parse of the whole
+            // store (~40 ms): distributions export it that way, so it is skipped.
+            let redundant = |f: &std::ffi::OsString| {
+                let bundle = openssl_default(unsafe { X509_get_default_cert_file() });
+                same_path(f.as_ref(), &bundle) && dirs.iter().any(|d| same_path(d, &default_dir))
+            };
+            if let Some(f) = env.ssl_cert_file.as_ref().filter(|f| !redundant(f)) {
                 b.set_ca_file(f).map_err(|_| {
                     Error::config(format!(
                         "unable to load SSL_CERT_FILE {}: {}",

@@ -200,6 +200,8 @@ pub fn run(tls: &mut Tls, fds: Fds, child: Option<libc::pid_t>, cfg: &Config) ->
         last_activity: Instant::now(),
         linger_deadline: None,
         idle_expired: false,
+        net_hup_seen: false,
+        net_broken: None,
     };
     let end = e.relay(tls);
     e.finish(end)
@@ -231,6 +233,13 @@ struct Engine<'a> {
     last_activity: Instant,
     linger_deadline: Option<Instant>,
     idle_expired: bool,
+    /// The network fd reported POLLHUP while we were not reading from it: stop watching it
+    /// for errors, or poll would return at once forever.
+    net_hup_seen: bool,
+    /// The network fd reported an error (a reset) while we were not reading from it, e.g.
+    /// because the app's pipe was full. What is buffered still goes to the app until this
+    /// deadline; then the session ends as a network error.
+    net_broken: Option<Instant>,
 }
 
 impl Engine<'_> {
@@ -239,6 +248,15 @@ impl Engine<'_> {
         loop {
             if let Err(end) = self.progress(tls, &mut scratch) {
                 return end;
+            }
+            if let Some(d) = self.net_broken {
+                let stuck = self.n2a.is_empty() || !self.clear_out_open || Instant::now() >= d;
+                if stuck && !self.net_eof {
+                    return End::Tls(format!(
+                        "the connection to the peer failed: {}",
+                        socket_error(self.fds.cipher_in)
+                    ));
+                }
             }
             if self.done() {
                 return End::Clean;
@@ -449,6 +467,10 @@ impl Engine<'_> {
         let waits = [self.write_wait, self.read_wait, self.shutdown_wait];
         if waits.contains(&Wait::Read) {
             p[NIN] = pfd(self.fds.cipher_in, libc::POLLIN);
+        } else if !self.net_eof && !self.net_hup_seen && self.net_broken.is_none() {
+            // Not reading (the app's pipe is full): still watch for a reset, which would
+            // otherwise go unnoticed for as long as the app does not read.
+            p[NIN] = pfd(self.fds.cipher_in, 0);
         }
         if waits.contains(&Wait::Write) {
             p[NOUT] = pfd(self.fds.cipher_out, libc::POLLOUT);
@@ -460,6 +482,9 @@ impl Engine<'_> {
                 let d = self.last_activity + idle;
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
+        }
+        if let Some(d) = self.net_broken {
+            deadline = Some(deadline.map_or(d, |x| x.min(d)));
         }
         if p.iter().all(|x| x.fd < 0) && deadline.is_none() {
             // Nothing can change any more: a state the relay should never reach.
@@ -497,6 +522,15 @@ impl Engine<'_> {
                 self.app_stopped_reading();
             } else {
                 self.clear_out_blocked = false;
+            }
+        }
+        if ready(NIN) && p[NIN].events == 0 {
+            if p[NIN].revents & libc::POLLERR != 0 {
+                self.net_broken = Some(Instant::now() + self.cfg.linger);
+            } else {
+                // POLLHUP alone (a pipe's writer closed, or FIN after our SHUT_WR): an EOF
+                // that the next read will see in order.
+                self.net_hup_seen = true;
             }
         }
         for (i, w) in [(NIN, Wait::Read), (NOUT, Wait::Write)] {
@@ -587,6 +621,26 @@ fn pfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
         fd,
         events,
         revents: 0,
+    }
+}
+
+/// The pending error of a socket (SO_ERROR), as text.
+fn socket_error(fd: RawFd) -> String {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 && err != 0 {
+        crate::exit::io_text(&std::io::Error::from_raw_os_error(err))
+    } else {
+        "the connection was reset".into()
     }
 }
 

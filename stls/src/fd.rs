@@ -52,6 +52,20 @@ fn stat(fd: RawFd) -> Option<libc::stat> {
     }
 }
 
+/// Whether `fd` can carry a connection: open, and not the character device /dev/null
+/// that Rust's runtime puts on fds 0-2 when they were closed at exec.
+pub fn is_network(fd: RawFd) -> bool {
+    match stat(fd) {
+        None => false,
+        Some(st) => {
+            let null = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+                && libc::major(st.st_rdev) == 1
+                && libc::minor(st.st_rdev) == 3;
+            !null
+        }
+    }
+}
+
 pub fn is_socket(fd: RawFd) -> bool {
     stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }

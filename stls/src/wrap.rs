@@ -164,10 +164,10 @@ fn tlsd_inner() -> Result<i32, Error> {
             "no program to run (usage: tlsd [options] [--] prog...)",
         ));
     }
-    if !fd::is_open(0) || !fd::is_open(1) {
+    if !fd::is_network(0) || !fd::is_network(1) {
         return Err(Error::new(
             exit::SYSTEM,
-            "the network must be on fd 0 and fd 1, and they are not open",
+            "the network must be on fd 0 and fd 1, and they are closed or /dev/null",
         ));
     }
     // inetd `nowait` puts the socket on fd 2 too: messages must not enter the TLS stream.
@@ -358,10 +358,12 @@ fn tlsc_session(prog: Program, opts: &Options, form: Form) -> Result<i32, Error>
         Form::Connect(sa) => connect(*sa, opts)?,
         _ => {
             let (r, w) = (opts.read_fd, opts.write_fd);
-            if !fd::is_open(r) || !fd::is_open(w) {
+            if !fd::is_network(r) || !fd::is_network(w) {
                 return Err(Error::new(
                     exit::SYSTEM,
-                    format!("the network must be on fd {r} and fd {w}, and they are not open"),
+                    format!(
+                        "the network must be on fd {r} and fd {w}, and they are closed or /dev/null"
+                    ),
                 ));
             }
             (r, w)

@@ -498,6 +498,64 @@ fn trust_sources_cafile_cadir_chain_and_system() {
     ok(&[], &p.ec, "system store does not know the test CA", 97);
 }
 
+/// SPEC: the whole system bundle is never parsed per process. Distributions export
+/// SSL_CERT_FILE naming it (this machine does): tlsc must not open it, and must still open
+/// an SSL_CERT_FILE that is not the system bundle. Seen with strace.
+#[test]
+fn system_bundle_named_by_ssl_cert_file_is_not_parsed() {
+    if !require("strace") {
+        return;
+    }
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let default = Path::new("/usr/lib/ssl/cert.pem");
+    let same = match (
+        std::fs::canonicalize(bundle),
+        std::fs::canonicalize(default),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same && skip("no Debian system bundle at /etc/ssl/certs/ca-certificates.crt") {
+        return;
+    }
+    let p = pki();
+    let opened = |file: &Path, want: i32| -> String {
+        let l = tlsd_server(&[], "echo ok", &p.ec);
+        let sock = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+        let trace = scratch("strace").join("trace");
+        let mut c = Command::new("strace");
+        c.arg("-f")
+            .arg("-qq")
+            .args(["-e", "trace=open,openat", "-o"])
+            .arg(&trace)
+            .arg(stls_tests::bins::tlsc())
+            .args(["-k", "localhost", "--", "/bin/sh", "-c", "cat <&6"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SSL_CERT_FILE", file);
+        proc::map_fds(&mut c, &[(sock.as_raw_fd(), 6), (sock.as_raw_fd(), 7)]);
+        let r = Running::start(&mut c);
+        drop(sock);
+        let o = r.finish(WAIT);
+        let t = std::fs::read_to_string(&trace).expect("strace output");
+        let name = file.to_string_lossy().into_owned();
+        assert_eq!(o.code(), want, "SSL_CERT_FILE={name}: {}", o.stderr_str());
+        t
+    };
+    // The system store does not know the test CA: 97, without the bundle being read ...
+    let t = opened(bundle, 97);
+    assert!(
+        !t.contains("ca-certificates.crt"),
+        "the system bundle was opened:\n{t}"
+    );
+    // ... while a file that is not the system bundle is loaded.
+    let t = opened(&p.ca, 0);
+    assert!(
+        t.contains(&*p.ca.to_string_lossy()),
+        "SSL_CERT_FILE was not opened:\n{t}"
+    );
+}
+
 /// TLS 1.0 and 1.1 servers are refused; first shown to be reachable by a permissive
 /// client, so that the test can fail. If the system OpenSSL cannot speak TLS 1.0/1.1 at
 /// all (even at SECLEVEL=0), the refusal is trivially true and the test says so.
