@@ -179,12 +179,11 @@ fn tlsd_peer_reset_racing_our_close_notify_is_98() {
     }
 }
 
-/// Known bug 1: the app never reads, so its clear-text pipe is full and the engine stops
+/// Bug 1 (fixed on main in f06bbfd): the app never reads, so its clear-text pipe is full and the engine stops
 /// reading the network; the client then resets. tlsd must notice (POLLERR/POLLHUP on the
 /// socket, or an error on the next write) and end with 98 in bounded time, killing the
 /// app after its grace period — not wait for the app.
 #[test]
-#[ignore = "bug: a peer reset is not noticed while the app's input pipe is full (engine not reading the network)"]
 fn tlsd_peer_reset_while_app_pipe_full_is_98() {
     let l = serve(&[], "exec sleep 60");
     let mut c = connect(&l);
@@ -216,9 +215,8 @@ fn tlsc_peer_reset_mid_transfer_is_98() {
     let _ = srv.report(WAIT);
 }
 
-/// Known bug 1 for tlsc: the app never reads fd 6, the server fills everything and resets.
+/// Bug 1 for tlsc (fixed in f06bbfd): the app never reads fd 6, the server fills everything and resets.
 #[test]
-#[ignore = "bug: a peer reset is not noticed while the app's input pipe is full (engine not reading the network)"]
 fn tlsc_peer_reset_while_app_pipe_full_is_98() {
     let srv = tls_server(|s| {
         s.get_ref()
@@ -684,11 +682,10 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
     (a, b)
 }
 
-/// Known bug 2: tlsd with fd 0 and/or fd 1 closed must exit 111 (a system error) before
-/// any network I/O. Rust's runtime reopens closed fds 0-2 on /dev/null before main, so
-/// an `is_open` check passes and the handshake fails on /dev/null (97) instead.
+/// Bug 2 (fixed in f06bbfd): tlsd with fd 0 and/or fd 1 closed must exit 111 (a system
+/// error) before any network I/O. Rust's runtime reopens closed fds 0-2 on /dev/null
+/// before main, so a plain `is_open` check passed and the handshake failed (97).
 #[test]
-#[ignore = "bug: tlsd with fd 0/1 closed exits 97 instead of 111 (std reopens them as /dev/null)"]
 fn tlsd_missing_fd_0_or_1_is_111() {
     let p = pki();
     for close in [&[0][..], &[1][..], &[0, 1][..]] {
