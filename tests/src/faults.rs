@@ -151,3 +151,22 @@ pub fn plain_server(what: Plain, limit: Duration) -> (SocketAddr, thread::JoinHa
     });
     (addr, h)
 }
+
+/// In the child, just before exec (after any earlier `pre_exec` such as
+/// [`crate::proc::map_fds`]), close every descriptor from 3 up to 4095 except `keep`: what
+/// the test process happens to have open (OpenSSL opens files without close-on-exec, and
+/// tests run in parallel threads) does not leak into the process under test.
+pub fn close_other_fds(cmd: &mut Command, keep: &[RawFd]) {
+    let keep = keep.to_vec();
+    // SAFETY: close(2) is async-signal-safe; `keep` was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in 3..4096 {
+                if !keep.contains(&fd) {
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+}

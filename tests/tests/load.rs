@@ -70,8 +70,12 @@ fn five_hundred_connections_hundred_at_once_hash_checked() {
     let t0 = Instant::now();
     let workers: Vec<_> = (0..THREADS)
         .map(|w| {
-            let (sizes, failures, active, peak) =
-                (sizes.clone(), failures.clone(), active.clone(), peak.clone());
+            let (sizes, failures, active, peak) = (
+                sizes.clone(),
+                failures.clone(),
+                active.clone(),
+                peak.clone(),
+            );
             thread::spawn(move || {
                 for i in (w..CONNS).step_by(THREADS) {
                     let data = payload::bytes(SEED + i as u64, sizes[i]);
@@ -84,9 +88,10 @@ fn five_hundred_connections_hundred_at_once_hash_checked() {
                     active.fetch_sub(1, Ordering::SeqCst);
                     let fail = match r {
                         Err(e) => Some(format!("connection {i}: {e}")),
-                        Ok((_, end)) if end != End::CloseNotify => {
-                            Some(format!("connection {i} ({} bytes): ended {end:?}", sizes[i]))
-                        }
+                        Ok((_, end)) if end != End::CloseNotify => Some(format!(
+                            "connection {i} ({} bytes): ended {end:?}",
+                            sizes[i]
+                        )),
                         Ok((h, _)) if h != payload::sha256_hex(&data) => {
                             Some(format!("connection {i} ({} bytes): hash differs", sizes[i]))
                         }
@@ -120,7 +125,10 @@ fn five_hundred_connections_hundred_at_once_hash_checked() {
         &failures[..failures.len().min(20)]
     );
     assert!(peak.load(Ordering::SeqCst) <= 100);
-    assert!(drained, "tlsd processes still running after the clients ended");
+    assert!(
+        drained,
+        "tlsd processes still running after the clients ended"
+    );
     assert!(
         !stderr.contains("tlsd"),
         "tlsd reported problems under load: {stderr}"
@@ -201,7 +209,10 @@ fn soak_short_connections_no_fd_or_rss_growth() {
         failures.len(),
         &failures[..failures.len().min(20)]
     );
-    assert!(fds1 <= fds0, "tcpserver's descriptors grew: {fds0} -> {fds1}");
+    assert!(
+        fds1 <= fds0,
+        "tcpserver's descriptors grew: {fds0} -> {fds1}"
+    );
     assert!(
         rss1 <= rss0 + 256,
         "tcpserver's VmRSS grew: {rss0} -> {rss1} KiB"
