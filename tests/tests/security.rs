@@ -320,11 +320,12 @@ fn tlsc_root_only_key_files_work_with_tls_uid() {
 /// nothing naming or holding key material in its environment, no descriptor to a key
 /// file, and no descriptor but `fds_allowed`.
 fn check_inherited(pid: u32, secret_paths: &[&Path], fds_allowed: &[&str], who: &str) {
-    // the app printed its pid, then exec'd cat: look at cat, not at the shell
+    // the app printed its pid, then exec'd cat: look at cat, not at the shell, and only
+    // once its exec is complete (comm changes before the new environment is in place)
     let is_cat = || {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim() == "cat")
-            .unwrap_or(false)
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        comm.trim() == "cat" && !environ.is_empty()
     };
     assert!(
         proc::wait_for(Duration::from_secs(10), is_cat),
