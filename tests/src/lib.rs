@@ -7,6 +7,7 @@
 
 pub mod bins;
 pub mod client;
+pub mod faults;
 pub mod listener;
 pub mod options;
 pub mod payload;
