@@ -201,7 +201,7 @@ pub fn run(tls: &mut Tls, fds: Fds, child: Option<libc::pid_t>, cfg: &Config) ->
         linger_deadline: None,
         idle_expired: false,
         net_hup_seen: false,
-        net_broken: None,
+        net_failed: None,
     };
     let end = e.relay(tls);
     e.finish(end)
@@ -236,10 +236,11 @@ struct Engine<'a> {
     /// The network fd reported POLLHUP while we were not reading from it: stop watching it
     /// for errors, or poll would return at once forever.
     net_hup_seen: bool,
-    /// The network fd reported an error (a reset) while we were not reading from it, e.g.
-    /// because the app's pipe was full. What is buffered still goes to the app until this
-    /// deadline; then the session ends as a network error.
-    net_broken: Option<Instant>,
+    /// The peer's direction failed: a reset seen while not reading (the app's pipe full)
+    /// or on our close_notify, or a truncation under -J. Nothing more is read once it is
+    /// set; what is buffered still goes to the app until the deadline, then the session
+    /// ends with this error (never as a clean EOF the app could mistake for the end).
+    net_failed: Option<(Instant, String)>,
 }
 
 impl Engine<'_> {
@@ -249,13 +250,9 @@ impl Engine<'_> {
             if let Err(end) = self.progress(tls, &mut scratch) {
                 return end;
             }
-            if let Some(d) = self.net_broken {
-                let stuck = self.n2a.is_empty() || !self.clear_out_open || Instant::now() >= d;
-                if stuck && !self.net_eof {
-                    return End::Tls(format!(
-                        "the connection to the peer failed: {}",
-                        socket_error(self.fds.cipher_in)
-                    ));
+            if let Some((d, msg)) = &self.net_failed {
+                if self.n2a.is_empty() || !self.clear_out_open || Instant::now() >= *d {
+                    return End::Tls(msg.clone());
                 }
             }
             if self.done() {
@@ -280,6 +277,13 @@ impl Engine<'_> {
         if self.clear_in_open {
             fd::close(self.fds.clear_in);
             self.clear_in_open = false;
+        }
+    }
+
+    /// The peer's direction failed with `msg`: see `net_failed`.
+    fn fail_net(&mut self, msg: String) {
+        if self.net_failed.is_none() {
+            self.net_failed = Some((Instant::now() + self.cfg.linger, msg));
         }
     }
 
@@ -328,11 +332,17 @@ impl Engine<'_> {
                         moved = true;
                     }
                     io @ (Io::WantRead | Io::WantWrite) => self.write_wait = Wait::from(io),
+                    // Nothing more can reach the peer; what it sent still goes to the app.
                     _ => {
-                        return Err(End::Tls(format!(
-                            "unable to send to the peer: {}",
-                            net_reason()
-                        )))
+                        let why = net_reason();
+                        self.fail_net(format!("unable to send to the peer: {why}"));
+                        self.a2n.clear();
+                        self.a2n_eof = true;
+                        self.close_clear_in();
+                        self.close_notify_sent = true;
+                        self.cipher_out_closed = fd::shut_write(self.fds.cipher_out);
+                        self.a2n_shut = true;
+                        moved = true;
                     }
                 }
             }
@@ -342,10 +352,16 @@ impl Engine<'_> {
                 if !self.close_notify_sent && self.shutdown_wait == Wait::No {
                     match tls.shutdown() {
                         io @ (Io::WantRead | Io::WantWrite) => self.shutdown_wait = Wait::from(io),
-                        // Done, or the peer is gone: either way nothing more to send.
+                        Io::Done(_) => self.close_notify_sent = true,
+                        // The peer is gone: nothing more to send. If its direction had not
+                        // ended, the reset cut it short; the kernel reports the error only
+                        // once, so the next read would take it for a FIN.
                         _ => {
-                            let _ = net_reason();
+                            let why = net_reason();
                             self.close_notify_sent = true;
+                            if !self.net_eof && !self.app_gone {
+                                self.fail_net(format!("unable to send close_notify: {why}"));
+                            }
                         }
                     }
                 }
@@ -357,7 +373,10 @@ impl Engine<'_> {
             }
 
             // TLS -> buffer (or discarded when the app stopped reading).
-            if !self.net_eof && self.read_wait == Wait::No && (self.app_gone || self.n2a.end < BUF)
+            if !self.net_eof
+                && self.net_failed.is_none()
+                && self.read_wait == Wait::No
+                && (self.app_gone || self.n2a.end < BUF)
             {
                 let target: &mut [u8] = if self.app_gone {
                     scratch
@@ -381,10 +400,11 @@ impl Engine<'_> {
                         moved = true;
                     }
                     Io::Truncated => {
-                        return Err(End::Tls(
+                        self.fail_net(
                             "the peer closed the connection without close_notify (truncation)"
                                 .into(),
-                        ))
+                        );
+                        moved = true;
                     }
                     io @ (Io::WantRead | Io::WantWrite) => self.read_wait = Wait::from(io),
                     Io::Error => {
@@ -393,11 +413,10 @@ impl Engine<'_> {
                             let _ = net_reason();
                             self.net_eof = true;
                         } else {
-                            return Err(End::Tls(format!(
-                                "unable to receive from the peer: {}",
-                                net_reason()
-                            )));
+                            let why = net_reason();
+                            self.fail_net(format!("unable to receive from the peer: {why}"));
                         }
+                        moved = true;
                     }
                 }
             }
@@ -467,7 +486,7 @@ impl Engine<'_> {
         let waits = [self.write_wait, self.read_wait, self.shutdown_wait];
         if waits.contains(&Wait::Read) {
             p[NIN] = pfd(self.fds.cipher_in, libc::POLLIN);
-        } else if !self.net_eof && !self.net_hup_seen && self.net_broken.is_none() {
+        } else if !self.net_eof && !self.net_hup_seen && self.net_failed.is_none() {
             // Not reading (the app's pipe is full): still watch for a reset, which would
             // otherwise go unnoticed for as long as the app does not read.
             p[NIN] = pfd(self.fds.cipher_in, 0);
@@ -483,8 +502,8 @@ impl Engine<'_> {
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
         }
-        if let Some(d) = self.net_broken {
-            deadline = Some(deadline.map_or(d, |x| x.min(d)));
+        if let Some((d, _)) = &self.net_failed {
+            deadline = Some(deadline.map_or(*d, |x| x.min(*d)));
         }
         if p.iter().all(|x| x.fd < 0) && deadline.is_none() {
             // Nothing can change any more: a state the relay should never reach.
@@ -526,7 +545,8 @@ impl Engine<'_> {
         }
         if ready(NIN) && p[NIN].events == 0 {
             if p[NIN].revents & libc::POLLERR != 0 {
-                self.net_broken = Some(Instant::now() + self.cfg.linger);
+                let why = socket_error(self.fds.cipher_in);
+                self.fail_net(format!("the connection to the peer failed: {why}"));
             } else {
                 // POLLHUP alone (a pipe's writer closed, or FIN after our SHUT_WR): an EOF
                 // that the next read will see in order.

@@ -164,10 +164,9 @@ fn tlsd_peer_reset_during_upload_is_98() {
 
 /// The app closed its output at once (tlsd sends close_notify and shuts down writing),
 /// then the client uploads and resets. When the RST is reported on the close_notify write
-/// instead of a read, the error is consumed from the socket, the next read returns 0 and
-/// is taken for a plain FIN: tlsd exits 0 silently and the app got a truncated stream.
+/// instead of a read, the error is consumed from the socket and the next read returns 0:
+/// that 0 must not be taken for a plain FIN (an exit 0 over a truncated stream).
 #[test]
-#[ignore = "bug: a reset reported on the close_notify write is swallowed; the next read's 0 is taken for a FIN (exit 0)"]
 fn tlsd_peer_reset_racing_our_close_notify_is_98() {
     let l = serve(&[], "exec cat >/dev/null");
     for i in 0..20 {
@@ -391,7 +390,6 @@ fn tlsd_truncation_without_enforcement_delivers_everything() {
 /// that arrived authenticated before the FIN can still be delivered and must be: the app
 /// gets all of them, then EOF.
 #[test]
-#[ignore = "bug: with -J, decrypted bytes still in the engine's buffer are dropped when truncation is detected"]
 fn tlsd_truncation_with_enforcement_still_delivers_everything_before_it() {
     for i in 0..5 {
         let (s, got, want) = tlsd_truncated_upload(&["-J"]);
@@ -438,7 +436,6 @@ fn tlsc_truncation_without_enforcement_delivers_everything() {
 }
 
 #[test]
-#[ignore = "bug: with -J, decrypted bytes still in the engine's buffer are dropped when truncation is detected"]
 fn tlsc_truncation_with_enforcement_still_delivers_everything_before_it() {
     for i in 0..5 {
         let (o, got, want) = tlsc_truncated_download(&["-J"]);
