@@ -8,6 +8,7 @@ use openssl::ssl::{
     NameType, SniError, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
+use openssl::x509::X509;
 use std::ffi::CStr;
 use std::sync::{Arc, Mutex};
 
@@ -45,8 +46,12 @@ fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> 
         let d = dir
             .to_str()
             .ok_or_else(|| Error::config("CADIR is not valid UTF-8"))?;
-        b.load_verify_locations(None, Some(std::path::Path::new(d)))
-            .map_err(|_| e(&format!("CADIR {d}")))?;
+        if env.uid.is_some() || env.gid.is_some() {
+            load_cadir_now(b, dir)?;
+        } else {
+            b.load_verify_locations(None, Some(std::path::Path::new(d)))
+                .map_err(|_| e(&format!("CADIR {d}")))?;
+        }
         return Ok(true);
     }
     if let Some(file) = &env.cafile {
@@ -55,6 +60,42 @@ fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> 
         return Ok(true);
     }
     Ok(false)
+}
+
+/// A hashed directory is read lazily, during the handshake, which runs after the privilege
+/// drop: with TLS_UID/TLS_GID a CADIR only root can read would reject every peer. So its
+/// certificates (the `HASH.N` files OpenSSL would look up) are loaded into the store now.
+fn load_cadir_now(b: &mut SslContextBuilder, dir: &std::ffi::OsStr) -> Result<(), Error> {
+    let shown = dir.to_string_lossy();
+    let unreadable = |err: std::io::Error| {
+        Error::config(format!(
+            "unable to read CADIR {shown}: {}",
+            crate::exit::io_text(&err)
+        ))
+    };
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let name = entry.file_name();
+        if !is_hashed_cert_name(name.as_encoded_bytes()) {
+            continue;
+        }
+        let pem = std::fs::read(entry.path()).map_err(unreadable)?;
+        // A file that does not parse is skipped, as OpenSSL's lookup would skip it.
+        for cert in X509::stack_from_pem(&pem).unwrap_or_default() {
+            // A duplicate (two hash links to one file) is not an error.
+            let _ = b.cert_store_mut().add_cert(cert);
+        }
+    }
+    let _ = openssl::error::ErrorStack::get();
+    Ok(())
+}
+
+/// `HASH.N`: eight hex digits, a dot, a decimal number (CRLs are `HASH.rN`).
+fn is_hashed_cert_name(n: &[u8]) -> bool {
+    n.len() > 9
+        && n[..8].iter().all(u8::is_ascii_hexdigit)
+        && n[8] == b'.'
+        && n[9..].iter().all(u8::is_ascii_digit)
 }
 
 /// A server context, and a slot where the SNI callback leaves the precise error (a named
@@ -234,6 +275,18 @@ pub fn client(opts: &Options, env: &Env) -> Result<SslContext, Error> {
 #[cfg(test)]
 mod tests {
     use super::match_sni;
+
+    #[test]
+    fn hashed_cert_names() {
+        use super::is_hashed_cert_name as h;
+        assert!(h(b"ce275665.0"));
+        assert!(h(b"0A1b2C3d.12"));
+        assert!(!h(b"ce275665.r0"));
+        assert!(!h(b"ce275665."));
+        assert!(!h(b"ce27566.0"));
+        assert!(!h(b"ca.pem"));
+        assert!(!h(b"xe275665.0"));
+    }
 
     #[test]
     fn sni_matching() {

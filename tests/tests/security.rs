@@ -687,7 +687,6 @@ fn root_only_cadir() -> PathBuf {
 /// the client (read the directory before the drop, or fail at start-up with 96, never
 /// reject good clients at handshake time).
 #[test]
-#[ignore = "bug: a root-only CADIR is read lazily after the privilege drop: good clients are rejected (97)"]
 fn tlsd_root_only_cadir_works_with_tls_uid() {
     if !needs_root() {
         return;
@@ -707,7 +706,6 @@ fn tlsd_root_only_cadir_works_with_tls_uid() {
 
 /// The same for tlsc verifying the server against a root-only CADIR.
 #[test]
-#[ignore = "bug: a root-only CADIR is read lazily after the privilege drop: good servers are rejected (97)"]
 fn tlsc_root_only_cadir_works_with_tls_uid() {
     if !needs_root() {
         return;
