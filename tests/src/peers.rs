@@ -67,6 +67,15 @@ fn base_env(c: &mut Command) {
     );
 }
 
+/// Did `openssl s_client` report a session of version `name` with a real cipher?
+pub fn negotiated(stdout: &str, name: &str) -> bool {
+    // (the `New, ...` line spells TLS 1.0 "TLSv1.0", the session block "TLSv1")
+    stdout.contains(&format!("Protocol  : {name}\n"))
+        && stdout.contains("Cipher    : ")
+        && !stdout.contains("Cipher    : 0000")
+        && !stdout.contains("Cipher is (NONE)")
+}
+
 // ---------------------------------------------------------------- clients (for tlsd)
 
 /// `openssl s_client` to 127.0.0.1:port verifying `localhost` against the test CA; sends

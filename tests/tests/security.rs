@@ -519,16 +519,7 @@ fn permissive_pair_negotiates(flag: &str, name: &str) -> bool {
         .arg(&pki().ca);
     let o = proc::run(&mut c, Some(b""), WAIT);
     drop(srv);
-    negotiated(&o.stdout_str(), name)
-}
-
-/// Did `openssl s_client` report a session of version `name` with a real cipher?
-fn negotiated(stdout: &str, name: &str) -> bool {
-    // (the `New, ...` line spells TLS 1.0 "TLSv1.0", the session block "TLSv1")
-    stdout.contains(&format!("Protocol  : {name}\n"))
-        && stdout.contains("Cipher    : ")
-        && !stdout.contains("Cipher    : 0000")
-        && !stdout.contains("Cipher is (NONE)")
+    peers::negotiated(&o.stdout_str(), name)
 }
 
 /// tlsd refuses TLS 1.0 and 1.1 clients, even permissive ones: 97, one line, the app never
@@ -559,7 +550,7 @@ fn tlsd_refuses_tls10_and_tls11_clients() {
             .arg(&pki().ca);
         let o = proc::run(&mut c, Some(b""), WAIT);
         assert!(
-            !negotiated(&o.stdout_str(), name),
+            !peers::negotiated(&o.stdout_str(), name),
             "{name} negotiated with tlsd: {}",
             o.stdout_str()
         );
