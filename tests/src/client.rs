@@ -148,7 +148,16 @@ pub fn handshake(tcp: TcpStream, o: &ClientOpts) -> Result<TlsClient, String> {
         }
     }
     let mut s = SslStream::new(ssl, tcp).map_err(ssl_err("stream"))?;
-    s.connect().map_err(|e| format!("handshake: {e}"))?;
+    // A signal interrupts a socket call with a timeout (never restarted by the kernel);
+    // OpenSSL keeps its state, so the handshake resumes. Bounded.
+    let mut tries = 0;
+    loop {
+        match s.connect() {
+            Ok(()) => break,
+            Err(e) if interrupted(&e) && tries < 100 => tries += 1,
+            Err(e) => return Err(format!("handshake: {e}")),
+        }
+    }
     Ok(TlsClient { stream: s })
 }
 
