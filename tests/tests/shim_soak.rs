@@ -256,12 +256,35 @@ fn pair(out: &str, key: &str) -> (i64, i64) {
     )
 }
 
+/// The size of the library's table of upgraded sockets (`SLOTS` in
+/// autossl-shim/src/socks.rs). The table is static memory, and each new connection takes a
+/// never-used entry (one more touched page every ten or so connections) until all are
+/// used; from then on entries of closed sockets are reused. So the host's VmRSS rises by up
+/// to the table's size (about 360 KiB) over the first SLOTS connections, then stays flat:
+/// the warm-up has to go past it.
+fn socket_table_slots() -> u64 {
+    let p = stls_tests::bins::workspace().join("autossl-shim/src/socks.rs");
+    let src = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    src.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("pub const SLOTS: usize = ")?
+                .strip_suffix(';')?
+                .replace('_', "")
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `pub const SLOTS: usize = N;` in {}", p.display()))
+}
+
 /// STLS_SHIM_SOAK_CONNECTIONS short upgraded connections (default 10000) from one host
 /// process with the library preloaded, 2 threads, against `tlsd -- sh` (the reply names
 /// the TLS version, which only tlsd knows) under `tcpserver`. The host samples its own
-/// open descriptors and VmRSS after a 200-connection warm-up and at the end. Zero
-/// failures; the same descriptors; VmRSS within 1 MiB; no child, zombie or SIGCHLD in the
-/// host; no tlsc helper left afterwards.
+/// open descriptors and VmRSS after a warm-up that fills the library's socket table
+/// ([`socket_table_slots`] + 100 connections) and again at the end. Zero failures; the
+/// same descriptors; VmRSS within 256 KiB (measured here: 0 to 24 KiB after the warm-up,
+/// whatever the count; 256 KiB over 10,000 connections is a leak of 27 bytes each); no
+/// child, zombie or SIGCHLD in the host; no tlsc helper left afterwards.
 #[test]
 fn host_program_soak_no_fd_or_rss_growth() {
     let _ = library();
@@ -272,7 +295,7 @@ fn host_program_soak_no_fd_or_rss_growth() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    const WARMUP: u64 = 200;
+    let warmup = socket_table_slots() + 100;
     const THREADS: u32 = 2;
     // Far above the measured time (tests/README.md), still a bound.
     let limit = Duration::from_secs(120 + total / 10);
@@ -313,7 +336,7 @@ fn host_program_soak_no_fd_or_rss_growth() {
     let (k, v) = marker.split_once('=').expect("marker");
     vars.push((k.into(), v.into()));
 
-    let total_s = (WARMUP + total).to_string();
+    let total_s = (warmup + total).to_string();
     let t0 = Instant::now();
     let o = proc::run(
         &mut shim::namespaced(
@@ -321,7 +344,7 @@ fn host_program_soak_no_fd_or_rss_growth() {
                 exe.to_str().expect("utf-8"),
                 NAME,
                 &port,
-                &WARMUP.to_string(),
+                &warmup.to_string(),
                 &total_s,
                 &THREADS.to_string(),
                 &limit.as_secs().to_string(),
@@ -334,7 +357,7 @@ fn host_program_soak_no_fd_or_rss_growth() {
     let took = t0.elapsed();
     let out = o.stdout_str();
     let err = o.stderr_str();
-    eprintln!("shim soak: {total} connections after {WARMUP} warm-up, {took:?} in all: {out}");
+    eprintln!("shim soak: {total} connections after {warmup} warm-up, {took:?} in all: {out}");
     assert_eq!(o.code(), 0, "host: stdout: {out}\nstderr: {err}");
     assert!(!err.contains("cannot be preloaded"), "{err}");
     assert_eq!(
@@ -344,11 +367,14 @@ fn host_program_soak_no_fd_or_rss_growth() {
     );
     assert_eq!(field(&out, "ok"), total_s, "{out}");
     let (fd0, fd1) = pair(&out, "fds");
-    assert!(fd0 > 0 && fd0 == fd1, "the host's descriptors changed: {out}");
+    assert!(
+        fd0 > 0 && fd0 == fd1,
+        "the host's descriptors changed: {out}"
+    );
     let (rss0, rss1) = pair(&out, "rss");
     assert!(
-        rss0 > 0 && rss1 <= rss0 + 1024,
-        "the host's VmRSS grew by more than 1 MiB: {out}"
+        rss0 > 0 && rss1 <= rss0 + 256,
+        "the host's VmRSS grew by more than 256 KiB: {out}"
     );
     assert_eq!(field(&out, "children"), "0", "{out}");
     assert_eq!(field(&out, "wait"), "none", "{out}");
