@@ -31,6 +31,11 @@ fn builder(method: SslMethod, opts: &Options) -> Result<SslContextBuilder, Error
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER
             | SslMode::RELEASE_BUFFERS,
     );
+    // Read-ahead (issue 5): one read(2) takes a record's header and body, and whatever
+    // follows, instead of a 5-byte read then the body: fewer system calls per record, for
+    // bulk and for round trips. Safe with the engine: it asks OpenSSL for data whenever it
+    // has room and waits for the socket only after OpenSSL said WANT_READ.
+    b.set_read_ahead(true);
     // One process per connection: a session cache or tickets could never be used again.
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
     Ok(b)
