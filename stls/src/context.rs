@@ -24,7 +24,19 @@ fn builder(method: SslMethod, opts: &Options) -> Result<SslContextBuilder, Error
     }
     b.set_options(o);
     // Partial writes with a moving buffer: the engine retries from wherever its buffer is.
-    b.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // RELEASE_BUFFERS (issue 5): OpenSSL frees its 16 KiB record buffers whenever they are
+    // empty, so an idle connection holds none (memory per idle connection); the cost is a
+    // malloc/free pair per record under bulk load, which glibc serves from its free lists.
+    b.set_mode(
+        SslMode::ENABLE_PARTIAL_WRITE
+            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
+            | SslMode::RELEASE_BUFFERS,
+    );
+    // Read-ahead (issue 5): one read(2) takes a record's header and body, and whatever
+    // follows, instead of a 5-byte read then the body: fewer system calls per record, for
+    // bulk and for round trips. Safe with the engine: it asks OpenSSL for data whenever it
+    // has room and waits for the socket only after OpenSSL said WANT_READ.
+    b.set_read_ahead(true);
     // One process per connection: a session cache or tickets could never be used again.
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
     Ok(b)

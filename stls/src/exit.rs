@@ -75,7 +75,22 @@ pub fn one_line(s: &str) -> String {
 }
 
 /// The reason text for the last OpenSSL errors on this thread (drains the queue).
+/// Load OpenSSL's error strings, once, on the first message that needs them:
+/// `wrap::init_openssl` skips them at start-up (they cost CPU in every connection).
+pub fn load_error_strings() {
+    extern "C" {
+        fn ERR_load_CRYPTO_strings() -> libc::c_int;
+        fn ERR_load_SSL_strings() -> libc::c_int;
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| unsafe {
+        ERR_load_CRYPTO_strings();
+        ERR_load_SSL_strings();
+    });
+}
+
 pub fn ssl_reason() -> String {
+    load_error_strings();
     let stack = openssl::error::ErrorStack::get();
     let mut out = String::new();
     for e in stack.errors() {

@@ -33,19 +33,39 @@ fn info(prog: Program, opts: &Options, msg: &str) {
     }
 }
 
-/// Do not load the system OpenSSL configuration unless OPENSSL_CONF asks for one: it costs
-/// start-up time in every per-connection process.
+/// OpenSSL's start-up, trimmed for a process that serves one connection (issue 5: it is a
+/// large part of the per-handshake CPU). Everything skipped here is looked up on demand:
+/// - the system configuration (`openssl.cnf`) is not read unless OPENSSL_CONF names one;
+/// - the error strings (thousands of hash-table inserts) are loaded by `exit::ssl_reason`
+///   only when a message is about to be printed;
+/// - the legacy name table of all ciphers is not filled: libssl 3 fetches its ciphers from
+///   the providers by name. (The digests' table is needed: the security level check of a
+///   CA-signed certificate looks its signature digest up there, and fails without it.)
+/// - no atexit handler: the process exits without tearing OpenSSL down.
+///
+/// Must run before any other OpenSSL call: the first caller's flags win.
 pub fn init_openssl(load_config: bool) {
-    const OPENSSL_INIT_NO_LOAD_CONFIG: u64 = 0x80;
+    const NO_LOAD_CRYPTO_STRINGS: u64 = 0x01;
+    const NO_ADD_ALL_CIPHERS: u64 = 0x10;
+    const NO_LOAD_CONFIG: u64 = 0x80;
+    const NO_ATEXIT: u64 = 0x0008_0000;
+    const NO_LOAD_SSL_STRINGS: u64 = 0x0010_0000;
+    let mut flags = NO_LOAD_CRYPTO_STRINGS | NO_LOAD_SSL_STRINGS | NO_ADD_ALL_CIPHERS | NO_ATEXIT;
     if !load_config {
-        unsafe {
-            openssl_sys::OPENSSL_init_ssl(
-                OPENSSL_INIT_NO_LOAD_CONFIG | openssl_sys::OPENSSL_INIT_LOAD_SSL_STRINGS,
-                std::ptr::null(),
-            )
-        };
+        flags |= NO_LOAD_CONFIG;
     }
+    unsafe { openssl_sys::OPENSSL_init_ssl(flags, std::ptr::null()) };
+    // rust-openssl's own once-only initialisation; OpenSSL's parts of it are done already.
     openssl::init();
+}
+
+/// After the handshake: give the heap's free memory (context building, certificate and key
+/// parsing, handshake scratch) back to the kernel, so that an idle connection costs only
+/// what it still uses (issue 5, memory per idle connection).
+fn trim_heap() {
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn exit_with(prog: Program, r: Result<i32, Error>) -> ! {
@@ -176,9 +196,18 @@ fn tlsd_inner() -> Result<i32, Error> {
     }
     let env = Env::from_process()?;
     init_openssl(env.openssl_conf);
-    let server = context::server(&opts, &env)?;
+    // The launcher is forked before the context is built (issue 5: about 10 % of a
+    // connection's CPU): the fork then shares a small heap, and the parent's later writes to
+    // its heap do not each take a copy-on-write fault. A configuration error aborts it.
     let selfpipe = Selfpipe::install()?;
     let mut launcher = Launcher::spawn("tlsd", &opts.operands, 0, 1, &[selfpipe.rfd])?;
+    let server = match context::server(&opts, &env) {
+        Ok(s) => s,
+        Err(e) => {
+            launcher.abort();
+            return Err(e);
+        }
+    };
     let prepared = (|| {
         env::drop_privileges(env.uid, env.gid)?;
         nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
@@ -196,6 +225,7 @@ fn tlsd_inner() -> Result<i32, Error> {
             return Err(sni.unwrap_or(e));
         }
     };
+    trim_heap();
     let desc = Description::of(tls.ssl(), None);
     info(prog, &opts, &session_line(&desc));
     launcher.start(&child_description(&opts, desc));
@@ -429,6 +459,7 @@ fn tlsc_session(prog: Program, opts: &Options, form: Form) -> Result<i32, Error>
             return Err(e);
         }
     };
+    trim_heap();
     let desc = Description::of(tls.ssl(), sni.as_deref());
     info(prog, opts, &session_line(&desc));
     if let Some(n) = opts.notification_fd {
