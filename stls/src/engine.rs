@@ -245,9 +245,8 @@ struct Engine<'a> {
 
 impl Engine<'_> {
     fn relay(&mut self, tls: &mut Tls) -> End {
-        let mut scratch = [0u8; 16 * 1024];
         loop {
-            if let Err(end) = self.progress(tls, &mut scratch) {
+            if let Err(end) = self.progress(tls) {
                 return end;
             }
             if let Some((d, msg)) = &self.net_failed {
@@ -297,7 +296,7 @@ impl Engine<'_> {
     }
 
     /// Do everything that can be done without blocking.
-    fn progress(&mut self, tls: &mut Tls, scratch: &mut [u8]) -> Result<(), End> {
+    fn progress(&mut self, tls: &mut Tls) -> Result<(), End> {
         loop {
             let mut moved = false;
 
@@ -378,12 +377,8 @@ impl Engine<'_> {
                 && self.read_wait == Wait::No
                 && (self.app_gone || self.n2a.end < BUF)
             {
-                let target: &mut [u8] = if self.app_gone {
-                    scratch
-                } else {
-                    self.n2a.spare()
-                };
-                match tls.read(target) {
+                // Once the app is gone n2a is empty for good: it serves as the discard area.
+                match tls.read(self.n2a.spare()) {
                     Io::Done(n) => {
                         if !self.app_gone {
                             self.n2a.end += n;
