@@ -71,7 +71,8 @@ pub struct Outcome {
     pub idle_expired: bool,
 }
 
-const BUF: usize = 64 * 1024;
+/// The size of each of the engine's two buffers (app to network, network to app).
+pub const BUF: usize = 64 * 1024;
 
 struct Buf {
     data: Box<[u8]>,
