@@ -300,3 +300,12 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
     }
     v
 }
+
+/// Waits (up to 60 s) until no process with `marker` in its environment remains; else fails
+/// with `what` and the ones still there.
+pub fn assert_helpers_gone(marker: &str, what: &str) {
+    let gone = proc::wait_for(Duration::from_secs(60), || {
+        processes_with(marker).is_empty()
+    });
+    assert!(gone, "{what}: {:?}", processes_with(marker));
+}

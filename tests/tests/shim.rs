@@ -690,14 +690,7 @@ fn many_connections_leave_no_fd_no_zombie_no_helper() {
         o.stderr_str()
     );
     // Every helper ends with its connection.
-    let gone = proc::wait_for(Duration::from_secs(60), || {
-        shim::processes_with(&marker).is_empty()
-    });
-    assert!(
-        gone,
-        "helpers still running: {:?}",
-        shim::processes_with(&marker)
-    );
+    shim::assert_helpers_gone(&marker, "helpers still running");
 }
 
 // ------------------------------------------------------------------ command mode
@@ -992,14 +985,7 @@ fn helper_runs_without_the_library_and_ends_with_the_connection() {
     }
     assert_eq!(o.code(), 0, "{}", o.stderr_str());
     assert!(o.stdout_str().contains(&tag(NAME)), "{}", o.stdout_str());
-    let gone = proc::wait_for(Duration::from_secs(60), || {
-        shim::processes_with(&marker).is_empty()
-    });
-    assert!(
-        gone,
-        "tlsc outlived its connection: {:?}",
-        shim::processes_with(&marker)
-    );
+    shim::assert_helpers_gone(&marker, "tlsc outlived its connection");
 }
 
 // ------------------------------------------------------------------ the other variables

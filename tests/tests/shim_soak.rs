@@ -380,14 +380,7 @@ fn host_program_soak_no_fd_or_rss_growth() {
     assert_eq!(field(&out, "wait"), "none", "{out}");
     assert_eq!(field(&out, "sigchld"), "0", "{out}");
     // Every helper ends with its connection.
-    let gone = proc::wait_for(Duration::from_secs(60), || {
-        shim::processes_with(&marker).is_empty()
-    });
-    assert!(
-        gone,
-        "tlsc helpers still running: {:?}",
-        shim::processes_with(&marker)
-    );
+    shim::assert_helpers_gone(&marker, "tlsc helpers still running");
     let stderr = ts.stop();
     assert!(!stderr.contains("tlsd"), "tlsd reported problems: {stderr}");
 }
