@@ -46,6 +46,16 @@ fn get_errno() -> c_int {
     unsafe { *libc::__errno_location() }
 }
 
+/// Our part of a hook: `body` under the reentrancy guard and `catch_unwind`, errno as it was
+/// before. None when re-entered, when `body` gives None, or when it panicked.
+fn guarded<T>(body: impl FnOnce() -> Option<T>) -> Option<T> {
+    let _g = enter()?;
+    let e = get_errno();
+    let r = catch_unwind(AssertUnwindSafe(body)).ok().flatten();
+    set_errno(e);
+    r
+}
+
 // ---------------------------------------------------------------------------------------
 // Constructor
 
@@ -220,11 +230,7 @@ unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: b
     if !socks::any() || addr.is_null() || len.is_null() {
         return f(fd, addr, len);
     }
-    let Some(_g) = enter() else {
-        return f(fd, addr, len);
-    };
-    let e = get_errno();
-    let done = catch_unwind(AssertUnwindSafe(|| {
+    let done = guarded(|| {
         let ent = socks::find(fd)?;
         let (b, n) = if peer { ent.peer() } else { ent.local() };
         if n == 0 {
@@ -232,11 +238,10 @@ unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: b
         }
         give_addr(&b[..n], addr, len);
         Some(())
-    }));
-    set_errno(e);
+    });
     match done {
-        Ok(Some(())) => 0,
-        _ => f(fd, addr, len),
+        Some(()) => 0,
+        None => f(fd, addr, len),
     }
 }
 
@@ -283,11 +288,7 @@ pub unsafe extern "C" fn getsockopt(
     if !identity && !faked {
         return rc;
     }
-    let Some(_g) = enter() else {
-        return rc;
-    };
-    let e = get_errno();
-    let done = catch_unwind(AssertUnwindSafe(|| {
+    let done = guarded(|| {
         let ent = socks::find(fd)?;
         let room = *len as usize;
         if identity {
@@ -312,13 +313,10 @@ pub unsafe extern "C" fn getsockopt(
             *len = std::mem::size_of::<c_int>() as socklen_t;
         }
         Some(())
-    }));
+    });
     match done {
-        Ok(Some(())) => 0,
-        _ => {
-            set_errno(e);
-            rc
-        }
+        Some(()) => 0,
+        None => rc,
     }
 }
 
@@ -340,23 +338,16 @@ pub unsafe extern "C" fn setsockopt(
     if rc == 0 || !socks::any() || !ip_level(level) {
         return rc;
     }
-    let Some(_g) = enter() else {
-        return rc;
-    };
-    let e = get_errno();
-    let done = catch_unwind(AssertUnwindSafe(|| {
+    let done = guarded(|| {
         let ent = socks::find(fd)?;
         if !val.is_null() && len as usize >= std::mem::size_of::<c_int>() {
             ent.set_opt(level, name, std::ptr::read_unaligned(val as *const c_int));
         }
         Some(())
-    }));
+    });
     match done {
-        Ok(Some(())) => 0,
-        _ => {
-            set_errno(e);
-            rc
-        }
+        Some(()) => 0,
+        None => rc,
     }
 }
 
@@ -414,13 +405,9 @@ pub unsafe extern "C" fn getaddrinfo(
     if rc != 0 || node.is_null() || res.is_null() {
         return rc;
     }
-    let Some(_g) = enter() else {
-        return rc;
-    };
-    let e = get_errno();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    guarded(|| {
         if !recording() {
-            return;
+            return None;
         }
         let mut ips = Ips::new();
         let mut ai = *res;
@@ -434,8 +421,8 @@ pub unsafe extern "C" fn getaddrinfo(
             steps += 1;
         }
         record(node, &ips);
-    }));
-    set_errno(e);
+        Some(())
+    });
     rc
 }
 
@@ -443,13 +430,9 @@ unsafe fn record_hostent(node: *const c_char, h: *const hostent) {
     if node.is_null() || h.is_null() {
         return;
     }
-    let Some(_g) = enter() else {
-        return;
-    };
-    let e = get_errno();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    guarded(|| {
         if !recording() {
-            return;
+            return None;
         }
         let h = &*h;
         let mut ips = Ips::new();
@@ -480,8 +463,8 @@ unsafe fn record_hostent(node: *const c_char, h: *const hostent) {
             }
         }
         record(node, &ips);
-    }));
-    set_errno(e);
+        Some(())
+    });
 }
 
 /// # Safety
