@@ -466,6 +466,22 @@ fn pipe() -> Result<(Fd, Fd), c_int> {
     Ok((Fd(p[0]), Fd(p[1])))
 }
 
+/// The helper's stderr: /dev/null, added to `fds` as its fd 2, when the caller must not see
+/// its messages (AUTOSSL_SILENT, or the connection is on fd 2 itself); else the caller's. The
+/// returned descriptor must stay open until the spawn.
+fn quiet_stderr(cfg: &Config, fd: c_int, fds: &mut Vec<(c_int, c_int)>) -> Fd {
+    if !(cfg.silent || fd == 2) {
+        return Fd(-1);
+    }
+    // SAFETY: a constant C path.
+    let devnull =
+        Fd(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) });
+    if devnull.0 >= 0 {
+        fds.push((devnull.0, 2));
+    }
+    devnull
+}
+
 fn cstr(s: &str) -> Result<CString, c_int> {
     CString::new(s).map_err(|_| libc::EINVAL)
 }
@@ -518,18 +534,8 @@ pub unsafe fn upgrade(
             cstr(&port_text)?,
         ];
         let p = spawn::Prepared::new(cstr("/bin/sh")?, argv, spawn::helper_env(st.lib.as_deref()));
-        let devnull = if cfg.silent || fd == 2 {
-            Fd(libc::open(
-                c"/dev/null".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            ))
-        } else {
-            Fd(-1)
-        };
         let mut fds = vec![(helper.0, 0), (helper.0, 1)];
-        if devnull.0 >= 0 {
-            fds.push((devnull.0, 2));
-        }
+        let _devnull = quiet_stderr(cfg, fd, &mut fds);
         if let Err(e) = spawn::spawn(&p, &fds, 3, true) {
             say_once(
                 &SPAWN_FAILED,
@@ -611,18 +617,8 @@ pub unsafe fn upgrade(
         Ok(x) => x,
         Err(e) => return abort(e),
     };
-    let devnull = if cfg.silent || fd == 2 {
-        Fd(libc::open(
-            c"/dev/null".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        ))
-    } else {
-        Fd(-1)
-    };
     let mut fds = vec![(helper.0, 0), (helper.0, 1), (nw.0, 3), (fd, 6), (fd, 7)];
-    if devnull.0 >= 0 {
-        fds.push((devnull.0, 2));
-    }
+    let devnull = quiet_stderr(cfg, fd, &mut fds);
     // 3. tlsc: io form on the connected socket, started by a short-lived middle process
     //    (see spawn.rs); --detach also keeps it off the caller's stderr after the handshake.
     if let Err(e) = spawn::spawn(&p, &fds, 8, true) {
