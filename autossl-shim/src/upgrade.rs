@@ -406,23 +406,13 @@ impl Carried {
             libc::fcntl(fd, libc::F_SETFL, self.fl);
             if let Some(set) = real::setsockopt() {
                 let l = std::mem::size_of::<libc::timeval>() as socklen_t;
-                if let Some(tv) = &self.rcvtimeo {
-                    set(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        tv as *const _ as *const _,
-                        l,
-                    );
-                }
-                if let Some(tv) = &self.sndtimeo {
-                    set(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_SNDTIMEO,
-                        tv as *const _ as *const _,
-                        l,
-                    );
+                for (name, tv) in [
+                    (libc::SO_RCVTIMEO, &self.rcvtimeo),
+                    (libc::SO_SNDTIMEO, &self.sndtimeo),
+                ] {
+                    if let Some(tv) = tv {
+                        set(fd, libc::SOL_SOCKET, name, tv as *const _ as *const _, l);
+                    }
                 }
             }
         }
