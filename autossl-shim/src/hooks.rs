@@ -218,11 +218,7 @@ unsafe fn give_addr(bytes: &[u8], addr: *mut sockaddr, len: *mut socklen_t) {
 }
 
 unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: bool) -> c_int {
-    let f = if peer {
-        real::getpeername()
-    } else {
-        real::getsockname()
-    };
+    let f = real::sockname(peer);
     let Some(f) = f else {
         set_errno(libc::ENOSYS);
         return -1;

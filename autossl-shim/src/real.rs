@@ -104,6 +104,15 @@ real!(gethostbyname2, "gethostbyname2", GetHostByName2);
 real!(gethostbyname_r, "gethostbyname_r", GetHostByNameR);
 real!(gethostbyname2_r, "gethostbyname2_r", GetHostByName2R);
 
+/// getpeername (`peer`) or getsockname.
+pub fn sockname(peer: bool) -> Option<SockName> {
+    if peer {
+        getpeername()
+    } else {
+        getsockname()
+    }
+}
+
 /// Resolve everything now (from the constructor, while the process is single-threaded).
 pub fn init() {
     let _ = (

@@ -312,11 +312,7 @@ fn tcp_connect(
 fn sockaddr_bytes(fd: c_int, peer: bool) -> ([u8; 128], usize) {
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    let f = if peer {
-        real::getpeername()
-    } else {
-        real::getsockname()
-    };
+    let f = real::sockname(peer);
     let mut out = [0u8; 128];
     let Some(f) = f else {
         return (out, 0);
