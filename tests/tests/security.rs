@@ -361,28 +361,41 @@ fn check_inherited(pid: u32, secret_paths: &[&Path], fds_allowed: &[&str], who: 
             );
         }
     }
-    let mut seen = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("the app's fds")
-        .flatten()
-    {
-        let fd = e.file_name().to_string_lossy().into_owned();
-        let target = std::fs::read_link(e.path())
-            .map(|t| t.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for p in secret_paths {
-            assert!(
-                !target.contains(&*p.to_string_lossy()),
-                "{who}: fd {fd} -> {target} is a key file"
-            );
+    // Read after the app's dynamic loader is done: while it maps the app's libraries it
+    // holds each one open (e.g. fd 3 -> libc.so.6) for a moment. An inherited descriptor
+    // stays; so the reading is retried (bounded) until no extra one is seen.
+    let read_fds = || {
+        let mut seen = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("the app's fds")
+            .flatten()
+        {
+            let fd = e.file_name().to_string_lossy().into_owned();
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for p in secret_paths {
+                assert!(
+                    !target.contains(&*p.to_string_lossy()),
+                    "{who}: fd {fd} -> {target} is a key file"
+                );
+            }
+            seen.push((fd, target));
         }
-        seen.push((fd, target));
+        let extra: Vec<String> = seen
+            .iter()
+            .filter(|(fd, _)| !fds_allowed.contains(&fd.as_str()))
+            .map(|(fd, t)| format!("{fd} -> {t}"))
+            .collect();
+        (seen, extra)
+    };
+    let mut reading = read_fds();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !reading.1.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        reading = read_fds();
     }
-    let extra: Vec<String> = seen
-        .iter()
-        .filter(|(fd, _)| !fds_allowed.contains(&fd.as_str()))
-        .map(|(fd, t)| format!("{fd} -> {t}"))
-        .collect();
+    let (seen, extra) = reading;
     assert!(
         extra.is_empty(),
         "{who}: the app inherited descriptors beyond {fds_allowed:?}: {extra:?}"
