@@ -333,6 +333,8 @@ impl Engine<'_> {
                     }
                     io @ (Io::WantRead | Io::WantWrite) => self.write_wait = Wait::from(io),
                     // Nothing more can reach the peer; what it sent still goes to the app.
+                    // Our direction ends as at app EOF, without close_notify (the block
+                    // below shuts the network's write side).
                     _ => {
                         let why = net_reason();
                         self.fail_net(format!("unable to send to the peer: {why}"));
@@ -340,8 +342,6 @@ impl Engine<'_> {
                         self.a2n_eof = true;
                         self.close_clear_in();
                         self.close_notify_sent = true;
-                        self.cipher_out_closed = fd::shut_write(self.fds.cipher_out);
-                        self.a2n_shut = true;
                         moved = true;
                     }
                 }
