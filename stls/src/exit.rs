@@ -74,7 +74,6 @@ pub fn one_line(s: &str) -> String {
     out
 }
 
-/// The reason text for the last OpenSSL errors on this thread (drains the queue).
 /// Load OpenSSL's error strings, once, on the first message that needs them:
 /// `wrap::init_openssl` skips them at start-up (they cost CPU in every connection).
 pub fn load_error_strings() {
@@ -89,6 +88,7 @@ pub fn load_error_strings() {
     });
 }
 
+/// The reason text for the last OpenSSL errors on this thread (drains the queue).
 pub fn ssl_reason() -> String {
     load_error_strings();
     let stack = openssl::error::ErrorStack::get();
