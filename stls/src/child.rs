@@ -1,21 +1,30 @@
 //! The app's process: a launcher forked before the handshake (so the app keeps the
-//! wrapper's original credentials when the engine drops them) that waits for the session
+//! program's original credentials when the engine drops them) that waits for the session
 //! description and execs `prog` only after a successful handshake; and the SIGCHLD selfpipe.
+//!
+//! Between fork and exec the launcher does only async-signal-safe work, so that it stays
+//! correct in a program with threads: the program's path, argv, the environment and every
+//! buffer are made before the fork; the child resets its signals, moves its pipes, reads the
+//! description into the buffer made for it, points the environment's entries at it, and
+//! calls `execve`.
 
-use crate::exit::Error;
+use crate::exit::{self, Error};
 use crate::fd;
 use crate::session::Description;
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::io::RawFd;
+use std::path::{Path, PathBuf};
 
 /// SIGCHLD delivered as a byte on a non-blocking pipe; SIGPIPE ignored.
 /// Must exist before any child is forked.
 pub struct Selfpipe {
+    /// The read end, to poll: readable after a SIGCHLD.
     pub rfd: RawFd,
 }
 
 impl Selfpipe {
+    /// Create the pipe and route SIGCHLD to it; ignore SIGPIPE.
     pub fn install() -> Result<Selfpipe, Error> {
         let (r, w) = fd::pipe().map_err(|e| Error::sys("unable to create the selfpipe", e))?;
         for f in [r, w] {
@@ -30,11 +39,80 @@ impl Selfpipe {
 
 /// A peer closing early must be a write error, never a fatal signal.
 pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// The largest session description the launcher accepts (a `-d` description is at most
+/// 4 KiB; the launcher's also unsets the secrets).
+const MAX_DESCRIPTION: usize = 64 * 1024;
+/// How many variables the description may set beyond the environment's own.
+const MAX_NEW_VARS: usize = 64;
+
+/// Find `prog` as `execvp` would (a name with a slash as it is, else the first match on
+/// `PATH`, by default `/bin:/usr/bin`), so that a program that cannot run is reported before
+/// the handshake. Not found: 127; found but not executable: 126.
+pub fn find_program(prog: &OsStr) -> Result<PathBuf, Error> {
+    let shown = prog.to_string_lossy();
+    if prog.is_empty() {
+        return Err(Error::usage("the program's name is empty"));
+    }
+    let executable = |p: &Path| -> Result<(), &'static str> {
+        let meta = std::fs::metadata(p).map_err(|_| "not found")?;
+        if meta.is_dir() {
+            return Err("is a directory");
+        }
+        let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| "not found")?;
+        // SAFETY: `c` is a NUL-terminated path that lives across the call.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+            return Err("not executable (permission denied)");
+        }
+        Ok(())
+    };
+    if prog.as_bytes().contains(&b'/') {
+        let p = PathBuf::from(prog);
+        return match executable(&p) {
+            Ok(()) => Ok(p),
+            Err("not found") => Err(Error::new(
+                exit::NOT_FOUND,
+                format!("unable to run {shown}: no such file"),
+            )),
+            Err(why) => Err(Error::new(
+                exit::NOT_EXECUTABLE,
+                format!("unable to run {shown}: {why}"),
+            )),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
+    let mut denied = None;
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        // An empty entry is the current directory, as for execvp.
+        let dir = if dir.is_empty() { &b"."[..] } else { dir };
+        let p = Path::new(OsStr::from_bytes(dir)).join(prog);
+        match executable(&p) {
+            Ok(()) => return Ok(p),
+            Err("not found") => {}
+            Err(why) => denied = denied.or(Some((p, why))),
+        }
+    }
+    Err(match denied {
+        Some((p, why)) => Error::new(
+            exit::NOT_EXECUTABLE,
+            format!("unable to run {shown}: {}: {why}", p.display()),
+        ),
+        None => Error::new(
+            exit::NOT_FOUND,
+            format!(
+                "unable to run {shown}: not found on PATH ({}); give its full path",
+                path.to_string_lossy()
+            ),
+        ),
+    })
 }
 
 /// A forked launcher waiting for its session description.
 pub struct Launcher {
+    /// The launcher's pid; after `start`, the app's.
     pub pid: libc::pid_t,
     /// The parent's end of the description pipe; closed unwritten on failure.
     notify: RawFd,
@@ -44,45 +122,94 @@ pub struct Launcher {
     pub from_app: RawFd,
 }
 
+/// Everything the launcher's child needs, made before the fork.
+struct Prepared {
+    path: CString,
+    /// Owns the strings `argv_ptrs` points at.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    environ: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    description: Vec<u8>,
+    exec_failed: Vec<u8>,
+}
+
+impl Prepared {
+    fn new(name: &str, argv: &[OsString]) -> Result<Prepared, Error> {
+        let first = argv
+            .first()
+            .ok_or_else(|| Error::usage("no program to run"))?;
+        let path = find_program(first)?;
+        let nul = |_| Error::usage("an argument contains a NUL byte");
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(nul)?;
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(nul)?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let environ: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        let envp = Vec::with_capacity(environ.len() + MAX_NEW_VARS + 1);
+        let exec_failed = format!(
+            "{name}: fatal: unable to exec {}: ",
+            first.to_string_lossy()
+        );
+        Ok(Prepared {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            environ,
+            envp,
+            description: Vec::with_capacity(MAX_DESCRIPTION),
+            exec_failed: exec_failed.into_bytes(),
+        })
+    }
+}
+
 impl Launcher {
     /// Fork a launcher for `argv` with clear-text pipes on its fds `app_in` and `app_out`.
-    /// `close_in_child` are fds the app must not inherit (e.g. a notification fd).
+    /// `close_in_child` are fds the app must not inherit (e.g. a notification fd). `name`
+    /// starts the line the launcher prints when the exec fails. A program that cannot be
+    /// found or executed fails here, before any fork (127, 126).
     pub fn spawn(
-        prog: &'static str,
+        name: &'static str,
         argv: &[OsString],
         app_in: RawFd,
         app_out: RawFd,
         close_in_child: &[RawFd],
     ) -> Result<Launcher, Error> {
-        let cargv: Vec<CString> = argv
-            .iter()
-            .map(|a| CString::new(a.as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(|_| Error::usage("an argument contains a NUL byte"))?;
+        let mut prep = Prepared::new(name, argv)?;
         let sys = |what: &str, e| Error::sys(what, e);
         let (in_r, in_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
         let (out_r, out_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
         let (n_r, n_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        // SAFETY: the child runs only `launcher_child`, which makes async-signal-safe calls
+        // on memory prepared before the fork, and leaves by execve or _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(sys("unable to fork", std::io::Error::last_os_error()));
         }
         if pid == 0 {
-            // The wrapper is single-threaded, so the child may allocate before exec.
-            // The parent's ends: the description's EOF must reach this process.
+            // The parent's ends first: the description's EOF must reach this process.
             for f in [in_w, out_r, n_w] {
                 fd::close(f);
             }
-            launcher_child(
-                prog,
-                &cargv,
+            let pipes = ChildPipes {
                 in_r,
                 out_w,
                 n_r,
                 app_in,
                 app_out,
-                close_in_child,
-            );
+            };
+            launcher_child(&mut prep, pipes, close_in_child);
         }
         for f in [in_r, out_w, n_r] {
             fd::close(f);
@@ -109,23 +236,31 @@ impl Launcher {
             fd::close(f);
         }
         let mut st = 0;
+        // SAFETY: waitpid writes the status into a local integer.
         while unsafe { libc::waitpid(self.pid, &mut st, 0) } < 0
             && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
         {}
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn launcher_child(
-    prog: &str,
-    argv: &[CString],
+/// The launcher's ends of its three pipes, and where the app's two go.
+struct ChildPipes {
     in_r: RawFd,
     out_w: RawFd,
     n_r: RawFd,
     app_in: RawFd,
     app_out: RawFd,
-    close_in_child: &[RawFd],
-) -> ! {
+}
+
+/// `_exit`: the only way out of the launcher besides execve.
+fn leave(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and ends the process without running any code.
+    unsafe { libc::_exit(code) }
+}
+
+/// The launcher, between fork and exec: async-signal-safe calls only, no allocation.
+fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) -> ! {
+    // SAFETY: sigemptyset, sigprocmask and signal are async-signal-safe; `set` is a local.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -136,37 +271,177 @@ fn launcher_child(
     for &f in close_in_child {
         fd::close(f);
     }
-    // The targets are the wrapper's network fds, so no pipe end can sit on them.
-    if fd::dup2(in_r, app_in).is_err() || fd::dup2(out_w, app_out).is_err() {
-        unsafe { libc::_exit(crate::exit::SYSTEM) };
+    // The targets are the program's network fds, so no pipe end can sit on them.
+    if fd::dup2(p.in_r, p.app_in).is_err() || fd::dup2(p.out_w, p.app_out).is_err() {
+        leave(exit::SYSTEM);
     }
-    let desc = fd::read_to_end(n_r, 1 << 20)
-        .ok()
-        .and_then(|b| Description::decode(&b));
-    let Some(desc) = desc else {
-        // No description: the handshake failed and the wrapper reports it.
-        unsafe { libc::_exit(0) };
-    };
-    for (k, v) in &desc.vars {
-        match v {
-            Some(v) => std::env::set_var(k, v),
-            None => std::env::remove_var(k),
+    for f in [p.in_r, p.out_w] {
+        if f != p.app_in && f != p.app_out {
+            fd::close(f);
         }
     }
-    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
-    let e = std::io::Error::last_os_error();
-    let code = if e.raw_os_error() == Some(libc::ENOENT) {
-        127
-    } else {
-        126
+    if !read_description(p.n_r, &mut prep.description) {
+        leave(exit::SYSTEM);
+    }
+    fd::close(p.n_r);
+    if prep.description.is_empty() {
+        // No description: the handshake failed and the program reports it.
+        leave(0);
+    }
+    if !build_envp(prep) {
+        leave(exit::SYSTEM);
+    }
+    // SAFETY: path, argv and envp are NUL-terminated strings and null-terminated pointer
+    // arrays that point into `prep`, which lives until execve replaces the process.
+    unsafe {
+        libc::execve(
+            prep.path.as_ptr(),
+            prep.argv_ptrs.as_ptr(),
+            prep.envp.as_ptr(),
+        )
     };
-    let msg = format!(
-        "{prog}: fatal: unable to exec {}: {}\n",
-        argv[0].to_string_lossy(),
-        e
-    );
-    let _ = fd::write_all(2, msg.as_bytes());
-    unsafe { libc::_exit(code) }
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let _ = fd::write_all(2, &prep.exec_failed);
+    let _ = fd::write_all(2, errno_text(errno).as_bytes());
+    let _ = fd::write_all(2, b"\n");
+    leave(if errno == libc::ENOENT {
+        exit::NOT_FOUND
+    } else {
+        exit::NOT_EXECUTABLE
+    })
+}
+
+/// Read until EOF into `buf`'s reserved capacity, without allocating. False when it does
+/// not fit or a read fails.
+fn read_description(fd: RawFd, buf: &mut Vec<u8>) -> bool {
+    loop {
+        let spare = buf.spare_capacity_mut();
+        if spare.is_empty() {
+            return false;
+        }
+        // SAFETY: read writes at most `spare.len()` bytes into the vector's reserved,
+        // unused capacity; only the bytes it reports are then counted as initialised.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+        // SAFETY: read initialised `n` bytes just past the vector's length, within its
+        // capacity.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+}
+
+/// The environment after the description's edits, as pointers into `prep.environ` and
+/// `prep.description`: every entry whose name the description sets or unsets is left
+/// out, then the description's `K=V` entries are added. False when the description is
+/// malformed or sets more variables than were reserved.
+fn build_envp(prep: &mut Prepared) -> bool {
+    let Some(edits) = stls_entries(&prep.description) else {
+        return false;
+    };
+    let key = |kv: &[u8]| -> usize { kv.iter().position(|&b| b == b'=').unwrap_or(kv.len()) };
+    for e in &prep.environ {
+        let kv = e.as_bytes();
+        let k = &kv[..key(kv)];
+        let edited = edits.clone().any(|d| &d[..key(d)] == k);
+        if !edited && prep.envp.len() < prep.envp.capacity() {
+            prep.envp.push(e.as_ptr());
+        }
+    }
+    for d in edits {
+        if key(d) == d.len() {
+            continue;
+        }
+        // One pointer is kept for the terminating null.
+        if prep.envp.len() + 1 >= prep.envp.capacity() {
+            return false;
+        }
+        // Each entry is followed by its NUL in the description's buffer.
+        prep.envp.push(d.as_ptr().cast());
+    }
+    prep.envp.push(std::ptr::null());
+    true
+}
+
+/// The entries of a description's wire form (`K=V\0`, `K\0`, then a final `\0`), each
+/// without its NUL; `None` when the form is incomplete.
+fn stls_entries(buf: &[u8]) -> Option<impl Iterator<Item = &[u8]> + Clone> {
+    let body = buf.strip_suffix(&[0])?;
+    let body = if body.is_empty() {
+        body
+    } else {
+        body.strip_suffix(&[0])?
+    };
+    if !body.is_empty() && body.split(|&b| b == 0).any(<[u8]>::is_empty) {
+        return None;
+    }
+    Some(body.split(|&b| b == 0).filter(|e| !e.is_empty()))
+}
+
+/// errno's text for an exec failure, from a fixed table (strerror may allocate).
+fn errno_text(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT => "No such file or directory",
+        libc::EACCES => "Permission denied",
+        libc::ENOEXEC => "Exec format error",
+        libc::ENOMEM => "Cannot allocate memory",
+        libc::E2BIG => "Argument list too long",
+        libc::ETXTBSY => "Text file busy",
+        libc::ELOOP => "Too many levels of symbolic links",
+        libc::ENAMETOOLONG => "File name too long",
+        libc::ENOTDIR => "Not a directory",
+        _ => "exec failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_entries() {
+        fn e(b: &[u8]) -> Option<Vec<&[u8]>> {
+            stls_entries(b).map(|i| i.collect())
+        }
+        assert_eq!(e(b"\0"), Some(vec![]));
+        assert_eq!(e(b"A=1\0B\0\0"), Some(vec![&b"A=1"[..], b"B"]));
+        assert_eq!(e(b"A=1\0"), None);
+        assert_eq!(e(b"A=1\0\0\0"), None);
+        assert_eq!(e(b""), None);
+        let d = Description {
+            vars: vec![("X".into(), Some("y".into())), ("Z".into(), None)],
+        };
+        assert_eq!(e(&d.encode()), Some(vec![&b"X=y"[..], b"Z"]));
+    }
+
+    #[test]
+    fn programs_are_found_before_the_fork() {
+        assert!(find_program(OsStr::new("sh")).is_ok());
+        let missing = find_program(OsStr::new("no-such-program-here")).unwrap_err();
+        assert_eq!(missing.code, exit::NOT_FOUND);
+        assert!(missing.msg.contains("not found on PATH"), "{}", missing.msg);
+        let plain =
+            std::env::temp_dir().join(format!("stls-not-executable-{}", std::process::id()));
+        std::fs::write(&plain, b"#!/bin/sh\n").expect("write a scratch file");
+        let r = find_program(plain.as_os_str()).map_err(|e| e.code).err();
+        let _ = std::fs::remove_file(&plain);
+        // Root may execute a file with any execute bit, and this one has none.
+        assert_eq!(r, Some(exit::NOT_EXECUTABLE));
+        assert_eq!(
+            find_program(OsStr::new("/")).map_err(|e| e.code).err(),
+            Some(exit::NOT_EXECUTABLE)
+        );
+        assert_eq!(
+            find_program(OsStr::new("/no/such"))
+                .map_err(|e| e.code)
+                .err(),
+            Some(exit::NOT_FOUND)
+        );
+    }
 }

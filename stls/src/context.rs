@@ -3,7 +3,7 @@
 
 use crate::env::{Env, Material, Pair};
 use crate::exit::{ssl_reason, Error};
-use crate::options::{ClientCert, Options};
+use crate::options::ClientCert;
 use openssl::ssl::{
     NameType, SniError, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
@@ -12,19 +12,52 @@ use openssl::x509::X509;
 use std::ffi::CStr;
 use std::sync::{Arc, Mutex};
 
-fn builder(method: SslMethod, opts: &Options) -> Result<SslContextBuilder, Error> {
+/// What a server context is built from, besides the environment.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSettings {
+    /// Whether to ask for a client certificate.
+    pub client_cert: ClientCert,
+    /// 0: always the default pair; 1: the named pair matching SNI, else the default;
+    /// 2: only named pairs.
+    pub sni_level: u8,
+    /// Keep a TCP EOF without close_notify an error (`-J`) instead of a clean EOF.
+    pub enforce_close_notify: bool,
+}
+
+/// What a client context is built from, besides the environment.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// Verify the server's certificate chain.
+    pub verify_cert: bool,
+    /// Send CERTFILE/KEYFILE as a client certificate.
+    pub send_cert: bool,
+    /// Keep a TCP EOF without close_notify an error (`-J`) instead of a clean EOF.
+    pub enforce_close_notify: bool,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            verify_cert: true,
+            send_cert: false,
+            enforce_close_notify: false,
+        }
+    }
+}
+
+fn builder(method: SslMethod, enforce_close_notify: bool) -> Result<SslContextBuilder, Error> {
     let e = |_| Error::handshake(format!("unable to create a TLS context: {}", ssl_reason()));
     let mut b = SslContextBuilder::new(method).map_err(e)?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(e)?;
     let mut o = SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE;
-    if !opts.enforce_close_notify {
+    if !enforce_close_notify {
         // A TCP EOF without close_notify becomes a clean EOF and the session stays writable.
         o |= SslOptions::IGNORE_UNEXPECTED_EOF;
     }
     b.set_options(o);
     // Partial writes with a moving buffer: the engine retries from wherever its buffer is.
-    // RELEASE_BUFFERS (issue 5): OpenSSL frees its 16 KiB record buffers whenever they are
+    // RELEASE_BUFFERS: OpenSSL frees its 16 KiB record buffers whenever they are
     // empty, so an idle connection holds none (memory per idle connection); the cost is a
     // malloc/free pair per record under bulk load, which glibc serves from its free lists.
     b.set_mode(
@@ -32,7 +65,7 @@ fn builder(method: SslMethod, opts: &Options) -> Result<SslContextBuilder, Error
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER
             | SslMode::RELEASE_BUFFERS,
     );
-    // Read-ahead (issue 5): one read(2) takes a record's header and body, and whatever
+    // Read-ahead: one read(2) takes a record's header and body, and whatever
     // follows, instead of a 5-byte read then the body: fewer system calls per record, for
     // bulk and for round trips. Safe with the engine: it asks OpenSSL for data whenever it
     // has room and waits for the socket only after OpenSSL said WANT_READ.
@@ -113,8 +146,19 @@ fn is_hashed_cert_name(n: &[u8]) -> bool {
 /// A server context, and a slot where the SNI callback leaves the precise error (a named
 /// pair that fails to parse is a 96; no pair for the name under -k 2 says which name).
 pub struct Server {
+    /// The context every connection's session is made from.
     pub ctx: SslContext,
+    /// The SNI callback's error for the last failed handshake, if it failed there.
     pub sni_error: Arc<Mutex<Option<Error>>>,
+}
+
+impl Server {
+    /// The error to report for a failed handshake: the SNI callback's, if it left one,
+    /// else `e`.
+    pub fn handshake_error(&self, e: Error) -> Error {
+        let sni = self.sni_error.lock().ok().and_then(|mut s| s.take());
+        sni.unwrap_or(e)
+    }
 }
 
 /// Find the pair for `name`: exact, then `*.rest` for one label; case-insensitive.
@@ -131,8 +175,11 @@ pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
     pairs.iter().find(|(n, _)| *n == wild).map(|(_, t)| t)
 }
 
-pub fn server(opts: &Options, env: &Env) -> Result<Server, Error> {
-    let mut b = builder(SslMethod::tls_server(), opts)?;
+/// A server context: the default pair (unless `sni_level` is 2), the named pairs chosen by
+/// SNI, the trust for client certificates. Files are read now, the named pairs parsed only
+/// when a client asks for one.
+pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
+    let mut b = builder(SslMethod::tls_server(), opts.enforce_close_notify)?;
     let default = env.default_material()?;
     if opts.sni_level < 2 && default.is_none() {
         return Err(Error::usage(
@@ -226,19 +273,32 @@ fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
-fn openssl_default(p: *const libc::c_char) -> std::path::PathBuf {
+/// OpenSSL's compiled-in default CA directory and bundle.
+#[derive(Clone, Copy)]
+enum CaDefault {
+    Dir,
+    File,
+}
+
+fn openssl_default(which: CaDefault) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
-    let c = unsafe { CStr::from_ptr(p) };
+    // SAFETY: both functions return a pointer to a static NUL-terminated string.
+    let c = unsafe {
+        CStr::from_ptr(match which {
+            CaDefault::Dir => X509_get_default_cert_dir(),
+            CaDefault::File => X509_get_default_cert_file(),
+        })
+    };
     std::ffi::OsStr::from_bytes(c.to_bytes()).into()
 }
 
 /// A client context. Trust: CADIR, else CAFILE, else the system store through its hashed
 /// directory (looked up lazily, never the whole bundle) plus SSL_CERT_FILE when set.
-pub fn client(opts: &Options, env: &Env) -> Result<SslContext, Error> {
-    let mut b = builder(SslMethod::tls_client(), opts)?;
+pub fn client(opts: &ClientSettings, env: &Env) -> Result<SslContext, Error> {
+    let mut b = builder(SslMethod::tls_client(), opts.enforce_close_notify)?;
     if opts.verify_cert {
         if !trust_locations(&mut b, env)? {
-            let default_dir = openssl_default(unsafe { X509_get_default_cert_dir() });
+            let default_dir = openssl_default(CaDefault::Dir);
             let dir = match &env.ssl_cert_dir {
                 Some(d) => d.to_string_lossy().into_owned(),
                 None => default_dir.to_string_lossy().into_owned(),
@@ -256,7 +316,7 @@ pub fn client(opts: &Options, env: &Env) -> Result<SslContext, Error> {
             // directory is searched adds no certificate, only the parse of the whole
             // store (~40 ms): distributions export it that way, so it is skipped.
             let redundant = |f: &std::ffi::OsString| {
-                let bundle = openssl_default(unsafe { X509_get_default_cert_file() });
+                let bundle = openssl_default(CaDefault::File);
                 same_path(f.as_ref(), &bundle) && dirs.iter().any(|d| same_path(d, &default_dir))
             };
             if let Some(f) = env.ssl_cert_file.as_ref().filter(|f| !redundant(f)) {

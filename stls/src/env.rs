@@ -22,20 +22,28 @@ pub fn is_secret(key: &OsStr) -> bool {
 /// A certificate (chain) and key, as file contents.
 #[derive(Clone)]
 pub struct Material {
+    /// Where the certificate (chain) was read from, for messages.
     pub cert_path: OsString,
+    /// The certificate file's contents (PEM or DER).
     pub cert: Vec<u8>,
+    /// Where the key was read from, for messages.
     pub key_path: OsString,
+    /// The key file's contents (PEM or DER).
     pub key: Vec<u8>,
 }
 
 /// A parsed pair: leaf, extra chain, key.
 pub struct Pair {
+    /// The certificate itself.
     pub leaf: X509,
+    /// The certificates that follow it in the file, sent as the chain.
     pub chain: Vec<X509>,
+    /// Its private key, checked to match the certificate.
     pub key: PKey<Private>,
 }
 
 impl Material {
+    /// Read both files now (before any privilege drop); parse nothing yet.
     pub fn load(cert_path: &OsStr, key_path: &OsStr) -> Result<Material, Error> {
         let read = |p: &OsStr| {
             std::fs::read(p).map_err(|e| {
@@ -145,6 +153,9 @@ fn decode_key_as(data: &[u8], pem: bool, keytype: Option<&CStr>) -> Option<PKey<
     let keytype = keytype?;
     let input: &[u8] = if pem { b"PEM\0" } else { b"DER\0" };
     let mut pkey: *mut openssl_sys::EVP_PKEY = std::ptr::null_mut();
+    // SAFETY: the decoder writes the key it made into `pkey`, which lives across the calls;
+    // the strings passed are NUL-terminated literals; the context is freed below and the
+    // key is owned by the PKey built from it.
     unsafe {
         let ctx = OSSL_DECODER_CTX_new_for_pkey(
             &mut pkey,
@@ -181,17 +192,27 @@ fn looks_pem(b: &[u8]) -> bool {
 /// Everything both wrappers read from the environment.
 #[derive(Default)]
 pub struct Env {
+    /// CERTFILE: the default certificate (chain).
     pub certfile: Option<OsString>,
+    /// KEYFILE: the default certificate's key.
     pub keyfile: Option<OsString>,
     /// `CERTFILE:name` / `KEYFILE:name` pairs: (lower-case name, cert path, key path).
     pub pairs: Vec<(String, OsString, OsString)>,
+    /// CADIR: a hashed directory of trusted certificates (wins over CAFILE).
     pub cadir: Option<OsString>,
+    /// CAFILE: a file of trusted certificates.
     pub cafile: Option<OsString>,
+    /// TLS_UID: the engine's user id after the drop.
     pub uid: Option<libc::uid_t>,
+    /// TLS_GID: the engine's group id after the drop.
     pub gid: Option<libc::gid_t>,
+    /// TCPREMOTEIP, as the UCSPI server or client set it.
     pub tcpremoteip: Option<String>,
+    /// SSL_CERT_DIR: the system store's directories (colon-separated).
     pub ssl_cert_dir: Option<OsString>,
+    /// SSL_CERT_FILE: a file added to the system store.
     pub ssl_cert_file: Option<OsString>,
+    /// Whether OPENSSL_CONF is set (the configuration is then loaded).
     pub openssl_conf: bool,
 }
 
@@ -209,6 +230,7 @@ impl Env {
         Env::from_vars(std::env::vars_os())
     }
 
+    /// Read from `vars`; a malformed value is a usage error naming the variable.
     pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Env, Error> {
         let mut env = Env::default();
         let mut certs: Vec<(String, OsString)> = Vec::new();
@@ -283,21 +305,25 @@ fn parse_id(name: &str, v: &OsStr) -> Result<u32, Error> {
 /// Drop to `TLS_UID`/`TLS_GID` (supplementary groups too) when running as root.
 /// Returns whether a drop happened.
 pub fn drop_privileges(uid: Option<libc::uid_t>, gid: Option<libc::gid_t>) -> Result<bool, Error> {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || (uid.is_none() && gid.is_none()) {
         return Ok(false);
     }
     let sys = |what: &str| Error::sys(what, std::io::Error::last_os_error());
     // setgroups first: after setuid it is no longer permitted.
     let groups: Vec<libc::gid_t> = gid.into_iter().collect();
+    // SAFETY: `groups` holds `groups.len()` gids and lives across the call.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
         return Err(sys("unable to setgroups"));
     }
     if let Some(g) = gid {
+        // SAFETY: setgid takes a plain id.
         if unsafe { libc::setgid(g) } < 0 {
             return Err(sys("unable to setgid"));
         }
     }
     if let Some(u) = uid {
+        // SAFETY: setuid takes a plain id.
         if unsafe { libc::setuid(u) } < 0 {
             return Err(sys("unable to setuid"));
         }

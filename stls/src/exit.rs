@@ -1,4 +1,4 @@
-//! Exit codes and the error type shared by tlsd and tlsc (documented in stls(7)).
+//! Exit codes and the error type every program shares (documented in stls(7)).
 
 use std::fmt;
 
@@ -13,30 +13,62 @@ pub const TLS: i32 = 98;
 pub const USAGE: i32 = 100;
 /// System call failure.
 pub const SYSTEM: i32 = 111;
+/// The program to run was found but cannot be executed.
+pub const NOT_EXECUTABLE: i32 = 126;
+/// The program to run was not found.
+pub const NOT_FOUND: i32 = 127;
+
+/// Every exit code the programs define and what it means, in the order `--help`, the man
+/// pages and the README list them (the tests compare those lists with this one).
+pub const CODES: &[(i32, &str)] = &[
+    (
+        CONFIG,
+        "TLS configuration error: unreadable or invalid certificate or key, mismatched key",
+    ),
+    (
+        HANDSHAKE,
+        "TLS setup or handshake error, including a failed verification",
+    ),
+    (
+        TLS,
+        "TLS or network error after the handshake, handshake timeout, truncation under -J",
+    ),
+    (USAGE, "usage error or missing required variable"),
+    (SYSTEM, "system call failure, missing network fds"),
+    (NOT_EXECUTABLE, "prog was found but cannot be executed"),
+    (NOT_FOUND, "prog was not found"),
+];
 
 /// A fatal error: the exit code it maps to and a one-line message (`what: why`).
 #[derive(Debug)]
 pub struct Error {
+    /// The exit code.
     pub code: i32,
+    /// The message, one line, without the program's name.
     pub msg: String,
 }
 
 impl Error {
+    /// An error with exit code `code`.
     pub fn new(code: i32, msg: impl Into<String>) -> Error {
         Error {
             code,
             msg: msg.into(),
         }
     }
+    /// A usage error (100).
     pub fn usage(msg: impl Into<String>) -> Error {
         Error::new(USAGE, msg)
     }
+    /// A TLS configuration error (96).
     pub fn config(msg: impl Into<String>) -> Error {
         Error::new(CONFIG, msg)
     }
+    /// A setup or handshake error (97).
     pub fn handshake(msg: impl Into<String>) -> Error {
         Error::new(HANDSHAKE, msg)
     }
+    /// A TLS or network error after the handshake (98).
     pub fn tls(msg: impl Into<String>) -> Error {
         Error::new(TLS, msg)
     }
@@ -51,6 +83,8 @@ impl fmt::Display for Error {
         f.write_str(&self.msg)
     }
 }
+
+impl std::error::Error for Error {}
 
 /// errno's text without Rust's " (os error N)" suffix.
 pub fn io_text(e: &std::io::Error) -> String {
@@ -75,13 +109,14 @@ pub fn one_line(s: &str) -> String {
 }
 
 /// Load OpenSSL's error strings, once, on the first message that needs them:
-/// `wrap::init_openssl` skips them at start-up (they cost CPU in every connection).
+/// `process::init_openssl` skips them at start-up (they cost CPU in every connection).
 pub fn load_error_strings() {
     extern "C" {
         fn ERR_load_CRYPTO_strings() -> libc::c_int;
         fn ERR_load_SSL_strings() -> libc::c_int;
     }
     static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: loading the error strings has no preconditions; Once runs it a single time.
     ONCE.call_once(|| unsafe {
         ERR_load_CRYPTO_strings();
         ERR_load_SSL_strings();

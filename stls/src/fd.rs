@@ -12,7 +12,9 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Set or clear O_NONBLOCK.
 pub fn set_nonblock(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a caller-given fd number reads or sets flags only; a bad fd is an error.
     let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
     let new = if on {
         fl | libc::O_NONBLOCK
@@ -20,12 +22,15 @@ pub fn set_nonblock(fd: RawFd, on: bool) -> io::Result<()> {
         fl & !libc::O_NONBLOCK
     };
     if new != fl {
+        // SAFETY: fcntl on a caller-given fd number reads or sets flags only; a bad fd is an error.
         cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;
     }
     Ok(())
 }
 
+/// Set or clear FD_CLOEXEC.
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a caller-given fd number reads or sets flags only; a bad fd is an error.
     let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     let new = if on {
         fl | libc::FD_CLOEXEC
@@ -33,6 +38,7 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
         fl & !libc::FD_CLOEXEC
     };
     if new != fl {
+        // SAFETY: fcntl on a caller-given fd number reads or sets flags only; a bad fd is an error.
         cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, new) })?;
     }
     Ok(())
@@ -40,11 +46,14 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 
 /// Whether `fd` is open at all.
 pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: fcntl on a caller-given fd number reads or sets flags only; a bad fd is an error.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 fn stat(fd: RawFd) -> Option<libc::stat> {
+    // SAFETY: libc::stat is plain old data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer for the call.
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         None
     } else {
@@ -66,6 +75,7 @@ pub fn is_network(fd: RawFd) -> bool {
     }
 }
 
+/// Whether `fd` is a socket.
 pub fn is_socket(fd: RawFd) -> bool {
     stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }
@@ -83,6 +93,7 @@ pub fn same_file(a: RawFd, b: RawFd) -> bool {
 /// `close`. Returns whether the fd was closed.
 pub fn shut_write(fd: RawFd) -> bool {
     if is_socket(fd) {
+        // SAFETY: shutdown on an fd number affects only that socket.
         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
         false
     } else {
@@ -95,22 +106,28 @@ pub fn shut_write(fd: RawFd) -> bool {
 /// the socket open; `SHUT_RD` is not used because it would discard data in flight.
 pub fn close(fd: RawFd) {
     if fd >= 0 {
+        // SAFETY: closing an fd number the caller owns; the number is not used again by it.
         unsafe { libc::close(fd) };
     }
 }
 
+/// dup2(2).
 pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on fd numbers only.
     cvt(unsafe { libc::dup2(from, to) }).map(|_| ())
 }
 
 /// A pipe with both ends close-on-exec: (read end, write end).
 pub fn pipe() -> io::Result<(RawFd, RawFd)> {
     let mut p = [0; 2];
+    // SAFETY: `p` has room for the two fds pipe2 writes.
     cvt(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) })?;
     Ok((p[0], p[1]))
 }
 
+/// One read(2); EINTR is returned as an error of kind `Interrupted`.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
     let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -119,7 +136,9 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// One write(2); EINTR is returned as an error of kind `Interrupted`.
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of reads.
     let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -162,6 +181,7 @@ pub fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
 
 /// poll(2) with EINTR reported as zero events, so callers re-check their state.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries.
     let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -173,6 +193,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usi
     Ok(r as usize)
 }
 
+/// Whether an error is EAGAIN/EWOULDBLOCK.
 pub fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -197,6 +218,7 @@ pub fn poll_timeout(deadline: Option<std::time::Instant>) -> libc::c_int {
 /// the small ones. Not a socket, or not TCP: nothing to do.
 pub fn nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
+    // SAFETY: `one` is a c_int that lives across the call, and its size is passed.
     unsafe {
         libc::setsockopt(
             fd,

@@ -1,24 +1,47 @@
-//! Command-line options of tlsd and tlsc, defined once: the table drives parsing and
-//! `--help`, and a test checks that every entry is in the man pages.
+//! The programs' command-line options, defined once: the table drives parsing and
+//! `--help`, and the integration tests check `--help` against each man page in both
+//! directions. A program describes itself with a [`Command`] (its name, its option
+//! [`Groups`], its usage text); the parser knows no program.
 
 use crate::exit::Error;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
+/// The groups of options a program takes: every program takes [`Groups::COMMON`], a
+/// server side program [`Groups::SERVER`], a client side one [`Groups::CLIENT`]. An option
+/// belongs to exactly one group, so one table serves every program.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Program {
-    Tlsd,
-    Tlsc,
+pub struct Groups(u8);
+
+impl Groups {
+    /// The engine's and the process's options, taken by every program.
+    pub const COMMON: Groups = Groups(1);
+    /// The server side's handshake options (client certificates, SNI selection).
+    pub const SERVER: Groups = Groups(2);
+    /// The client side's options (verification, network fds, notification fd).
+    pub const CLIENT: Groups = Groups(4);
+
+    /// Both sets of groups.
+    pub const fn with(self, other: Groups) -> Groups {
+        Groups(self.0 | other.0)
+    }
+
+    /// Whether every group of `other` is in `self`.
+    pub const fn contains(self, other: Groups) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
-impl Program {
-    pub fn name(self) -> &'static str {
-        match self {
-            Program::Tlsd => "tlsd",
-            Program::Tlsc => "tlsc",
-        }
-    }
+/// What a program tells the parser and `--help` about itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Command {
+    /// The program's name, used in messages.
+    pub name: &'static str,
+    /// The option groups it takes.
+    pub groups: Groups,
+    /// The `--help` text above the options: the usage lines and a one-line summary.
+    pub usage: &'static str,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -46,15 +69,38 @@ enum Id {
     Detach,
 }
 
-/// One option: its forms, its argument's name (if it takes one), and its help line.
+/// One option: its forms, its argument's name (if it takes one), its help line and its
+/// group.
 pub struct Opt {
+    /// The short form's letter, if any.
     pub short: Option<char>,
+    /// The long form, without its leading `--`.
     pub long: &'static str,
+    /// The argument's name in `--help`, for an option that takes one.
     pub arg: Option<&'static str>,
+    /// The line in `--help`.
     pub help: &'static str,
-    pub tlsd: bool,
-    pub tlsc: bool,
+    /// The group the option belongs to.
+    pub group: Groups,
     id: Id,
+}
+
+const fn opt(
+    group: Groups,
+    short: Option<char>,
+    long: &'static str,
+    arg: Option<&'static str>,
+    id: Id,
+    help: &'static str,
+) -> Opt {
+    Opt {
+        short,
+        long,
+        arg,
+        help,
+        group,
+        id,
+    }
 }
 
 const fn both(
@@ -64,40 +110,15 @@ const fn both(
     id: Id,
     help: &'static str,
 ) -> Opt {
-    Opt {
-        short,
-        long,
-        arg,
-        help,
-        tlsd: true,
-        tlsc: true,
-        id,
-    }
+    opt(Groups::COMMON, short, long, arg, id, help)
 }
 
-const fn only(
-    prog: Program,
-    short: Option<char>,
-    long: &'static str,
-    arg: Option<&'static str>,
-    id: Id,
-    help: &'static str,
-) -> Opt {
-    Opt {
-        short,
-        long,
-        arg,
-        help,
-        tlsd: matches!(prog, Program::Tlsd),
-        tlsc: matches!(prog, Program::Tlsc),
-        id,
-    }
-}
+const SERVER: Groups = Groups::SERVER;
+const CLIENT: Groups = Groups::CLIENT;
 
-use Program::{Tlsc, Tlsd};
-
-/// Every option of both programs. Short letters may mean different things per program
-/// (`-k`, `-y`, `-Y`), as in s6-networking.
+/// Every option of every program. Short letters may mean different things in different
+/// groups (`-k`, `-y`, `-Y`), as in s6-networking; a program never takes two groups that
+/// share a letter.
 pub static OPTIONS: &[Opt] = &[
     both(Some('S'), "close-notify", None, Id::CloseNotify(true),
         "at local EOF send close_notify, then shut down writing and keep reading (default)"),
@@ -117,66 +138,86 @@ pub static OPTIONS: &[Opt] = &[
         "close the session as at local EOF after DUR without data either way (default: none)"),
     both(Some('v'), "verbosity", Some("N"), Id::Verbosity,
         "0: fatal errors only, 1: warnings too (default), 2: a line per connection"),
-    only(Tlsd, Some('Y'), "optional-client-cert", None, Id::ClientCert(ClientCert::Optional),
+    opt(SERVER, Some('Y'), "optional-client-cert", None, Id::ClientCert(ClientCert::Optional),
         "ask for a client certificate and verify it if given (needs CADIR or CAFILE)"),
-    only(Tlsd, Some('y'), "require-client-cert", None, Id::ClientCert(ClientCert::Required),
+    opt(SERVER, Some('y'), "require-client-cert", None, Id::ClientCert(ClientCert::Required),
         "require a client certificate and verify it (needs CADIR or CAFILE)"),
-    only(Tlsd, Some('k'), "sni-level", Some("N"), Id::SniLevel,
+    opt(SERVER, Some('k'), "sni-level", Some("N"), Id::SniLevel,
         "0: always CERTFILE/KEYFILE (default); 1: the CERTFILE:name pair matching SNI, else the default; 2: only named pairs"),
-    only(Tlsd, None, "sni", None, Id::SniLevelIs(1), "same as --sni-level=1"),
-    only(Tlsd, None, "mandatory-sni", None, Id::SniLevelIs(2), "same as --sni-level=2"),
-    only(Tlsc, Some('y'), "client-cert", None, Id::SendCert(true),
+    opt(SERVER, None, "sni", None, Id::SniLevelIs(1), "same as --sni-level=1"),
+    opt(SERVER, None, "mandatory-sni", None, Id::SniLevelIs(2), "same as --sni-level=2"),
+    opt(CLIENT, Some('y'), "client-cert", None, Id::SendCert(true),
         "send CERTFILE/KEYFILE as a client certificate"),
-    only(Tlsc, Some('Y'), "no-client-cert", None, Id::SendCert(false),
+    opt(CLIENT, Some('Y'), "no-client-cert", None, Id::SendCert(false),
         "send no client certificate (default)"),
-    only(Tlsc, Some('k'), "servername", Some("NAME"), Id::ServerName,
+    opt(CLIENT, Some('k'), "servername", Some("NAME"), Id::ServerName,
         "the server's name: sent as SNI and verified (an IP address: checked against IP SANs, no SNI)"),
-    only(Tlsc, Some('6'), "read-fd", Some("FD"), Id::ReadFd,
+    opt(CLIENT, Some('6'), "read-fd", Some("FD"), Id::ReadFd,
         "read the network from FD (default 6)"),
-    only(Tlsc, Some('7'), "write-fd", Some("FD"), Id::WriteFd,
+    opt(CLIENT, Some('7'), "write-fd", Some("FD"), Id::WriteFd,
         "write the network to FD (default 7)"),
-    only(Tlsc, None, "no-verify-cert", None, Id::NoVerifyCert,
+    opt(CLIENT, None, "no-verify-cert", None, Id::NoVerifyCert,
         "do not verify the server's certificate chain (insecure)"),
-    only(Tlsc, None, "no-verify-name", None, Id::NoVerifyName,
+    opt(CLIENT, None, "no-verify-name", None, Id::NoVerifyName,
         "do not verify the server's name (insecure)"),
-    only(Tlsc, Some('d'), "notification-fd", Some("FD"), Id::NotificationFd,
+    opt(CLIENT, Some('d'), "notification-fd", Some("FD"), Id::NotificationFd,
         "after the handshake write the session description to FD and close it"),
-    only(Tlsc, None, "detach", None, Id::Detach,
+    opt(CLIENT, None, "detach", None, Id::Detach,
         "fork at start: the first process exits 0 at once (for autossl-shim)"),
     both(Some('h'), "help", None, Id::Help, "print this help and exit"),
     both(Some('V'), "version", None, Id::Version, "print the version and exit"),
 ];
 
+/// Whether a server asks for a client certificate.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum ClientCert {
+    /// Ask for none (the default).
     #[default]
     None,
+    /// Ask for one and verify it when given (`-Y`).
     Optional,
+    /// Require one and verify it (`-y`).
     Required,
 }
 
-/// Parsed options of either program.
+/// The parsed command line; each field's option is named in its documentation.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// `-S`/`-s`: send close_notify at local EOF.
     pub close_notify: bool,
+    /// `-J`/`-j`: a TCP EOF without close_notify is a truncation error.
     pub enforce_close_notify: bool,
+    /// `-Z`/`-z`: keep the secrets in the child's environment.
     pub keep_env: bool,
+    /// `-K`: the handshake's time limit; `None` for none.
     pub handshake_timeout: Option<Duration>,
+    /// `--idle-timeout`: the session's idle limit; `None` for none.
     pub idle_timeout: Option<Duration>,
+    /// `-v`: 0 fatal errors only, 1 warnings, 2 a line per connection.
     pub verbosity: u32,
+    /// `-h`: print the help and exit.
     pub help: bool,
+    /// `-V`: print the version and exit.
     pub version: bool,
-    // tlsd
+    /// Server `-Y`/`-y`: client certificates.
     pub client_cert: ClientCert,
+    /// Server `-k`: the SNI level, 0, 1 or 2.
     pub sni_level: u8,
-    // tlsc
+    /// Client `-y`/`-Y`: send CERTFILE/KEYFILE as a client certificate.
     pub send_cert: bool,
+    /// Client `-k`: the server's name (SNI and verification).
     pub servername: Option<String>,
+    /// Client `-6`: the fd the network is read from.
     pub read_fd: i32,
+    /// Client `-7`: the fd the network is written to.
     pub write_fd: i32,
+    /// Client: verify the server's certificate chain (`--no-verify-cert` clears it).
     pub verify_cert: bool,
+    /// Client: verify the server's name (`--no-verify-name` clears it).
     pub verify_name: bool,
+    /// Client `-d`: where the session description goes.
     pub notification_fd: Option<i32>,
+    /// Client `--detach`: fork at start, the first process exits 0.
     pub detach: bool,
     /// Whether `--` ended the options (tlsc: always the prog form).
     pub dashdash: bool,
@@ -211,11 +252,8 @@ impl Default for Options {
     }
 }
 
-fn applies(o: &Opt, prog: Program) -> bool {
-    match prog {
-        Program::Tlsd => o.tlsd,
-        Program::Tlsc => o.tlsc,
-    }
+fn applies(o: &Opt, cmd: &Command) -> bool {
+    cmd.groups.contains(o.group)
 }
 
 /// Parse a duration: a bare number is milliseconds, else humantime (`10s`, `500ms`).
@@ -284,11 +322,11 @@ fn utf8<'a>(s: &'a OsStr, what: &str) -> Result<&'a str, String> {
 }
 
 /// Parse `args` (without argv[0]). Options stop at `--` or at the first operand.
-pub fn parse(prog: Program, args: &[OsString]) -> Result<Options, Error> {
-    parse_inner(prog, args).map_err(Error::usage)
+pub fn parse(cmd: &Command, args: &[OsString]) -> Result<Options, Error> {
+    parse_inner(cmd, args).map_err(|e| Error::usage(format!("{e} (see {} --help)", cmd.name)))
 }
 
-fn parse_inner(prog: Program, args: &[OsString]) -> Result<Options, String> {
+fn parse_inner(cmd: &Command, args: &[OsString]) -> Result<Options, String> {
     let mut opts = Options::default();
     let mut i = 0;
     while i < args.len() {
@@ -310,7 +348,7 @@ fn parse_inner(prog: Program, args: &[OsString]) -> Result<Options, String> {
             };
             let o = OPTIONS
                 .iter()
-                .find(|o| o.long == name && applies(o, prog))
+                .find(|o| o.long == name && applies(o, cmd))
                 .ok_or_else(|| format!("unknown option: --{name}"))?;
             let val = match (o.arg, inline) {
                 (None, Some(_)) => return Err(format!("option --{name} takes no value")),
@@ -332,7 +370,7 @@ fn parse_inner(prog: Program, args: &[OsString]) -> Result<Options, String> {
         for (pos, c) in cluster.char_indices() {
             let o = OPTIONS
                 .iter()
-                .find(|o| o.short == Some(c) && applies(o, prog))
+                .find(|o| o.short == Some(c) && applies(o, cmd))
                 .ok_or_else(|| format!("unknown option: -{c}"))?;
             if o.arg.is_none() {
                 apply(&mut opts, o, None)?;
@@ -353,30 +391,21 @@ fn parse_inner(prog: Program, args: &[OsString]) -> Result<Options, String> {
         }
     }
     opts.operands = args[i..].to_vec();
-    if prog == Program::Tlsc && opts.read_fd == opts.write_fd {
+    let client = cmd.groups.contains(Groups::CLIENT);
+    if client && opts.read_fd == opts.write_fd {
         return Err("the network read and write fds must differ".into());
     }
-    if prog == Program::Tlsc && (opts.read_fd < 3 || opts.write_fd < 3) {
+    if client && (opts.read_fd < 3 || opts.write_fd < 3) {
         return Err("the network fds must be 3 or more".into());
     }
     Ok(opts)
 }
 
-/// The `--help` text, from the table.
-pub fn help(prog: Program) -> String {
-    let mut s = match prog {
-        Program::Tlsd => String::from(
-            "usage: tlsd [options] [--] prog...\n\
-             TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n\n",
-        ),
-        Program::Tlsc => String::from(
-            "usage: tlsc [options] [--] prog...   (network on fd 6/7, prog gets clear text on its fd 6/7)\n\
-             \x20      tlsc [options]              (io form: clear text on stdin/stdout)\n\
-             \x20      tlsc [options] ADDR PORT    (connect first, then the io form)\n\n",
-        ),
-    };
-    s.push_str("options:\n");
-    for o in OPTIONS.iter().filter(|o| applies(o, prog)) {
+/// The `--help` text, from the table and the exit codes' table.
+pub fn help(cmd: &Command) -> String {
+    let mut s = String::from(cmd.usage);
+    s.push_str("\noptions:\n");
+    for o in OPTIONS.iter().filter(|o| applies(o, cmd)) {
         let mut forms = String::new();
         if let Some(c) = o.short {
             forms.push('-');
@@ -395,11 +424,19 @@ pub fn help(prog: Program) -> String {
         }
         s.push_str(&format!("  {forms:<32} {}\n", o.help));
     }
+    s.push_str("\nenvironment: ");
+    s.push_str(if cmd.groups.contains(Groups::CLIENT) {
+        "CERTFILE KEYFILE CADIR CAFILE SSL_CERT_DIR SSL_CERT_FILE TCPREMOTEIP TLS_UID TLS_GID"
+    } else {
+        "CERTFILE KEYFILE CERTFILE:name KEYFILE:name CADIR CAFILE TLS_UID TLS_GID"
+    });
     s.push_str(
-        "\nenvironment: CERTFILE KEYFILE CERTFILE:name KEYFILE:name CADIR CAFILE TLS_UID TLS_GID\n\
-         exit: the child's status; 96 TLS configuration, 97 handshake, 98 TLS/network or timeout,\n\
-         \x20     100 usage, 111 system. See the man page for the whole interface.\n",
+        "\n\nexit status:\n  the child's status (128+N when it was killed by signal N), or\n",
     );
+    for (code, what) in crate::exit::CODES {
+        s.push_str(&format!("  {code:<4} {what}\n"));
+    }
+    s.push_str(&format!("\nSee {}(1) for the whole interface.\n", cmd.name));
     s
 }
 
@@ -407,14 +444,25 @@ pub fn help(prog: Program) -> String {
 mod tests {
     use super::*;
 
-    fn p(prog: Program, a: &[&str]) -> Result<Options, Error> {
+    const SERVER_CMD: Command = Command {
+        name: "server",
+        groups: Groups::COMMON.with(Groups::SERVER),
+        usage: "usage: server\n",
+    };
+    const CLIENT_CMD: Command = Command {
+        name: "client",
+        groups: Groups::COMMON.with(Groups::CLIENT),
+        usage: "usage: client\n",
+    };
+
+    fn p(cmd: &Command, a: &[&str]) -> Result<Options, Error> {
         let v: Vec<OsString> = a.iter().map(OsString::from).collect();
-        parse(prog, &v)
+        parse(cmd, &v)
     }
 
     #[test]
     fn defaults() {
-        let o = p(Program::Tlsd, &["cat"]).expect("parse");
+        let o = p(&SERVER_CMD, &["cat"]).expect("parse");
         assert!(o.close_notify && !o.enforce_close_notify && !o.keep_env);
         assert_eq!(o.handshake_timeout, Some(Duration::from_secs(30)));
         assert_eq!(o.operands, vec![OsString::from("cat")]);
@@ -422,14 +470,14 @@ mod tests {
 
     #[test]
     fn clusters_and_values() {
-        let o = p(Program::Tlsd, &["-sJZ", "-K500", "-k", "2", "--", "-x"]).expect("parse");
+        let o = p(&SERVER_CMD, &["-sJZ", "-K500", "-k", "2", "--", "-x"]).expect("parse");
         assert!(!o.close_notify && o.enforce_close_notify && o.keep_env);
         assert_eq!(o.handshake_timeout, Some(Duration::from_millis(500)));
         assert_eq!(o.sni_level, 2);
         assert!(o.dashdash);
         assert_eq!(o.operands, vec![OsString::from("-x")]);
         let o = p(
-            Program::Tlsc,
+            &CLIENT_CMD,
             &[
                 "--handshake-timeout=2s",
                 "--servername",
@@ -445,7 +493,7 @@ mod tests {
         assert_eq!(o.servername.as_deref(), Some("a.test"));
         assert_eq!((o.read_fd, o.write_fd), (3, 4));
         assert_eq!(
-            p(Program::Tlsc, &["-K", "0"])
+            p(&CLIENT_CMD, &["-K", "0"])
                 .expect("parse")
                 .handshake_timeout,
             None
@@ -463,20 +511,20 @@ mod tests {
             &["--servername=x"],
         ] {
             assert_eq!(
-                p(Program::Tlsd, a).map(|_| ()).unwrap_err().code,
+                p(&SERVER_CMD, a).map(|_| ()).unwrap_err().code,
                 100,
                 "{a:?}"
             );
         }
-        assert!(p(Program::Tlsc, &["-6", "7"]).is_err());
-        assert!(p(Program::Tlsc, &["-6", "1"]).is_err());
+        assert!(p(&CLIENT_CMD, &["-6", "7"]).is_err());
+        assert!(p(&CLIENT_CMD, &["-6", "1"]).is_err());
     }
 
     #[test]
     fn help_lists_every_option() {
-        for prog in [Program::Tlsd, Program::Tlsc] {
-            let h = help(prog);
-            for o in OPTIONS.iter().filter(|o| applies(o, prog)) {
+        for cmd in [&SERVER_CMD, &CLIENT_CMD] {
+            let h = help(cmd);
+            for o in OPTIONS.iter().filter(|o| applies(o, cmd)) {
                 assert!(h.contains(&format!("--{}", o.long)), "{}", o.long);
             }
         }

@@ -14,6 +14,7 @@ pub const MAX_NOTIFICATION: usize = 4096;
 /// Ordered variable edits: `Some(v)` sets, `None` unsets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Description {
+    /// The edits, in order.
     pub vars: Vec<(OsString, Option<OsString>)>,
 }
 
@@ -47,6 +48,7 @@ impl Description {
         d
     }
 
+    /// Set `key` (or unset it, with `None`), replacing an earlier edit of it.
     pub fn set(&mut self, key: &str, val: Option<String>) {
         let key = OsString::from(key);
         let val = val.map(OsString::from);
@@ -56,10 +58,12 @@ impl Description {
         }
     }
 
+    /// Unset `key` in the child's environment.
     pub fn unset(&mut self, key: &OsStr) {
         self.vars.push((key.to_os_string(), None));
     }
 
+    /// The value `key` is set to, if it is set.
     pub fn get(&self, key: &str) -> Option<&OsStr> {
         self.vars
             .iter()
@@ -67,6 +71,7 @@ impl Description {
             .and_then(|(_, v)| v.as_deref())
     }
 
+    /// The wire form.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (k, v) in &self.vars {
@@ -131,6 +136,8 @@ pub fn rfc4514(name: &X509NameRef) -> Option<String> {
     // XN_FLAG_SEP_COMMA_PLUS | XN_FLAG_DN_REV | XN_FLAG_DUMP_UNKNOWN_FIELDS.
     const FLAGS: libc::c_ulong =
         0x1 | 0x2 | 0x10 | 0x100 | 0x200 | (1 << 16) | (1 << 20) | (1 << 24);
+    // SAFETY: the memory BIO is created, written by the printer from a live name, read and
+    // freed here; its data pointer is read only while the BIO lives.
     unsafe {
         let bio = openssl_sys::BIO_new(openssl_sys::BIO_s_mem());
         if bio.is_null() {

@@ -1,0 +1,170 @@
+//! What the command-line programs share around the engine: messages in the programs'
+//! format, the command line read once, the engine's settings from it, the child's
+//! environment edits, and the exit code of a finished relay. Every function takes the
+//! program's name (through [`Log`] or [`Command`]): this module knows no program.
+
+use crate::engine::{self, End, Outcome};
+use crate::env;
+use crate::exit::{self, Error};
+use crate::fd;
+use crate::options::{self, Command, Options};
+use crate::session::Description;
+use std::ffi::OsString;
+use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::time::Instant;
+
+/// A program's messages: `name: fatal: ...` always, warnings from verbosity 1, one line
+/// per connection from verbosity 2.
+#[derive(Clone, Copy, Debug)]
+pub struct Log {
+    /// The program's name, the first word of every line.
+    pub name: &'static str,
+    /// `-v`.
+    pub verbosity: u32,
+}
+
+impl Log {
+    /// The messages of `cmd` at the verbosity of `opts`.
+    pub fn new(cmd: &Command, opts: &Options) -> Log {
+        Log {
+            name: cmd.name,
+            verbosity: opts.verbosity,
+        }
+    }
+
+    /// `name: fatal: msg`, whatever the verbosity.
+    pub fn fatal(&self, e: &Error) {
+        eprintln!("{}: fatal: {}", self.name, e.msg);
+    }
+
+    /// `name: warning: msg` from verbosity 1.
+    pub fn warn(&self, msg: &str) {
+        if self.verbosity >= 1 {
+            eprintln!("{}: warning: {msg}", self.name);
+        }
+    }
+
+    /// `name: info: msg` from verbosity 2.
+    pub fn info(&self, msg: &str) {
+        if self.verbosity >= 2 {
+            eprintln!("{}: info: {msg}", self.name);
+        }
+    }
+}
+
+/// Exit with the code of `r`, printing the fatal line of an error first.
+pub fn exit_with(name: &'static str, r: Result<i32, Error>) -> ! {
+    let code = match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: fatal: {}", e.msg);
+            e.code
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Parse the process's command line; `None` when `--help` or `--version` was answered.
+pub fn parse_args(cmd: &Command) -> Result<Option<Options>, Error> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let opts = options::parse(cmd, &args)?;
+    if opts.help {
+        print!("{}", options::help(cmd));
+        return Ok(None);
+    }
+    if opts.version {
+        println!("{} {}", cmd.name, env!("CARGO_PKG_VERSION"));
+        return Ok(None);
+    }
+    Ok(Some(opts))
+}
+
+/// The engine's settings from the command line.
+pub fn engine_config(opts: &Options) -> engine::Config {
+    engine::Config {
+        close_notify: opts.close_notify,
+        enforce_close_notify: opts.enforce_close_notify,
+        idle_timeout: opts.idle_timeout,
+        ..engine::Config::default()
+    }
+}
+
+/// When the handshake must be done by, counted from now.
+pub fn deadline(opts: &Options) -> Option<Instant> {
+    opts.handshake_timeout.map(|d| Instant::now() + d)
+}
+
+/// The child's environment edits: the session, then the secrets removed unless `-Z`.
+pub fn child_description(opts: &Options, mut desc: Description) -> Description {
+    if !opts.keep_env {
+        for (k, _) in std::env::vars_os() {
+            if env::is_secret(&k) {
+                desc.unset(&k);
+            }
+        }
+    }
+    desc
+}
+
+/// The exit code of a finished relay: 98 or 111 when the engine failed (with its fatal
+/// line), else the child's status.
+pub fn conclude(log: &Log, out: Outcome) -> i32 {
+    match out.end {
+        End::Tls(m) => {
+            log.fatal(&Error::tls(m));
+            exit::TLS
+        }
+        End::System(m) => {
+            log.fatal(&Error::new(exit::SYSTEM, m));
+            exit::SYSTEM
+        }
+        End::Clean => {
+            if out.idle_expired {
+                log.info("idle timeout: session closed");
+            }
+            match out.child_status {
+                Some(st) => {
+                    if libc::WIFSIGNALED(st) {
+                        log.warn(&format!(
+                            "child was killed by signal {}",
+                            libc::WTERMSIG(st)
+                        ));
+                    }
+                    exit::from_wait_status(st)
+                }
+                None => 0,
+            }
+        }
+    }
+}
+
+/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, peer.
+pub fn session_line(desc: &Description) -> String {
+    let get = |k| desc.get(k).map(|v| v.to_string_lossy().into_owned());
+    let mut s = format!(
+        "{} {}",
+        get("SSL_PROTOCOL").unwrap_or_default(),
+        get("SSL_CIPHER").unwrap_or_default()
+    );
+    if let Some(n) = get("SSL_TLS_SNI_SERVERNAME") {
+        s.push_str(&format!(" sni={n}"));
+    }
+    if let Ok(ip) = std::env::var("TCPREMOTEIP") {
+        s.push_str(&format!(" peer={ip}"));
+    }
+    s
+}
+
+/// Point fd 2 at /dev/null: for a process whose stderr is the connection (inetd
+/// `nowait`) or must not be held open (a detached helper).
+pub fn silence_stderr() {
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        if f.as_raw_fd() == 2 {
+            // fd 2 was closed and /dev/null landed on it: keep it.
+            let _ = f.into_raw_fd();
+            return;
+        }
+        // `f` is closed when it goes out of scope: only fd 2 keeps /dev/null open.
+        let _ = fd::dup2(f.as_raw_fd(), 2);
+    }
+}

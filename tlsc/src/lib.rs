@@ -1,0 +1,138 @@
+//! The client side's building blocks, shared by its programs: reading an address as the
+//! environment and the command line give it, the forms of tlsc's command line, connecting
+//! with a time limit, and detaching from the caller.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpStream};
+use std::os::unix::io::{IntoRawFd, RawFd};
+use std::time::Duration;
+use stls::exit::{self, Error};
+use stls::options::Options;
+
+/// An IP literal as found in TCPREMOTEIP, -k or an ADDR operand: IPv4, IPv6 with an
+/// optional `%zone` and brackets; a v4-mapped IPv6 address is its IPv4 address. Returns the
+/// address and the zone's interface index (0 without a zone).
+pub fn parse_ip(s: &str) -> Option<(IpAddr, u32)> {
+    let s = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    let (addr, zone) = match s.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let scope = match zone {
+        None => 0,
+        Some(z) if !ip.is_ipv6() || z.is_empty() => return None,
+        Some(z) => match z.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let c = std::ffi::CString::new(z).ok()?;
+                // SAFETY: `c` is a NUL-terminated interface name that lives across the call.
+                let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                if i == 0 {
+                    return None;
+                }
+                i
+            }
+        },
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    Some((ip, scope))
+}
+
+/// The three forms of tlsc's command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Form {
+    /// `tlsc [opts] [--] prog...`: prog on the network fds.
+    Prog,
+    /// `tlsc [opts]`: clear text on fd 0/1.
+    Io,
+    /// `tlsc [opts] ADDR PORT`: connect, then the io form.
+    Connect(SocketAddr),
+}
+
+/// Which form the operands make: `--` always means prog; exactly two operands that are a
+/// numeric address and a port are the connect form.
+pub fn form_of(opts: &Options) -> Result<Form, Error> {
+    let ops = &opts.operands;
+    if opts.dashdash {
+        if ops.is_empty() {
+            return Err(Error::usage("no program after --"));
+        }
+        return Ok(Form::Prog);
+    }
+    if ops.is_empty() {
+        return Ok(Form::Io);
+    }
+    if ops.len() == 2 {
+        let a = ops[0].to_str().and_then(parse_ip);
+        let p = ops[1].to_str().and_then(|p| p.parse::<u16>().ok());
+        if let (Some((ip, scope)), Some(port)) = (a, p) {
+            let sa = match ip {
+                IpAddr::V4(v4) => SocketAddr::from((v4, port)),
+                IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope)),
+            };
+            return Ok(Form::Connect(sa));
+        }
+    }
+    Ok(Form::Prog)
+}
+
+/// Connect to `sa`, bounded by `timeout`; the socket twice (read and write fds).
+pub fn connect(sa: SocketAddr, timeout: Option<Duration>) -> Result<(RawFd, RawFd), Error> {
+    let s = match timeout {
+        Some(t) => TcpStream::connect_timeout(&sa, t),
+        None => TcpStream::connect(sa),
+    }
+    .map_err(|e| {
+        Error::new(
+            exit::SYSTEM,
+            format!("unable to connect to {sa}: {}", exit::io_text(&e)),
+        )
+    })?;
+    let _ = s.set_nodelay(true);
+    let w = s
+        .try_clone()
+        .map_err(|e| Error::sys("unable to dup the socket", e))?;
+    Ok((s.into_raw_fd(), w.into_raw_fd()))
+}
+
+/// Fork once: the first process exits 0 at once, so whoever spawned the program never has
+/// to wait for the long-lived one (autossl-shim keeps it out of the host's children).
+pub fn detach() -> Result<(), Error> {
+    // SAFETY: the program is single-threaded here; the parent leaves with _exit at once
+    // and the child goes on with a copy of the whole process.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::sys(
+            "unable to fork",
+            std::io::Error::last_os_error(),
+        )),
+        0 => Ok(()),
+        // SAFETY: _exit ends the process without running any code.
+        _ => unsafe { libc::_exit(0) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ip;
+    use std::net::IpAddr;
+
+    #[test]
+    fn ip_forms() {
+        let v4: IpAddr = "127.0.0.1".parse().expect("ip");
+        assert_eq!(parse_ip("127.0.0.1"), Some((v4, 0)));
+        assert_eq!(parse_ip("::ffff:127.0.0.1"), Some((v4, 0)));
+        assert_eq!(parse_ip("[::1]").map(|x| x.0), "::1".parse().ok());
+        assert_eq!(parse_ip("fe80::1%7").map(|x| x.1), Some(7));
+        assert_eq!(parse_ip("127.0.0.1%1"), None);
+        assert_eq!(parse_ip("localhost"), None);
+    }
+}
