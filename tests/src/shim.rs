@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -196,17 +197,38 @@ pub fn spawn_for(pair: Option<&'static Pair>, root: Option<&Path>) -> Spawn {
 }
 
 /// Start the server on both loopback addresses with one port.
+///
+/// The port is taken below the kernel's ephemeral range: a port from `127.0.0.1:0` is in
+/// that range, and between the check that `[::1]:port` is free and the second listener's
+/// bind, any connect() on the machine (parallel tests, other builds) could be given
+/// `[::1]:port` as its automatic local address.
 pub fn server(pair: Option<&'static Pair>, root: Option<&Path>) -> Server {
-    for _ in 0..20 {
-        let v4 = TinyListener::start_on("127.0.0.1:0", spawn_for(pair, root));
-        let port = v4.port();
-        if TcpListener::bind(("::1", port)).is_err() {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, span) = if low > 12_000 {
+        (10_000u64, u64::from(low) - 10_000)
+    } else {
+        (u64::from(u16::MAX) - 10_000, 10_000)
+    };
+    // Tests start servers at the same moment from many threads: each call takes the next
+    // port of one sequence (7919 is prime to the span: no repeat before `span` calls), from
+    // a place that depends on the process.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = u64::from(std::process::id()).wrapping_mul(2_654_435_761) % span;
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (first + (base + n * 7_919) % span) as u16;
+        let free = |ip: &str| TcpListener::bind((ip, port)).is_ok();
+        if !(free("127.0.0.1") && free("::1")) {
             continue;
         }
+        let v4 = TinyListener::start_on(&format!("127.0.0.1:{port}"), spawn_for(pair, root));
         let v6 = TinyListener::start_on(&format!("[::1]:{port}"), spawn_for(pair, root));
         return Server { v4, v6, port };
     }
-    panic!("no port free on both 127.0.0.1 and ::1 after 20 tries");
+    panic!("no port free on both 127.0.0.1 and ::1 after 200 tries");
 }
 
 /// Build the library, check the `peers` a test needs and the namespace; false: skipped.
