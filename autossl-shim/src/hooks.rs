@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use crate::upgrade::{self, Target};
+use crate::upgrade::{self, Dest, Target};
 use crate::{names, real, rules, socks};
 
 thread_local! {
@@ -85,16 +85,13 @@ enum Decision {
 }
 
 /// The shared decision of connect, sendto and sendmsg with MSG_FASTOPEN.
-///
-/// # Safety
-/// `addr`/`len` as given to connect().
-unsafe fn decide(fd: c_int, addr: *const sockaddr, len: socklen_t, matched: &mut bool) -> Decision {
+fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
     let st = upgrade::state();
     let cfg = &st.cfg;
     if !cfg.active() && !socks::any() {
         return Decision::Pass;
     }
-    let Some(t): Option<Target> = upgrade::target(addr, len) else {
+    let Some(t): Option<Target> = dest.target() else {
         return Decision::Pass;
     };
     if upgrade::is_ours(fd) {
@@ -110,18 +107,23 @@ unsafe fn decide(fd: c_int, addr: *const sockaddr, len: socklen_t, matched: &mut
             None => Decision::Pass,
         };
     }
-    Decision::Done(upgrade::upgrade(st, fd, addr, len, t))
+    Decision::Done(upgrade::upgrade(st, fd, dest, t))
 }
 
 /// Run `decide` guarded: Some(result) when it was ours, None to do the real call.
+///
+/// # Safety
+/// `addr` is null or valid for reads of `len` bytes during the call (connect()'s contract).
 unsafe fn guarded_decide(
     fd: c_int,
     addr: *const sockaddr,
     len: socklen_t,
 ) -> Option<Result<(), c_int>> {
     let _g = enter()?;
+    // SAFETY: our caller's promise, for the duration of this call.
+    let dest = unsafe { Dest::new(addr, len) };
     let mut matched = false;
-    let r = catch_unwind(AssertUnwindSafe(|| decide(fd, addr, len, &mut matched)));
+    let r = catch_unwind(AssertUnwindSafe(|| decide(fd, dest, &mut matched)));
     match r {
         Ok(Decision::Pass) => None,
         Ok(Decision::Done(r)) => Some(r),
@@ -135,14 +137,16 @@ unsafe fn guarded_decide(
 /// The C contract of connect(2).
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    match guarded_decide(fd, addr, len) {
+    // SAFETY: the caller's arguments, valid by connect()'s contract.
+    match unsafe { guarded_decide(fd, addr, len) } {
         Some(Ok(())) => 0,
         Some(Err(e)) => {
             set_errno(e);
             -1
         }
         None => match real::connect() {
-            Some(f) => f(fd, addr, len),
+            // SAFETY: the real connect with the caller's own arguments.
+            Some(f) => unsafe { f(fd, addr, len) },
             None => {
                 set_errno(libc::ENOSYS);
                 -1
@@ -167,15 +171,21 @@ pub unsafe extern "C" fn sendto(
         return -1;
     };
     if flags & libc::MSG_FASTOPEN == 0 || addr.is_null() {
-        return real_sendto(fd, buf, n, flags, addr, len);
+        // SAFETY: the real sendto with the caller's own arguments.
+        return unsafe { real_sendto(fd, buf, n, flags, addr, len) };
     }
-    match guarded_decide(fd, addr, len) {
-        None => real_sendto(fd, buf, n, flags, addr, len),
+    // SAFETY: the caller's destination, valid by sendto()'s contract.
+    match unsafe { guarded_decide(fd, addr, len) } {
+        // SAFETY: the real sendto with the caller's own arguments.
+        None => unsafe { real_sendto(fd, buf, n, flags, addr, len) },
         Some(Err(e)) => {
             set_errno(e);
             -1
         }
-        Some(Ok(())) => real_sendto(fd, buf, n, flags & !libc::MSG_FASTOPEN, std::ptr::null(), 0),
+        // SAFETY: the caller's buffer, now on the upgraded (connected) descriptor.
+        Some(Ok(())) => unsafe {
+            real_sendto(fd, buf, n, flags & !libc::MSG_FASTOPEN, std::ptr::null(), 0)
+        },
     }
 }
 
@@ -187,21 +197,31 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         set_errno(libc::ENOSYS);
         return -1;
     };
-    if flags & libc::MSG_FASTOPEN == 0 || msg.is_null() || (*msg).msg_name.is_null() {
-        return real_sendmsg(fd, msg, flags);
-    }
-    let addr = (*msg).msg_name as *const sockaddr;
-    match guarded_decide(fd, addr, (*msg).msg_namelen) {
-        None => real_sendmsg(fd, msg, flags),
+    let name = if flags & libc::MSG_FASTOPEN == 0 {
+        None
+    } else {
+        // SAFETY: msg, when not null, is the caller's valid msghdr (sendmsg()'s contract).
+        unsafe { msg.as_ref() }.map(|m| (m.msg_name as *const sockaddr, m.msg_namelen))
+    };
+    let Some((addr, len)) = name.filter(|(a, _)| !a.is_null()) else {
+        // SAFETY: the real sendmsg with the caller's own arguments.
+        return unsafe { real_sendmsg(fd, msg, flags) };
+    };
+    // SAFETY: the caller's destination, valid for msg_namelen bytes by sendmsg()'s contract.
+    match unsafe { guarded_decide(fd, addr, len) } {
+        // SAFETY: the real sendmsg with the caller's own arguments.
+        None => unsafe { real_sendmsg(fd, msg, flags) },
         Some(Err(e)) => {
             set_errno(e);
             -1
         }
         Some(Ok(())) => {
-            let mut m = std::ptr::read(msg);
+            // SAFETY: msg is the caller's valid msghdr (not null: it gave a name).
+            let mut m = unsafe { std::ptr::read(msg) };
             m.msg_name = std::ptr::null_mut();
             m.msg_namelen = 0;
-            real_sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN)
+            // SAFETY: the caller's message without its name, on the upgraded descriptor.
+            unsafe { real_sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN) }
         }
     }
 }
@@ -210,13 +230,23 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 // The faked TCP socket API on swapped descriptors
 
 /// Copy `bytes` into the caller's (addr, len) with the kernel's truncation rule.
+///
+/// # Safety
+/// `len` is valid for reads and writes, `addr` for writes of `*len` bytes.
 unsafe fn give_addr(bytes: &[u8], addr: *mut sockaddr, len: *mut socklen_t) {
-    let room = *len as usize;
+    // SAFETY: our caller's promise on len.
+    let room = unsafe { *len } as usize;
     let n = room.min(bytes.len());
-    std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, n);
-    *len = bytes.len() as socklen_t;
+    // SAFETY: our caller's promise: addr has room for `*len` bytes, and n <= *len.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, n) };
+    // SAFETY: our caller's promise on len.
+    unsafe { *len = bytes.len() as socklen_t };
 }
 
+/// getpeername (`peer`) or getsockname.
+///
+/// # Safety
+/// The C contract of getpeername(2): `len` null or valid, `addr` valid for `*len` bytes.
 unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: bool) -> c_int {
     let f = real::sockname(peer);
     let Some(f) = f else {
@@ -224,7 +254,8 @@ unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: b
         return -1;
     };
     if !socks::any() || addr.is_null() || len.is_null() {
-        return f(fd, addr, len);
+        // SAFETY: the real function with the caller's own arguments.
+        return unsafe { f(fd, addr, len) };
     }
     let done = guarded(|| {
         let ent = socks::find(fd)?;
@@ -232,12 +263,14 @@ unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: b
         if n == 0 {
             return None;
         }
-        give_addr(&b[..n], addr, len);
+        // SAFETY: the caller's (addr, len), not null, valid by getpeername()'s contract.
+        unsafe { give_addr(&b[..n], addr, len) };
         Some(())
     });
     match done {
         Some(()) => 0,
-        None => f(fd, addr, len),
+        // SAFETY: the real function with the caller's own arguments.
+        None => unsafe { f(fd, addr, len) },
     }
 }
 
@@ -245,14 +278,16 @@ unsafe fn name_hook(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, peer: b
 /// The C contract of getpeername(2).
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    name_hook(fd, addr, len, true)
+    // SAFETY: the caller's arguments, valid by getpeername()'s contract.
+    unsafe { name_hook(fd, addr, len, true) }
 }
 
 /// # Safety
 /// The C contract of getsockname(2).
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    name_hook(fd, addr, len, false)
+    // SAFETY: the caller's arguments, valid by getsockname()'s contract.
+    unsafe { name_hook(fd, addr, len, false) }
 }
 
 fn ip_level(level: c_int) -> bool {
@@ -273,7 +308,8 @@ pub unsafe extern "C" fn getsockopt(
         set_errno(libc::ENOSYS);
         return -1;
     };
-    let rc = f(fd, level, name, val, len);
+    // SAFETY: the real getsockopt with the caller's own arguments.
+    let rc = unsafe { f(fd, level, name, val, len) };
     if !socks::any() || val.is_null() || len.is_null() {
         return rc;
     }
@@ -286,27 +322,36 @@ pub unsafe extern "C" fn getsockopt(
     }
     let done = guarded(|| {
         let ent = socks::find(fd)?;
-        let room = *len as usize;
+        // SAFETY: len is not null and valid by getsockopt()'s contract.
+        let room = unsafe { *len } as usize;
+        let int = std::mem::size_of::<c_int>();
         if identity {
             let v: c_int = if name == libc::SO_DOMAIN {
                 ent.domain
             } else {
                 libc::IPPROTO_TCP
             };
-            if room < std::mem::size_of::<c_int>() {
+            if room < int {
                 return None;
             }
-            std::ptr::write_unaligned(val as *mut c_int, v);
-            *len = std::mem::size_of::<c_int>() as socklen_t;
+            // SAFETY: val has room for `*len` bytes (getsockopt()'s contract), an int's at
+            // least; len is valid.
+            unsafe {
+                std::ptr::write_unaligned(val as *mut c_int, v);
+                *len = int as socklen_t;
+            }
             return Some(());
         }
         // A TCP/IP-level option: what was set, else zeros (as a fresh socket's defaults).
-        std::ptr::write_bytes(val as *mut u8, 0, room);
-        if room >= std::mem::size_of::<c_int>() {
+        // SAFETY: val has room for `*len` bytes (getsockopt()'s contract).
+        unsafe { std::ptr::write_bytes(val as *mut u8, 0, room) };
+        if room >= int {
             if let Some(v) = ent.get_opt(level, name) {
-                std::ptr::write_unaligned(val as *mut c_int, v);
+                // SAFETY: val has room for an int (room >= int).
+                unsafe { std::ptr::write_unaligned(val as *mut c_int, v) };
             }
-            *len = std::mem::size_of::<c_int>() as socklen_t;
+            // SAFETY: len is not null and valid by getsockopt()'s contract.
+            unsafe { *len = int as socklen_t };
         }
         Some(())
     });
@@ -330,14 +375,17 @@ pub unsafe extern "C" fn setsockopt(
         set_errno(libc::ENOSYS);
         return -1;
     };
-    let rc = f(fd, level, name, val, len);
+    // SAFETY: the real setsockopt with the caller's own arguments.
+    let rc = unsafe { f(fd, level, name, val, len) };
     if rc == 0 || !socks::any() || !ip_level(level) {
         return rc;
     }
     let done = guarded(|| {
         let ent = socks::find(fd)?;
         if !val.is_null() && len as usize >= std::mem::size_of::<c_int>() {
-            ent.set_opt(level, name, std::ptr::read_unaligned(val as *const c_int));
+            // SAFETY: val is valid for `len` bytes (setsockopt()'s contract), an int's.
+            let v = unsafe { std::ptr::read_unaligned(val as *const c_int) };
+            ent.set_opt(level, name, v);
         }
         Some(())
     });
@@ -376,8 +424,13 @@ fn recording() -> bool {
     upgrade::state().cfg.active()
 }
 
+/// Record that the lookup of `node` gave `ips`.
+///
+/// # Safety
+/// `node` is a valid NUL-terminated string.
 unsafe fn record(node: *const c_char, ips: &Ips) {
-    let name = std::ffi::CStr::from_ptr(node).to_bytes();
+    // SAFETY: our caller's promise.
+    let name = unsafe { std::ffi::CStr::from_ptr(node) }.to_bytes();
     if names::numeric(name).is_some() {
         names::begin_lookup(name);
     } else {
@@ -397,7 +450,8 @@ pub unsafe extern "C" fn getaddrinfo(
     let Some(f) = real::getaddrinfo() else {
         return libc::EAI_SYSTEM;
     };
-    let rc = f(node, service, hints, res);
+    // SAFETY: the real getaddrinfo with the caller's own arguments.
+    let rc = unsafe { f(node, service, hints, res) };
     if rc != 0 || node.is_null() || res.is_null() {
         return rc;
     }
@@ -406,22 +460,30 @@ pub unsafe extern "C" fn getaddrinfo(
             return None;
         }
         let mut ips = Ips::new();
-        let mut ai = *res;
+        // SAFETY: res is not null and getaddrinfo succeeded: *res is its list.
+        let mut ai = unsafe { *res };
         let mut steps = 0;
         while !ai.is_null() && steps < 256 {
-            let a = &*ai;
-            if let Some(t) = upgrade::target(a.ai_addr, a.ai_addrlen) {
+            // SAFETY: a node of the list getaddrinfo just made.
+            let a = unsafe { &*ai };
+            // SAFETY: the node's ai_addr is valid for ai_addrlen bytes.
+            if let Some(t) = unsafe { upgrade::target(a.ai_addr, a.ai_addrlen) } {
                 ips.push(t.key);
             }
             ai = a.ai_next;
             steps += 1;
         }
-        record(node, &ips);
+        // SAFETY: node is not null: the caller's NUL-terminated name.
+        unsafe { record(node, &ips) };
         Some(())
     });
     rc
 }
 
+/// Record the addresses of a gethostbyname* result for `node`.
+///
+/// # Safety
+/// `node` is null or a valid NUL-terminated string, `h` null or a valid hostent.
 unsafe fn record_hostent(node: *const c_char, h: *const hostent) {
     if node.is_null() || h.is_null() {
         return;
@@ -430,23 +492,29 @@ unsafe fn record_hostent(node: *const c_char, h: *const hostent) {
         if !recording() {
             return None;
         }
-        let h = &*h;
+        // SAFETY: our caller's promise, and h is not null.
+        let h = unsafe { &*h };
         let mut ips = Ips::new();
         if !h.h_addr_list.is_null() {
             for i in 0..MAX_IPS {
-                let p = *h.h_addr_list.add(i);
+                // SAFETY: h_addr_list is NULL-terminated and we stop at its NULL.
+                let p = unsafe { *h.h_addr_list.add(i) };
                 if p.is_null() {
                     break;
                 }
                 match (h.h_addrtype, h.h_length) {
                     (libc::AF_INET, 4) => {
                         let mut b = [0u8; 4];
-                        std::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 4);
+                        // SAFETY: each entry holds h_length (4) bytes.
+                        unsafe { std::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 4) };
                         ips.push(rules::key_of(std::net::Ipv4Addr::from(b).into()));
                     }
                     (libc::AF_INET6, 16) => {
                         let mut b = [0u8; 16];
-                        std::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 16);
+                        // SAFETY: each entry holds h_length (16) bytes.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 16)
+                        };
                         let v6 = std::net::Ipv6Addr::from(b);
                         let ip = match v6.to_ipv4_mapped() {
                             Some(v4) => std::net::IpAddr::V4(v4),
@@ -458,7 +526,8 @@ unsafe fn record_hostent(node: *const c_char, h: *const hostent) {
                 }
             }
         }
-        record(node, &ips);
+        // SAFETY: node is not null: the caller's NUL-terminated name.
+        unsafe { record(node, &ips) };
         Some(())
     });
 }
@@ -470,8 +539,10 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     let Some(f) = real::gethostbyname() else {
         return std::ptr::null_mut();
     };
-    let h = f(name);
-    record_hostent(name, h);
+    // SAFETY: the real gethostbyname with the caller's own argument.
+    let h = unsafe { f(name) };
+    // SAFETY: the caller's name and the real function's result.
+    unsafe { record_hostent(name, h) };
     h
 }
 
@@ -482,8 +553,10 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
     let Some(f) = real::gethostbyname2() else {
         return std::ptr::null_mut();
     };
-    let h = f(name, af);
-    record_hostent(name, h);
+    // SAFETY: the real gethostbyname2 with the caller's own arguments.
+    let h = unsafe { f(name, af) };
+    // SAFETY: the caller's name and the real function's result.
+    unsafe { record_hostent(name, h) };
     h
 }
 
@@ -501,9 +574,11 @@ pub unsafe extern "C" fn gethostbyname_r(
     let Some(f) = real::gethostbyname_r() else {
         return libc::ENOSYS;
     };
-    let rc = f(name, ret, buf, buflen, result, h_errnop);
+    // SAFETY: the real gethostbyname_r with the caller's own arguments.
+    let rc = unsafe { f(name, ret, buf, buflen, result, h_errnop) };
     if rc == 0 && !result.is_null() {
-        record_hostent(name, *result);
+        // SAFETY: the caller's name, and the result the real function stored in *result.
+        unsafe { record_hostent(name, *result) };
     }
     rc
 }
@@ -523,9 +598,11 @@ pub unsafe extern "C" fn gethostbyname2_r(
     let Some(f) = real::gethostbyname2_r() else {
         return libc::ENOSYS;
     };
-    let rc = f(name, af, ret, buf, buflen, result, h_errnop);
+    // SAFETY: the real gethostbyname2_r with the caller's own arguments.
+    let rc = unsafe { f(name, af, ret, buf, buflen, result, h_errnop) };
     if rc == 0 && !result.is_null() {
-        record_hostent(name, *result);
+        // SAFETY: the caller's name, and the result the real function stored in *result.
+        unsafe { record_hostent(name, *result) };
     }
     rc
 }

@@ -7,9 +7,15 @@
 //!   shared memory that survives fork);
 //! - `socks`: the upgraded sockets (what getpeername & co. answer for them);
 //! - `spawn`: starting a helper with no SIGCHLD, no zombie, no inherited fd;
-//! - `upgrade`: one matching connect: real TCP connect, tlsc, handshake, swap;
+//! - `upgrade`: one matching connect, in steps shared by the native mode and
+//!   `AUTOSSL_TLS_CMD`'s: real TCP connect, helper started, session description awaited
+//!   (decoded by `stls_desc`, the format tlsc writes), swap;
 //! - `hooks` (not in unit-test builds: a test binary must not interpose `connect`): the
 //!   exported symbols, each behind a reentrancy guard and `catch_unwind`.
+
+// Loaded into every host process: every unsafe operation is spelt out and justified.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod names;
 pub mod real;

@@ -232,11 +232,9 @@ mod tests {
     #[test]
     fn insert_find_evict() {
         let mut fds = [0; 2];
-        // SAFETY: socketpair into a 2-int array.
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
-            0
-        );
+        // SAFETY: socketpair writes two ints into a 2-int array.
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(r, 0);
         insert(fds[0], libc::AF_INET, &[1, 2, 3], &[4, 5]);
         let e = find(fds[0]).expect("found");
         assert_eq!(e.domain, libc::AF_INET);

@@ -1,8 +1,14 @@
-//! The upgrade of one matching `connect()`: the real TCP connect on the caller's socket,
-//! tlsc started on it, the handshake awaited, the descriptor swapped.
+//! The upgrade of one matching `connect()`, in steps that the two modes share:
+//!
+//! - native (`AUTOSSL_TLS_CMD` unset): [`connect_tcp`], the real TCP connect on the caller's
+//!   socket; [`start_helper`], tlsc's io form on it with `-d`; [`await_description`], the
+//!   handshake's outcome on the `-d` pipe; [`swap`], the socketpair end in the place of the
+//!   caller's descriptor;
+//! - command (`AUTOSSL_TLS_CMD` set): [`start_helper`], `cmd IP PORT` (which connects by
+//!   itself), then [`swap`].
 
 use std::ffi::{CStr, CString};
-use std::fmt::Write as _;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +16,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libc::{sockaddr, socklen_t};
+use stls_desc::{Description, MAX_NOTIFICATION};
 
 use crate::rules::{self, Config, Vars};
 use crate::{names, real, socks, spawn};
@@ -17,7 +24,9 @@ use crate::{names, real, socks, spawn};
 // ---------------------------------------------------------------------------------------
 // Configuration and paths, once per process
 
+/// What the library knows once per process.
 pub struct State {
+    /// The configuration from the environment.
     pub cfg: Config,
     /// Our own file (from dladdr), to take it out of the helper's LD_PRELOAD.
     pub lib: Option<CString>,
@@ -69,15 +78,16 @@ pub fn state() -> &'static State {
 }
 
 fn own_path() -> Option<CString> {
-    // SAFETY: dladdr fills a Dl_info for an address inside this object.
-    unsafe {
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(own_path as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
-        {
-            return None;
-        }
-        Some(CStr::from_ptr(info.dli_fname).to_owned())
+    // SAFETY: Dl_info is plain data (pointers and integers): all zeros is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr fills the Dl_info it is given, for an address inside this object.
+    let found = unsafe { libc::dladdr(own_path as *const libc::c_void, &mut info) } != 0;
+    if !found || info.dli_fname.is_null() {
+        return None;
     }
+    // SAFETY: dli_fname is the loader's NUL-terminated name of this object, which stays
+    // loaded (and the name with it) while we copy it.
+    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
 }
 
 fn executable(p: &[u8]) -> Option<CString> {
@@ -121,7 +131,7 @@ pub fn message(text: &str) {
     line.push_str(text);
     line.push('\n');
     let b = line.as_bytes();
-    // SAFETY: writing our own buffer to fd 2.
+    // SAFETY: write reads b.len() bytes of our own buffer.
     unsafe {
         libc::write(2, b.as_ptr() as *const libc::c_void, b.len());
     }
@@ -146,11 +156,14 @@ fn say_once(flag: &AtomicBool, cfg: &Config, text: &str) {
 /// A destination taken from the caller's sockaddr.
 #[derive(Clone, Copy)]
 pub struct Target {
+    /// The address as a table key (an IPv4-mapped address as its IPv4 form).
     pub key: u128,
+    /// The port, in host order.
     pub port: u16,
 }
 
 impl Target {
+    /// The address.
     pub fn ip(&self) -> IpAddr {
         rules::ip_of(self.key)
     }
@@ -159,15 +172,17 @@ impl Target {
 /// Read an AF_INET/AF_INET6 destination, checking `len` against the family's size.
 ///
 /// # Safety
-/// `addr` must be valid for `len` bytes (the caller's promise to connect()).
+/// `addr` is null or valid for reads of `len` bytes (the caller's promise to connect()).
 pub unsafe fn target(addr: *const sockaddr, len: socklen_t) -> Option<Target> {
     if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
-    let family = c_int::from(std::ptr::read_unaligned(addr).sa_family);
+    // SAFETY: addr is valid for `len` bytes (our caller's promise), at least a family's.
+    let family = c_int::from(unsafe { std::ptr::read_unaligned(addr) }.sa_family);
     match family {
         libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
-            let sin = std::ptr::read_unaligned(addr as *const libc::sockaddr_in);
+            // SAFETY: as above, and `len` covers a sockaddr_in.
+            let sin = unsafe { std::ptr::read_unaligned(addr as *const libc::sockaddr_in) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(Target {
                 key: rules::key_of(IpAddr::V4(ip)),
@@ -175,7 +190,8 @@ pub unsafe fn target(addr: *const sockaddr, len: socklen_t) -> Option<Target> {
             })
         }
         libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            let sin6 = std::ptr::read_unaligned(addr as *const libc::sockaddr_in6);
+            // SAFETY: as above, and `len` covers a sockaddr_in6.
+            let sin6 = unsafe { std::ptr::read_unaligned(addr as *const libc::sockaddr_in6) };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let ip = match ip.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -190,11 +206,56 @@ pub unsafe fn target(addr: *const sockaddr, len: socklen_t) -> Option<Target> {
     }
 }
 
+/// The caller's destination argument to connect() (or sendto/sendmsg), for as long as
+/// that call lasts (`'a`).
+#[derive(Clone, Copy)]
+pub struct Dest<'a> {
+    addr: *const sockaddr,
+    len: socklen_t,
+    _call: PhantomData<&'a [u8]>,
+}
+
+impl<'a> Dest<'a> {
+    /// # Safety
+    /// `addr` is null or valid for reads of `len` bytes during `'a`: connect()'s contract,
+    /// for the duration of the hook.
+    pub unsafe fn new(addr: *const sockaddr, len: socklen_t) -> Dest<'a> {
+        Dest {
+            addr,
+            len,
+            _call: PhantomData,
+        }
+    }
+
+    /// The destination, if it is AF_INET/AF_INET6 and `len` covers its family's size.
+    pub fn target(&self) -> Option<Target> {
+        // SAFETY: the promise made to Dest::new.
+        unsafe { target(self.addr, self.len) }
+    }
+
+    /// What getpeername will answer: the address as given, at its family's own size (a
+    /// caller may pass sizeof(struct sockaddr_storage)); empty when there is no family.
+    fn peer(&self) -> &'a [u8] {
+        if self.addr.is_null() || (self.len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+            return &[];
+        }
+        // SAFETY: the promise made to Dest::new, and `len` covers the family.
+        let family = c_int::from(unsafe { std::ptr::read_unaligned(self.addr) }.sa_family);
+        let size = if family == libc::AF_INET6 {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in>()
+        };
+        // SAFETY: the promise made to Dest::new; at most `len` bytes.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, size.min(self.len as usize)) }
+    }
+}
+
 fn int_opt(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let get = real::getsockopt()?;
     let mut v: c_int = 0;
     let mut l = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: an int-sized option into an int.
+    // SAFETY: an int-sized option into an int, with its length.
     let r = unsafe {
         get(
             fd,
@@ -229,7 +290,7 @@ pub fn is_ours(fd: c_int) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// The upgrade
+// System calls on descriptors
 
 fn errno() -> c_int {
     // SAFETY: the thread's errno location is always valid.
@@ -252,7 +313,7 @@ fn poll_until(fd: c_int, events: i16, deadline: Instant) -> Result<i16, c_int> {
             events,
             revents: 0,
         };
-        // SAFETY: one pollfd.
+        // SAFETY: one pollfd, ours.
         let r = unsafe { libc::poll(&mut p, 1, millis(deadline - now).max(1)) };
         if r > 0 {
             return Ok(p.revents);
@@ -264,52 +325,14 @@ fn poll_until(fd: c_int, events: i16, deadline: Instant) -> Result<i16, c_int> {
 }
 
 fn set_fl(fd: c_int, fl: c_int) {
-    // SAFETY: fcntl on a caller's fd.
+    // SAFETY: F_SETFL takes an int; on a bad fd it fails without harm.
     unsafe {
         libc::fcntl(fd, libc::F_SETFL, fl);
     }
 }
 
-/// The real TCP connect on the caller's socket, bounded by `limit` (also when the caller's
-/// socket is blocking): Ok, or the real errno.
-fn tcp_connect(
-    fd: c_int,
-    addr: *const sockaddr,
-    len: socklen_t,
-    fl: c_int,
-    limit: Duration,
-) -> Result<(), c_int> {
-    let connect = real::connect().ok_or(libc::ENOSYS)?;
-    let nonblocking = fl & libc::O_NONBLOCK != 0;
-    if !nonblocking {
-        set_fl(fd, fl | libc::O_NONBLOCK);
-    }
-    // SAFETY: the caller's own arguments.
-    let r = unsafe { connect(fd, addr, len) };
-    let res = if r == 0 {
-        Ok(())
-    } else {
-        match errno() {
-            libc::EINPROGRESS | libc::EALREADY | libc::EINTR => {
-                match poll_until(fd, libc::POLLOUT, Instant::now() + limit) {
-                    Ok(_) => match int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-                        Some(0) => Ok(()),
-                        Some(e) => Err(e),
-                        None => Err(errno()),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
-            e => Err(e),
-        }
-    };
-    if !nonblocking {
-        set_fl(fd, fl);
-    }
-    res
-}
-
 fn sockaddr_bytes(fd: c_int, peer: bool) -> ([u8; 128], usize) {
+    // SAFETY: sockaddr_storage is plain data: all zeros is a valid value.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
     let f = real::sockname(peer);
@@ -323,7 +346,7 @@ fn sockaddr_bytes(fd: c_int, peer: bool) -> ([u8; 128], usize) {
         return (out, 0);
     }
     let n = (l as usize).min(128);
-    // SAFETY: st is 128 bytes.
+    // SAFETY: st is a 128-byte sockaddr_storage, initialised.
     let src = unsafe { std::slice::from_raw_parts(&st as *const _ as *const u8, 128) };
     out[..n].copy_from_slice(&src[..n]);
     (out, n)
@@ -344,11 +367,13 @@ const F_GETSIG: c_int = 11;
 const F_SETOWN_EX: c_int = 15;
 const F_GETOWN_EX: c_int = 16;
 
+/// A socket's SO_RCVTIMEO or SO_SNDTIMEO, when set (non-zero).
 fn timeo(fd: c_int, name: c_int) -> Option<libc::timeval> {
     let get = real::getsockopt()?;
+    // SAFETY: timeval is plain data: all zeros is a valid value.
     let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
     let mut l = std::mem::size_of::<libc::timeval>() as socklen_t;
-    // SAFETY: a timeval option into a timeval.
+    // SAFETY: a timeval option into a timeval, with its length.
     let r = unsafe {
         get(
             fd,
@@ -363,20 +388,18 @@ fn timeo(fd: c_int, name: c_int) -> Option<libc::timeval> {
 
 impl Carried {
     fn of(fd: c_int, fl: c_int, fd_flags: c_int) -> Carried {
-        // SAFETY: fcntl queries on the caller's fd.
-        unsafe {
-            let mut own = [0 as c_int; 2];
-            let owner =
-                (libc::fcntl(fd, F_GETOWN_EX, own.as_mut_ptr()) == 0 && own[1] != 0).then_some(own);
-            let s = libc::fcntl(fd, F_GETSIG);
-            Carried {
-                fd_flags,
-                fl,
-                owner,
-                sig: (s > 0).then_some(s),
-                rcvtimeo: timeo(fd, libc::SO_RCVTIMEO),
-                sndtimeo: timeo(fd, libc::SO_SNDTIMEO),
-            }
+        let mut own = [0 as c_int; 2];
+        // SAFETY: F_GETOWN_EX writes a struct f_owner_ex (two ints) into `own`.
+        let got_owner = unsafe { libc::fcntl(fd, F_GETOWN_EX, own.as_mut_ptr()) } == 0;
+        // SAFETY: F_GETSIG takes no argument.
+        let s = unsafe { libc::fcntl(fd, F_GETSIG) };
+        Carried {
+            fd_flags,
+            fl,
+            owner: (got_owner && own[1] != 0).then_some(own),
+            sig: (s > 0).then_some(s),
+            rcvtimeo: timeo(fd, libc::SO_RCVTIMEO),
+            sndtimeo: timeo(fd, libc::SO_SNDTIMEO),
         }
     }
 
@@ -387,28 +410,29 @@ impl Carried {
         } else {
             0
         };
-        // SAFETY: descriptor operations on our socketpair end and the caller's fd.
-        unsafe {
-            if libc::dup3(app, fd, cloexec) < 0 {
-                return Err(errno());
-            }
-            // Owner and signal first: O_ASYNC must not fire before they are in place.
-            if let Some(mut o) = self.owner {
-                libc::fcntl(fd, F_SETOWN_EX, o.as_mut_ptr());
-            }
-            if let Some(s) = self.sig {
-                libc::fcntl(fd, F_SETSIG, s);
-            }
-            libc::fcntl(fd, libc::F_SETFL, self.fl);
-            if let Some(set) = real::setsockopt() {
-                let l = std::mem::size_of::<libc::timeval>() as socklen_t;
-                for (name, tv) in [
-                    (libc::SO_RCVTIMEO, &self.rcvtimeo),
-                    (libc::SO_SNDTIMEO, &self.sndtimeo),
-                ] {
-                    if let Some(tv) = tv {
-                        set(fd, libc::SOL_SOCKET, name, tv as *const _ as *const _, l);
-                    }
+        // SAFETY: dup3 on two descriptors: our socketpair end onto the caller's fd.
+        if unsafe { libc::dup3(app, fd, cloexec) } < 0 {
+            return Err(errno());
+        }
+        // Owner and signal first: O_ASYNC must not fire before they are in place.
+        if let Some(mut o) = self.owner {
+            // SAFETY: F_SETOWN_EX reads a struct f_owner_ex (two ints) from `o`.
+            unsafe { libc::fcntl(fd, F_SETOWN_EX, o.as_mut_ptr()) };
+        }
+        if let Some(s) = self.sig {
+            // SAFETY: F_SETSIG takes an int.
+            unsafe { libc::fcntl(fd, F_SETSIG, s) };
+        }
+        set_fl(fd, self.fl);
+        if let Some(set) = real::setsockopt() {
+            let l = std::mem::size_of::<libc::timeval>() as socklen_t;
+            for (name, tv) in [
+                (libc::SO_RCVTIMEO, &self.rcvtimeo),
+                (libc::SO_SNDTIMEO, &self.sndtimeo),
+            ] {
+                if let Some(tv) = tv {
+                    // SAFETY: a timeval option from a timeval, with its length.
+                    unsafe { set(fd, libc::SOL_SOCKET, name, tv as *const _ as *const _, l) };
                 }
             }
         }
@@ -416,7 +440,9 @@ impl Carried {
     }
 }
 
+/// A descriptor of ours, closed when dropped (-1: none).
 struct Fd(c_int);
+
 impl Drop for Fd {
     fn drop(&mut self) {
         if self.0 >= 0 {
@@ -428,7 +454,7 @@ impl Drop for Fd {
 
 fn socketpair() -> Result<(Fd, Fd), c_int> {
     let mut sv = [-1; 2];
-    // SAFETY: into a 2-int array.
+    // SAFETY: socketpair writes two ints into a 2-int array.
     let r = unsafe {
         libc::socketpair(
             libc::AF_UNIX,
@@ -445,7 +471,7 @@ fn socketpair() -> Result<(Fd, Fd), c_int> {
 
 fn pipe() -> Result<(Fd, Fd), c_int> {
     let mut p = [-1; 2];
-    // SAFETY: into a 2-int array.
+    // SAFETY: pipe2 writes two ints into a 2-int array.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(errno());
     }
@@ -459,7 +485,7 @@ fn quiet_stderr(cfg: &Config, fd: c_int, fds: &mut Vec<(c_int, c_int)>) -> Fd {
     if !(cfg.silent || fd == 2) {
         return Fd(-1);
     }
-    // SAFETY: a constant C path.
+    // SAFETY: open on a constant NUL-terminated path.
     let devnull =
         Fd(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) });
     if devnull.0 >= 0 {
@@ -472,222 +498,300 @@ fn cstr(s: &str) -> Result<CString, c_int> {
     CString::new(s).map_err(|_| libc::EINVAL)
 }
 
+// ---------------------------------------------------------------------------------------
+// The upgrade
+
 static NO_TLSC: AtomicBool = AtomicBool::new(false);
 static SPAWN_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// Upgrade a matching connect. Err(errno) for connect() to return.
-///
-/// # Safety
-/// `addr`/`len` are the caller's valid arguments to connect().
-pub unsafe fn upgrade(
-    st: &State,
+/// One matching connect(): the caller's socket and destination as they were when it was
+/// called.
+struct Call<'a> {
+    st: &'a State,
     fd: c_int,
-    addr: *const sockaddr,
-    len: socklen_t,
+    dest: Dest<'a>,
     t: Target,
-) -> Result<(), c_int> {
-    let cfg = &st.cfg;
-    let fail = |e: c_int| cfg.errno.unwrap_or(e);
-    let fl = libc::fcntl(fd, libc::F_GETFL);
-    let fd_flags = libc::fcntl(fd, libc::F_GETFD);
-    if fl < 0 || fd_flags < 0 {
-        return Err(errno());
-    }
-    let ip = t.ip();
-    let ip_text = ip.to_string();
-    let port_text = t.port.to_string();
-    // What getpeername will answer: the address as given, at its family's own size (a
-    // caller may pass sizeof(struct sockaddr_storage)).
-    let family = c_int::from(std::ptr::read_unaligned(addr).sa_family);
-    let peer_len = if family == libc::AF_INET6 {
-        std::mem::size_of::<libc::sockaddr_in6>()
-    } else {
-        std::mem::size_of::<libc::sockaddr_in>()
-    }
-    .min(len as usize);
-    let peer = std::slice::from_raw_parts(addr as *const u8, peer_len);
-    let domain = int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
+    /// The socket's file status flags (F_GETFL) and descriptor flags (F_GETFD).
+    fl: c_int,
+    fd_flags: c_int,
+    /// The socket's family, for getsockopt(SO_DOMAIN) after the swap.
+    domain: c_int,
+    ip_text: String,
+    port_text: String,
+}
 
-    if let Some(cmd) = &cfg.tls_cmd {
-        // autossl.so's contract: `cmd IP PORT`, clear text on its stdin/stdout; it connects.
-        let (app, helper) = socketpair().map_err(fail)?;
-        let argv = vec![
-            cstr("/bin/sh")?,
-            cstr("-c")?,
-            cstr(&format!("{cmd} \"$@\""))?,
-            cstr("autossl")?,
-            cstr(&ip_text)?,
-            cstr(&port_text)?,
-        ];
-        let p = spawn::Prepared::new(cstr("/bin/sh")?, argv, spawn::helper_env(st.lib.as_deref()));
-        let mut fds = vec![(helper.0, 0), (helper.0, 1)];
-        let _devnull = quiet_stderr(cfg, fd, &mut fds);
-        if let Err(e) = spawn::spawn(&p, &fds, 3, true) {
-            say_once(
-                &SPAWN_FAILED,
-                cfg,
-                &format!("cannot start {cmd}: errno {e}"),
-            );
-            return Err(fail(libc::ECONNREFUSED));
+impl<'a> Call<'a> {
+    fn new(st: &'a State, fd: c_int, dest: Dest<'a>, t: Target) -> Result<Call<'a>, c_int> {
+        // SAFETY: F_GETFL takes no argument.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: F_GETFD takes no argument.
+        let fd_flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if fl < 0 || fd_flags < 0 {
+            return Err(errno());
         }
-        drop(helper);
-        let (local, local_len) = sockaddr_bytes(fd, false);
-        let carried = Carried::of(fd, fl, fd_flags);
-        carried.swap(app.0, fd).map_err(fail)?;
-        drop(app);
-        socks::insert(fd, domain, peer, &local[..local_len]);
+        Ok(Call {
+            st,
+            fd,
+            dest,
+            t,
+            fl,
+            fd_flags,
+            domain: int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET),
+            ip_text: t.ip().to_string(),
+            port_text: t.port.to_string(),
+        })
+    }
+
+    fn cfg(&self) -> &'a Config {
+        &self.st.cfg
+    }
+
+    /// The errno connect() returns for a failure after a rule matched: AUTOSSL_ERRNO, else
+    /// `e`.
+    fn fail(&self, e: c_int) -> c_int {
+        self.cfg().errno.unwrap_or(e)
+    }
+
+    /// With AUTOSSL_VERBOSE, the line `fd N: IP port P<rest>`.
+    fn verbose(&self, rest: &str) {
+        let cfg = self.cfg();
         if cfg.verbose {
             say(
                 cfg,
-                &format!("fd {fd}: {ip_text} port {port_text}: handed to {cmd}"),
+                &format!(
+                    "fd {}: {} port {}{rest}",
+                    self.fd, self.ip_text, self.port_text
+                ),
             );
         }
-        return Ok(());
     }
+}
 
-    let Some(tlsc) = &st.tlsc else {
+/// Upgrade a matching connect. Err(errno) for connect() to return.
+pub fn upgrade(st: &State, fd: c_int, dest: Dest<'_>, t: Target) -> Result<(), c_int> {
+    let call = Call::new(st, fd, dest, t)?;
+    match &st.cfg.tls_cmd {
+        Some(cmd) => command_mode(&call, cmd).map_err(|e| call.fail(e)),
+        None => native_mode(&call),
+    }
+}
+
+/// autossl.so's contract: `cmd IP PORT`, clear text on its stdin/stdout; it connects.
+fn command_mode(c: &Call, cmd: &str) -> Result<(), c_int> {
+    let (app, helper) = socketpair()?;
+    let argv = vec![
+        cstr("/bin/sh")?,
+        cstr("-c")?,
+        cstr(&format!("{cmd} \"$@\""))?,
+        cstr("autossl")?,
+        cstr(&c.ip_text)?,
+        cstr(&c.port_text)?,
+    ];
+    let fds = [(helper.0, 0), (helper.0, 1)];
+    start_helper(c, cstr("/bin/sh")?, argv, &fds, 3, cmd)?;
+    drop(helper);
+    let (local, local_len) = sockaddr_bytes(c.fd, false);
+    swap(c, app, &local[..local_len])?;
+    c.verbose(&format!(": handed to {cmd}"));
+    Ok(())
+}
+
+/// tlsc on a TCP connection made here: connect() returns once the handshake is done.
+fn native_mode(c: &Call) -> Result<(), c_int> {
+    let Some(tlsc) = &c.st.tlsc else {
         say_once(
             &NO_TLSC,
-            cfg,
+            c.cfg(),
             "tlsc not found beside the library nor on PATH: refusing the connection",
         );
-        return Err(fail(libc::ECONNREFUSED));
+        return Err(c.fail(libc::ECONNREFUSED));
     };
+    // The real connect, on the caller's socket: its errno is the caller's.
+    connect_tcp(c)?;
+    // From here on the TCP connection exists: every failure shuts it down (never plain).
+    over_tcp(c, tlsc).map_err(|e| {
+        // SAFETY: shutdown on the caller's socket, which holds the connection made above.
+        unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+        c.fail(e)
+    })
+}
 
-    // 1. The real connect, on the caller's socket: its errno is the caller's.
-    let mut limit = cfg.timeout;
-    if fl & libc::O_NONBLOCK == 0 {
-        if let Some(tv) = timeo(fd, libc::SO_SNDTIMEO) {
+/// The real TCP connect on the caller's socket (non-blocking underneath), bounded by
+/// AUTOSSL_TIMEOUT and, on a blocking socket, by its own SO_SNDTIMEO when shorter: Ok, or
+/// the real errno.
+fn connect_tcp(c: &Call) -> Result<(), c_int> {
+    let connect = real::connect().ok_or(libc::ENOSYS)?;
+    let nonblocking = c.fl & libc::O_NONBLOCK != 0;
+    let mut limit = c.cfg().timeout;
+    if !nonblocking {
+        if let Some(tv) = timeo(c.fd, libc::SO_SNDTIMEO) {
             let d =
                 Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
             limit = limit.min(d);
         }
+        set_fl(c.fd, c.fl | libc::O_NONBLOCK);
     }
-    tcp_connect(fd, addr, len, fl, limit)?;
-
-    // From here on the TCP connection exists: every failure shuts it down (never plain).
-    let abort = |e: c_int| {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-        Err(fail(e))
+    // SAFETY: the caller's own arguments to connect(), valid during the call (Dest).
+    let r = unsafe { connect(c.fd, c.dest.addr, c.dest.len) };
+    let res = if r == 0 {
+        Ok(())
+    } else {
+        match errno() {
+            libc::EINPROGRESS | libc::EALREADY | libc::EINTR => {
+                match poll_until(c.fd, libc::POLLOUT, Instant::now() + limit) {
+                    Ok(_) => match int_opt(c.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+                        Some(0) => Ok(()),
+                        Some(e) => Err(e),
+                        None => Err(errno()),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            e => Err(e),
+        }
     };
-    let (local, local_len) = sockaddr_bytes(fd, false);
+    if !nonblocking {
+        set_fl(c.fd, c.fl);
+    }
+    res
+}
 
-    // 2. The name: AUTOSSL_SNI, else what the program resolved, else the address.
-    let name: String = match (&cfg.sni, names::lookup(t.key)) {
+/// The name to send and verify: AUTOSSL_SNI, else what the program resolved, else the
+/// address.
+fn server_name(c: &Call) -> String {
+    match (&c.cfg().sni, names::lookup(c.t.key)) {
         (Some(s), _) => s.clone(),
         (None, Some(n)) => String::from_utf8_lossy(n.as_bytes()).into_owned(),
-        (None, None) => ip_text.clone(),
-    };
-    let ms = millis(cfg.timeout).to_string();
-    let argv = match (|| {
-        Ok::<_, c_int>(vec![
-            tlsc.clone(),
-            cstr("--detach")?,
-            cstr("-K")?,
-            cstr(&ms)?,
-            cstr("-d")?,
-            cstr("3")?,
-            cstr("-k")?,
-            cstr(&name)?,
-        ])
-    })() {
-        Ok(a) => a,
-        Err(e) => return abort(e),
-    };
-    let p = spawn::Prepared::new(tlsc.clone(), argv, spawn::helper_env(st.lib.as_deref()));
-    let (app, helper) = match socketpair() {
-        Ok(x) => x,
-        Err(e) => return abort(e),
-    };
-    let (nr, nw) = match pipe() {
-        Ok(x) => x,
-        Err(e) => return abort(e),
-    };
-    let mut fds = vec![(helper.0, 0), (helper.0, 1), (nw.0, 3), (fd, 6), (fd, 7)];
-    let devnull = quiet_stderr(cfg, fd, &mut fds);
-    // 3. tlsc: io form on the connected socket, started by a short-lived middle process
-    //    (see spawn.rs); --detach also keeps it off the caller's stderr after the handshake.
-    if let Err(e) = spawn::spawn(&p, &fds, 8, true) {
-        say_once(
-            &SPAWN_FAILED,
-            cfg,
-            &format!("cannot start {}: errno {e}", tlsc.to_string_lossy()),
-        );
-        return abort(libc::ECONNREFUSED);
+        (None, None) => c.ip_text.clone(),
     }
+}
+
+/// On the connected socket: tlsc started, its handshake awaited, the swap.
+fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
+    let cfg = c.cfg();
+    let (local, local_len) = sockaddr_bytes(c.fd, false);
+    let name = server_name(c);
+    let ms = millis(cfg.timeout).to_string();
+    let argv = vec![
+        tlsc.to_owned(),
+        cstr("--detach")?,
+        cstr("-K")?,
+        cstr(&ms)?,
+        cstr("-d")?,
+        cstr("3")?,
+        cstr("-k")?,
+        cstr(&name)?,
+    ];
+    let (app, helper) = socketpair()?;
+    let (nr, nw) = pipe()?;
+    // tlsc's io form on the connected socket (fd 6 and 7), the socketpair as its stdin and
+    // stdout, the pipe's writing end as its -d fd; --detach also keeps it off the caller's
+    // stderr after the handshake.
+    let fds = [
+        (helper.0, 0),
+        (helper.0, 1),
+        (nw.0, 3),
+        (c.fd, 6),
+        (c.fd, 7),
+    ];
+    start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);
-    drop(devnull);
-
-    // 4. The handshake's outcome: a session description, or EOF (failed), or nothing in time.
-    let started = Instant::now();
-    let deadline = started + cfg.timeout + Duration::from_secs(1);
-    let mut desc = [0u8; 4200];
-    let mut got = 0usize;
-    let outcome = loop {
-        match poll_until(nr.0, libc::POLLIN, deadline) {
-            Err(e) => break Err(e),
-            Ok(_) => {
-                let room = desc.len() - got;
-                if room == 0 {
-                    break Ok(());
-                }
-                let n = libc::read(nr.0, desc[got..].as_mut_ptr() as *mut libc::c_void, room);
-                if n < 0 {
-                    if errno() == libc::EINTR || errno() == libc::EAGAIN {
-                        continue;
-                    }
-                    break Err(libc::ECONNREFUSED);
-                }
-                if n == 0 {
-                    break if got > 0 {
-                        Ok(())
-                    } else if started.elapsed() + Duration::from_millis(50) >= cfg.timeout {
-                        // tlsc gave up at its handshake timeout (-K): a timeout.
-                        Err(libc::ETIMEDOUT)
-                    } else {
-                        Err(libc::ECONNREFUSED)
-                    };
-                }
-                got += n as usize;
-            }
+    let desc = await_description(&nr, cfg.timeout);
+    drop(nr);
+    let desc = match desc {
+        Ok(d) => d,
+        Err(e) => {
+            c.verbose(&format!(" name {name}: TLS failed"));
+            return Err(e);
         }
     };
-    drop(nr);
-    if let Err(e) = outcome {
-        if cfg.verbose {
-            say(
-                cfg,
-                &format!("fd {fd}: {ip_text} port {port_text} name {name}: TLS failed"),
-            );
-        }
-        return abort(e);
-    }
+    swap(c, app, &local[..local_len])?;
+    let get = |k| desc.get(k).map(|v| v.to_string_lossy()).unwrap_or_default();
+    c.verbose(&format!(
+        " name {name}: {} {}",
+        get("SSL_PROTOCOL"),
+        get("SSL_CIPHER")
+    ));
+    Ok(())
+}
 
-    // 5. The swap: the socketpair end takes the descriptor's place.
-    let carried = Carried::of(fd, fl, fd_flags);
-    if let Err(e) = carried.swap(app.0, fd) {
-        return abort(e);
-    }
-    drop(app);
-    socks::insert(fd, domain, peer, &local[..local_len]);
-    if cfg.verbose {
-        let d = &desc[..got];
-        let get = |k: &[u8]| -> String {
-            d.split(|&b| b == 0)
-                .find_map(|e| e.strip_prefix(k))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        let mut line = String::new();
-        let _ = write!(
-            line,
-            "fd {fd}: {ip_text} port {port_text} name {name}: {} {}",
-            get(b"SSL_PROTOCOL="),
-            get(b"SSL_CIPHER=")
+/// Start a helper: `path` with `argv`, the (source, target) descriptors `fds` in place, its
+/// stderr the caller's or /dev/null ([`quiet_stderr`]), every descriptor from
+/// `first_closed` up closed, through a short-lived middle process (see spawn.rs: no
+/// SIGCHLD, no zombie). A helper that cannot be started (`what` names it, once per
+/// process): ECONNREFUSED.
+fn start_helper(
+    c: &Call,
+    path: CString,
+    argv: Vec<CString>,
+    fds: &[(c_int, c_int)],
+    first_closed: c_int,
+    what: &str,
+) -> Result<(), c_int> {
+    let p = spawn::Prepared::new(path, argv, spawn::helper_env(c.st.lib.as_deref()));
+    let mut fds = fds.to_vec();
+    let devnull = quiet_stderr(c.cfg(), c.fd, &mut fds);
+    let r = spawn::spawn(&p, &fds, first_closed, true);
+    drop(devnull);
+    r.map_err(|e| {
+        say_once(
+            &SPAWN_FAILED,
+            c.cfg(),
+            &format!("cannot start {what}: errno {e}"),
         );
-        say(cfg, &line);
+        libc::ECONNREFUSED
+    })
+}
+
+/// The handshake's outcome, read from the `-d` pipe `nr`: the session description tlsc
+/// writes after a handshake (then it closes the pipe); EOF with nothing written, a failed
+/// handshake (ECONNREFUSED, or ETIMEDOUT when tlsc gave up at its own handshake timeout
+/// `timeout`); nothing within `timeout` and a second, ETIMEDOUT. What does not decode as a
+/// description of at most 4 KiB counts as a failed handshake.
+fn await_description(nr: &Fd, timeout: Duration) -> Result<Description, c_int> {
+    let started = Instant::now();
+    let deadline = started + timeout + Duration::from_secs(1);
+    // One byte more than a description may have: to see that there is more.
+    let mut buf = [0u8; MAX_NOTIFICATION + 1];
+    let mut got = 0usize;
+    loop {
+        poll_until(nr.0, libc::POLLIN, deadline)?;
+        let room = &mut buf[got..];
+        // SAFETY: read writes at most room.len() bytes into our buffer.
+        let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR || errno() == libc::EAGAIN {
+                continue;
+            }
+            return Err(libc::ECONNREFUSED);
+        }
+        if n == 0 {
+            if got > 0 {
+                return Description::decode_notification(&buf[..got])
+                    .map_err(|_| libc::ECONNREFUSED);
+            }
+            if started.elapsed() + Duration::from_millis(50) >= timeout {
+                // tlsc gave up at its handshake timeout (-K): a timeout.
+                return Err(libc::ETIMEDOUT);
+            }
+            return Err(libc::ECONNREFUSED);
+        }
+        got += n as usize;
+        if got > MAX_NOTIFICATION {
+            return Err(libc::ECONNREFUSED);
+        }
     }
+}
+
+/// The swap: the socketpair end `app` takes the place of the caller's descriptor (same
+/// number, same flags, owner, signal and timeouts), and the table of upgraded sockets
+/// learns what it answers as the TCP socket (`local`: its getsockname).
+fn swap(c: &Call, app: Fd, local: &[u8]) -> Result<(), c_int> {
+    let carried = Carried::of(c.fd, c.fl, c.fd_flags);
+    carried.swap(app.0, c.fd)?;
+    drop(app);
+    socks::insert(c.fd, c.domain, c.dest.peer(), local);
     Ok(())
 }
 
@@ -696,6 +800,7 @@ mod tests {
     use super::*;
 
     fn v4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+        // SAFETY: sockaddr_in is plain data: all zeros is a valid value.
         let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         s.sin_family = libc::AF_INET as libc::sa_family_t;
         s.sin_port = port.to_be();
@@ -704,6 +809,7 @@ mod tests {
     }
 
     fn v6(ip: std::net::Ipv6Addr, port: u16) -> libc::sockaddr_in6 {
+        // SAFETY: sockaddr_in6 is plain data: all zeros is a valid value.
         let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
         s.sin6_port = port.to_be();
@@ -711,41 +817,108 @@ mod tests {
         s
     }
 
+    /// A Dest over `a`'s first `len` bytes (at most its size).
+    fn dest<T>(a: &T, len: usize) -> Dest<'_> {
+        assert!(len <= std::mem::size_of::<T>());
+        // SAFETY: `a` is valid for reads of `len` bytes for as long as it is borrowed.
+        unsafe { Dest::new(a as *const T as *const sockaddr, len as socklen_t) }
+    }
+
     #[test]
     fn destinations_and_lengths() {
         let a = v4([192, 0, 2, 7], 443);
-        let p = &a as *const _ as *const sockaddr;
-        let n = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
-        // SAFETY: the pointers are valid for the lengths given (or shorter).
-        unsafe {
-            let t = target(p, n).expect("v4");
-            assert_eq!(t.port, 443);
-            assert_eq!(t.ip().to_string(), "192.0.2.7");
-            assert!(rules::key_is_v4(t.key));
-            assert!(target(p, n - 1).is_none(), "short addrlen");
-            assert!(target(p, 1).is_none());
-            assert!(target(std::ptr::null(), n).is_none());
-        }
+        let n = std::mem::size_of::<libc::sockaddr_in>();
+        let t = dest(&a, n).target().expect("v4");
+        assert_eq!(t.port, 443);
+        assert_eq!(t.ip().to_string(), "192.0.2.7");
+        assert!(rules::key_is_v4(t.key));
+        assert_eq!(dest(&a, n).peer().len(), n);
+        assert!(dest(&a, n - 1).target().is_none(), "short addrlen");
+        assert!(dest(&a, 1).target().is_none());
+        assert!(dest(&a, 1).peer().is_empty());
+        // SAFETY: a null pointer is allowed.
+        let null = unsafe { Dest::new(std::ptr::null(), n as socklen_t) };
+        assert!(null.target().is_none());
+        assert!(null.peer().is_empty());
+
         let m = v6("::ffff:127.0.0.1".parse().expect("ip"), 8443);
-        let p = &m as *const _ as *const sockaddr;
-        let n = std::mem::size_of::<libc::sockaddr_in6>() as socklen_t;
-        unsafe {
-            let t = target(p, n).expect("mapped");
-            assert_eq!(t.ip().to_string(), "127.0.0.1");
-            assert_eq!(t.port, 8443);
-            assert!(target(p, n - 4).is_none());
-        }
+        let n = std::mem::size_of::<libc::sockaddr_in6>();
+        let t = dest(&m, n).target().expect("mapped");
+        assert_eq!(t.ip().to_string(), "127.0.0.1");
+        assert_eq!(t.port, 8443);
+        assert!(dest(&m, n - 4).target().is_none());
+
         let six = v6("2001:db8::1".parse().expect("ip"), 1);
-        let p = &six as *const _ as *const sockaddr;
-        unsafe {
-            let t = target(p, n).expect("v6");
-            assert_eq!(t.ip().to_string(), "2001:db8::1");
-            assert!(!rules::key_is_v4(t.key));
-        }
+        let t = dest(&six, n).target().expect("v6");
+        assert_eq!(t.ip().to_string(), "2001:db8::1");
+        assert!(!rules::key_is_v4(t.key));
+
+        // SAFETY: sockaddr_un is plain data: all zeros is a valid value.
         let mut un: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         un.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let p = &un as *const _ as *const sockaddr;
-        let n = std::mem::size_of::<libc::sockaddr_un>() as socklen_t;
-        unsafe { assert!(target(p, n).is_none(), "AF_UNIX is never ours") };
+        let n = std::mem::size_of::<libc::sockaddr_un>();
+        assert!(dest(&un, n).target().is_none(), "AF_UNIX is never ours");
+    }
+
+    #[test]
+    fn peer_is_the_family_size_of_a_longer_argument() {
+        // SAFETY: sockaddr_storage is plain data: all zeros is a valid value.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        ss.ss_family = libc::AF_INET as libc::sa_family_t;
+        let n = std::mem::size_of::<libc::sockaddr_storage>();
+        assert_eq!(
+            dest(&ss, n).peer().len(),
+            std::mem::size_of::<libc::sockaddr_in>()
+        );
+        ss.ss_family = libc::AF_INET6 as libc::sa_family_t;
+        assert_eq!(
+            dest(&ss, n).peer().len(),
+            std::mem::size_of::<libc::sockaddr_in6>()
+        );
+    }
+
+    #[test]
+    fn description_from_the_pipe() {
+        let (r, w) = pipe().expect("pipe");
+        let d = b"SSL_PROTOCOL=TLSv1.3\0SSL_CIPHER=X\0SSL_PEER_CERT_HASH\0\0";
+        // SAFETY: write reads d.len() bytes of d.
+        let n = unsafe { libc::write(w.0, d.as_ptr() as *const libc::c_void, d.len()) };
+        assert_eq!(n, d.len() as isize);
+        drop(w);
+        let got = await_description(&r, Duration::from_secs(5)).expect("description");
+        assert_eq!(
+            got.get("SSL_PROTOCOL"),
+            Some(std::ffi::OsStr::new("TLSv1.3"))
+        );
+        assert_eq!(got.get("SSL_CIPHER"), Some(std::ffi::OsStr::new("X")));
+
+        // EOF with nothing: a failed handshake.
+        let (r, w) = pipe().expect("pipe");
+        drop(w);
+        assert_eq!(
+            await_description(&r, Duration::from_secs(5)).err(),
+            Some(libc::ECONNREFUSED)
+        );
+        // Malformed, or longer than 4 KiB: failed too.
+        for bad in [
+            &b"SSL_PROTOCOL=TLSv1.3\0"[..],
+            &[b'x'; MAX_NOTIFICATION + 1][..],
+        ] {
+            let (r, w) = pipe().expect("pipe");
+            // SAFETY: write reads bad.len() bytes of bad (less than a pipe's buffer).
+            let n = unsafe { libc::write(w.0, bad.as_ptr() as *const libc::c_void, bad.len()) };
+            assert_eq!(n, bad.len() as isize);
+            drop(w);
+            assert_eq!(
+                await_description(&r, Duration::from_secs(5)).err(),
+                Some(libc::ECONNREFUSED)
+            );
+        }
+        // Nothing at all within the time: a timeout.
+        let (r, _w) = pipe().expect("pipe");
+        assert_eq!(
+            await_description(&r, Duration::from_millis(1)).err(),
+            Some(libc::ETIMEDOUT)
+        );
     }
 }

@@ -342,7 +342,7 @@ fn read_description(fd: RawFd, buf: &mut Vec<u8>) -> bool {
 /// out, then the description's `K=V` entries are added. False when the description is
 /// malformed or sets more variables than were reserved.
 fn build_envp(prep: &mut Prepared) -> bool {
-    let Some(edits) = stls_entries(&prep.description) else {
+    let Ok(edits) = stls_desc::entries(&prep.description) else {
         return false;
     };
     let key = |kv: &[u8]| -> usize { kv.iter().position(|&b| b == b'=').unwrap_or(kv.len()) };
@@ -369,21 +369,6 @@ fn build_envp(prep: &mut Prepared) -> bool {
     true
 }
 
-/// The entries of a description's wire form (`K=V\0`, `K\0`, then a final `\0`), each
-/// without its NUL; `None` when the form is incomplete.
-fn stls_entries(buf: &[u8]) -> Option<impl Iterator<Item = &[u8]> + Clone> {
-    let body = buf.strip_suffix(&[0])?;
-    let body = if body.is_empty() {
-        body
-    } else {
-        body.strip_suffix(&[0])?
-    };
-    if !body.is_empty() && body.split(|&b| b == 0).any(<[u8]>::is_empty) {
-        return None;
-    }
-    Some(body.split(|&b| b == 0).filter(|e| !e.is_empty()))
-}
-
 /// errno's text for an exec failure, from a fixed table (strerror may allocate).
 fn errno_text(errno: i32) -> &'static str {
     match errno {
@@ -403,22 +388,6 @@ fn errno_text(errno: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn description_entries() {
-        fn e(b: &[u8]) -> Option<Vec<&[u8]>> {
-            stls_entries(b).map(|i| i.collect())
-        }
-        assert_eq!(e(b"\0"), Some(vec![]));
-        assert_eq!(e(b"A=1\0B\0\0"), Some(vec![&b"A=1"[..], b"B"]));
-        assert_eq!(e(b"A=1\0"), None);
-        assert_eq!(e(b"A=1\0\0\0"), None);
-        assert_eq!(e(b""), None);
-        let d = Description {
-            vars: vec![("X".into(), Some("y".into())), ("Z".into(), None)],
-        };
-        assert_eq!(e(&d.encode()), Some(vec![&b"X=y"[..], b"Z"]));
-    }
 
     #[test]
     fn programs_are_found_before_the_fork() {

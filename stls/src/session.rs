@@ -1,113 +1,41 @@
-//! The description of a finished handshake: the `SSL_*` variables, and its wire form
-//! (`K=V\0` to set, a bare `K\0` to unset, a final `\0`), as s6-networking passes it.
+//! The description of a finished handshake: the `SSL_*` variables. Its wire form (`K=V\0`
+//! to set, a bare `K\0` to unset, a final `\0`, as s6-networking passes it) is the
+//! `stls-desc` crate's, which `libautossl.so` shares without linking OpenSSL.
 
 use foreign_types::ForeignTypeRef;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{NameType, SslRef};
 use openssl::x509::X509NameRef;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-/// Limit of the description written to a `-d` notification fd.
-pub const MAX_NOTIFICATION: usize = 4096;
+pub use stls_desc::{Description, MAX_NOTIFICATION};
 
-/// Ordered variable edits: `Some(v)` sets, `None` unsets.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Description {
-    /// The edits, in order.
-    pub vars: Vec<(OsString, Option<OsString>)>,
-}
-
-impl Description {
-    /// Describe `ssl` after its handshake. `sni` is the name a client sent (the server
-    /// reads it from the connection).
-    pub fn of(ssl: &SslRef, sni: Option<&str>) -> Description {
-        let mut d = Description::default();
-        d.set("SSL_PROTOCOL", Some(ssl.version_str().to_string()));
-        d.set(
-            "SSL_CIPHER",
-            ssl.current_cipher().map(|c| c.name().to_string()),
-        );
-        let sni = match sni {
-            Some(s) => Some(s.to_string()),
-            None => ssl.servername(NameType::HOST_NAME).map(str::to_string),
-        };
-        d.set("SSL_TLS_SNI_SERVERNAME", sni.filter(|s| !s.is_empty()));
-        let peer = ssl.peer_certificate();
-        let hash = peer
-            .as_ref()
-            .and_then(|c| c.digest(MessageDigest::sha256()).ok())
-            .map(|h| format!("SHA256:{}", hex(&h)));
-        d.set("SSL_PEER_CERT_HASH", hash);
-        let subject = peer.as_ref().and_then(|c| rfc4514(c.subject_name()));
-        d.set("SSL_PEER_CERT_SUBJECT", subject.filter(|s| !s.is_empty()));
-        // The description must fit a notification: a huge subject is dropped, not cut.
-        if d.encode().len() > MAX_NOTIFICATION {
-            d.set("SSL_PEER_CERT_SUBJECT", None);
-        }
-        d
+/// Describe `ssl` after its handshake. `sni` is the name a client sent (the server
+/// reads it from the connection).
+pub fn describe(ssl: &SslRef, sni: Option<&str>) -> Description {
+    let mut d = Description::default();
+    d.set("SSL_PROTOCOL", Some(ssl.version_str().to_string()));
+    d.set(
+        "SSL_CIPHER",
+        ssl.current_cipher().map(|c| c.name().to_string()),
+    );
+    let sni = match sni {
+        Some(s) => Some(s.to_string()),
+        None => ssl.servername(NameType::HOST_NAME).map(str::to_string),
+    };
+    d.set("SSL_TLS_SNI_SERVERNAME", sni.filter(|s| !s.is_empty()));
+    let peer = ssl.peer_certificate();
+    let hash = peer
+        .as_ref()
+        .and_then(|c| c.digest(MessageDigest::sha256()).ok())
+        .map(|h| format!("SHA256:{}", hex(&h)));
+    d.set("SSL_PEER_CERT_HASH", hash);
+    let subject = peer.as_ref().and_then(|c| rfc4514(c.subject_name()));
+    d.set("SSL_PEER_CERT_SUBJECT", subject.filter(|s| !s.is_empty()));
+    // The description must fit a notification: a huge subject is dropped, not cut.
+    if !d.fits() {
+        d.set("SSL_PEER_CERT_SUBJECT", None);
     }
-
-    /// Set `key` (or unset it, with `None`), replacing an earlier edit of it.
-    pub fn set(&mut self, key: &str, val: Option<String>) {
-        let key = OsString::from(key);
-        let val = val.map(OsString::from);
-        match self.vars.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = val,
-            None => self.vars.push((key, val)),
-        }
-    }
-
-    /// Unset `key` in the child's environment.
-    pub fn unset(&mut self, key: &OsStr) {
-        self.vars.push((key.to_os_string(), None));
-    }
-
-    /// The value `key` is set to, if it is set.
-    pub fn get(&self, key: &str) -> Option<&OsStr> {
-        self.vars
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.as_deref())
-    }
-
-    /// The wire form.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (k, v) in &self.vars {
-            out.extend_from_slice(k.as_bytes());
-            if let Some(v) = v {
-                out.push(b'=');
-                out.extend_from_slice(v.as_bytes());
-            }
-            out.push(0);
-        }
-        out.push(0);
-        out
-    }
-
-    /// Parse the wire form; `None` if it is not complete (no final `\0`).
-    pub fn decode(buf: &[u8]) -> Option<Description> {
-        let body = buf.strip_suffix(&[0])?;
-        let mut d = Description::default();
-        if body.is_empty() {
-            return Some(d);
-        }
-        let body = body.strip_suffix(&[0])?;
-        for item in body.split(|&b| b == 0) {
-            if item.is_empty() {
-                return None;
-            }
-            match item.iter().position(|&b| b == b'=') {
-                Some(i) => d.vars.push((
-                    OsString::from_vec(item[..i].to_vec()),
-                    Some(OsString::from_vec(item[i + 1..].to_vec())),
-                )),
-                None => d.vars.push((OsString::from_vec(item.to_vec()), None)),
-            }
-        }
-        Some(d)
-    }
+    d
 }
 
 fn hex(b: &[u8]) -> String {
@@ -163,6 +91,7 @@ mod tests {
 
     #[test]
     fn wire_form_round_trips() {
+        // The format itself is tested in stls-desc; this is the wrapper's view of it.
         let mut d = Description::default();
         d.set("SSL_PROTOCOL", Some("TLSv1.3".into()));
         d.set("SSL_PEER_CERT_HASH", None);

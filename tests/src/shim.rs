@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -137,6 +138,29 @@ pub struct Server {
 }
 
 impl Server {
+    /// The shim's variables for upgrading this server's port ([`shim_vars`]).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        shim_vars(&self.port.to_string())
+    }
+
+    /// `http://name:port/` for this server.
+    pub fn url(&self, name: &str) -> String {
+        url(name, self.port)
+    }
+
+    /// Run `cmd` under the shim with [`Server::vars`], nothing on stdin.
+    pub fn run(&self, cmd: &[&str]) -> Outcome {
+        run(cmd, &self.vars(), None)
+    }
+
+    /// Run `cmd` under the shim with [`Server::vars`] and check it went through TLS with
+    /// `sni` ([`assert_tls`]); the outcome, for more checks.
+    pub fn expect_tls(&self, what: &str, cmd: &[&str], sni: &str) -> Outcome {
+        let o = self.run(cmd);
+        assert_tls(&o, what, sni);
+        o
+    }
+
     /// Every session that ended within `timeout` after the last one (bounded).
     pub fn sessions(&self, timeout: Duration) -> Vec<crate::listener::Session> {
         let mut v = Vec::new();
@@ -173,17 +197,139 @@ pub fn spawn_for(pair: Option<&'static Pair>, root: Option<&Path>) -> Spawn {
 }
 
 /// Start the server on both loopback addresses with one port.
+///
+/// The port is taken below the kernel's ephemeral range: a port from `127.0.0.1:0` is in
+/// that range, and between the check that `[::1]:port` is free and the second listener's
+/// bind, any connect() on the machine (parallel tests, other builds) could be given
+/// `[::1]:port` as its automatic local address.
 pub fn server(pair: Option<&'static Pair>, root: Option<&Path>) -> Server {
-    for _ in 0..20 {
-        let v4 = TinyListener::start_on("127.0.0.1:0", spawn_for(pair, root));
-        let port = v4.port();
-        if TcpListener::bind(("::1", port)).is_err() {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, span) = if low > 12_000 {
+        (10_000u64, u64::from(low) - 10_000)
+    } else {
+        (u64::from(u16::MAX) - 10_000, 10_000)
+    };
+    // Tests start servers at the same moment from many threads: each call takes the next
+    // port of one sequence (7919 is prime to the span: no repeat before `span` calls), from
+    // a place that depends on the process.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = u64::from(std::process::id()).wrapping_mul(2_654_435_761) % span;
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (first + (base + n * 7_919) % span) as u16;
+        let free = |ip: &str| TcpListener::bind((ip, port)).is_ok();
+        if !(free("127.0.0.1") && free("::1")) {
             continue;
         }
+        let v4 = TinyListener::start_on(&format!("127.0.0.1:{port}"), spawn_for(pair, root));
         let v6 = TinyListener::start_on(&format!("[::1]:{port}"), spawn_for(pair, root));
         return Server { v4, v6, port };
     }
-    panic!("no port free on both 127.0.0.1 and ::1 after 20 tries");
+    panic!("no port free on both 127.0.0.1 and ::1 after 200 tries");
+}
+
+/// Build the library, check the `peers` a test needs and the namespace; false: skipped.
+pub fn ready(peers: &[&str]) -> bool {
+    let _ = library();
+    peers.iter().all(|p| crate::require(p)) && namespaces()
+}
+
+/// The start of most client tests: [`ready`], then a TLS server with `pair`. None:
+/// skipped.
+pub fn tls_server(peers: &[&str], pair: &'static Pair) -> Option<Server> {
+    ready(peers).then(|| server(Some(pair), None))
+}
+
+/// `http://name:port/`.
+pub fn url(name: &str, port: u16) -> String {
+    format!("http://{name}:{port}/")
+}
+
+/// What the responder adds to its answers over TLS 1.3.
+pub const TLS_TAG: &str = "proto=TLSv1.3";
+
+/// What the responder adds to its answers over TLS 1.3 with `name` as SNI.
+pub fn tag(name: &str) -> String {
+    format!("sni={name} {TLS_TAG}")
+}
+
+/// The client succeeded through the shim, the server saw TLS with `sni`, and the library
+/// reported an upgrade.
+pub fn assert_tls(o: &Outcome, what: &str, sni: &str) {
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(
+        o.code(),
+        0,
+        "{what}: exit {}\nstdout: {out}\nstderr: {err}",
+        o.code()
+    );
+    assert!(
+        out.contains(&tag(sni)),
+        "{what}: the server did not report TLS with SNI {sni:?}\nstdout: {out}\nstderr: {err}"
+    );
+    assert!(!err.contains("cannot be preloaded"), "{what}: {err}");
+    assert!(
+        !upgraded_lines(o).is_empty(),
+        "{what}: no upgrade reported by the library\nstderr: {err}"
+    );
+}
+
+/// Python's path as an argument.
+pub fn python_arg() -> String {
+    python().to_str().expect("python path").to_string()
+}
+
+/// `vars` without `AUTOSSL_VERBOSE` (the library's default: quiet).
+pub fn quiet(mut vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
+    vars
+}
+
+/// `vars` with `k=v` added.
+pub fn with(mut vars: Vec<(String, String)>, k: &str, v: &str) -> Vec<(String, String)> {
+    vars.push((k.into(), v.into()));
+    vars
+}
+
+/// A variable that marks one test's client, so that its helpers (which inherit the
+/// client's environment) can be found in /proc and checked gone.
+pub struct Marker {
+    pub key: String,
+    pub value: String,
+}
+
+impl Marker {
+    /// `key=what-PID-PORT`: unique to this test process and server.
+    pub fn new(key: &str, what: &str, port: u16) -> Marker {
+        Marker {
+            key: key.into(),
+            value: format!("{what}-{}-{port}", std::process::id()),
+        }
+    }
+
+    /// `vars` with the marker added.
+    pub fn on(&self, vars: Vec<(String, String)>) -> Vec<(String, String)> {
+        with(vars, &self.key, &self.value)
+    }
+
+    /// `KEY=VALUE`.
+    pub fn entry(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+
+    /// The live processes that carry the marker.
+    pub fn processes(&self) -> Vec<u32> {
+        processes_with(&self.entry())
+    }
+
+    /// Waits (up to 60 s) until no process carries the marker; else fails with `what`.
+    pub fn assert_gone(&self, what: &str) {
+        assert_helpers_gone(&self.entry(), what);
+    }
 }
 
 /// The hosts file of the namespace.

@@ -1,4 +1,4 @@
-//! autossl-shim end to end (issue 4): real, unmodified clients with `libautossl.so`
+//! autossl-shim end to end: real, unmodified clients with `libautossl.so`
 //! preloaded, against tlsd (wrapping a small responder) on 127.0.0.1 and ::1, with the
 //! test name `tls.test` mapped in a private mount namespace. Every client's answer carries
 //! the server's view of the session (`sni=... proto=...`), which a plain-text connection
@@ -9,46 +9,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use stls_tests::listener::{free_port, TinyListener};
-use stls_tests::proc::{self, Outcome};
-use stls_tests::shim::{self, library, namespaces, server, shim_vars, upgraded_lines, NAME, NAME4};
+use stls_tests::proc;
+use stls_tests::shim::{
+    self, assert_tls, library, python_arg, quiet, ready, server, shim_vars, tag, tls_server,
+    upgraded_lines, url, with, Marker, NAME, NAME4, TLS_TAG,
+};
 use stls_tests::{pki, require, scratch};
-
-const TLS_TAG: &str = "proto=TLSv1.3";
-
-fn tag(name: &str) -> String {
-    format!("sni={name} {TLS_TAG}")
-}
-
-/// Build, check the namespace; false: skipped.
-fn ready(peers: &[&str]) -> bool {
-    let _ = library();
-    peers.iter().all(|p| require(p)) && namespaces()
-}
-
-fn url(name: &str, port: u16) -> String {
-    format!("http://{name}:{port}/")
-}
-
-/// The client succeeded through the shim, the server saw TLS with `sni`.
-fn assert_tls(o: &Outcome, what: &str, sni: &str) {
-    let out = o.stdout_str();
-    let err = o.stderr_str();
-    assert_eq!(
-        o.code(),
-        0,
-        "{what}: exit {}\nstdout: {out}\nstderr: {err}",
-        o.code()
-    );
-    assert!(
-        out.contains(&tag(sni)),
-        "{what}: the server did not report TLS with SNI {sni:?}\nstdout: {out}\nstderr: {err}"
-    );
-    assert!(!err.contains("cannot be preloaded"), "{what}: {err}");
-    assert!(
-        !upgraded_lines(o).is_empty(),
-        "{what}: no upgrade reported by the library\nstderr: {err}"
-    );
-}
 
 fn port_vars(port: u16) -> Vec<(String, String)> {
     shim_vars(&port.to_string())
@@ -58,19 +24,17 @@ fn port_vars(port: u16) -> Vec<(String, String)> {
 
 #[test]
 fn curl_resolved_name_ipv4_ipv6_and_default() {
-    if !ready(&["curl"]) {
+    let Some(s) = tls_server(&["curl"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let u = url(NAME, s.port);
+    };
+    let u = s.url(NAME);
     for (flag, ip) in [("-4", Some("127.0.0.1")), ("-6", Some("::1")), ("", None)] {
         let mut cmd = vec!["curl", "-sS", "--max-time", "30"];
         if !flag.is_empty() {
             cmd.push(flag);
         }
         cmd.push(&u);
-        let o = shim::run(&cmd, &port_vars(s.port), None);
-        assert_tls(&o, &format!("curl {flag}"), NAME);
+        let o = s.expect_tls(&format!("curl {flag}"), &cmd, NAME);
         if let Some(ip) = ip {
             let lines = upgraded_lines(&o);
             assert!(
@@ -89,41 +53,35 @@ fn curl_resolved_name_ipv4_ipv6_and_default() {
 
 #[test]
 fn wget_and_busybox_wget() {
-    if !ready(&["wget", "busybox"]) {
+    let Some(s) = tls_server(&["wget", "busybox"], &pki().rsa) else {
         return;
-    }
-    let s = server(Some(&pki().rsa), None);
-    let u = url(NAME, s.port);
-    let o = shim::run(
+    };
+    let u = s.url(NAME);
+    s.expect_tls(
+        "wget",
         &["wget", "-qO-", "--tries=1", "--timeout=30", &u],
-        &port_vars(s.port),
-        None,
+        NAME,
     );
-    assert_tls(&o, "wget", NAME);
-    let o = shim::run(&["busybox", "wget", "-qO-", &u], &port_vars(s.port), None);
-    assert_tls(&o, "busybox wget", NAME);
+    s.expect_tls("busybox wget", &["busybox", "wget", "-qO-", &u], NAME);
 }
 
 #[test]
 fn python_urllib_and_asyncio() {
-    if !ready(&[]) {
+    let Some(s) = tls_server(&[], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let py = shim::python();
-    let py = py.to_str().expect("python path");
-    let u = url(NAME, s.port);
-    let o = shim::run(
+    };
+    let py = python_arg();
+    let u = s.url(NAME);
+    s.expect_tls(
+        "urllib",
         &[
-            py,
+            &py,
             "-c",
             "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=30).read().decode())",
             &u,
         ],
-        &port_vars(s.port),
-        None,
+        NAME,
     );
-    assert_tls(&o, "urllib", NAME);
     // asyncio: resolves in an executor thread, non-blocking connect, TCP_NODELAY after it.
     let script = r#"
 import asyncio, socket, sys
@@ -138,8 +96,7 @@ async def main():
 asyncio.run(main())
 "#;
     let port = s.port.to_string();
-    let o = shim::run(&[py, "-c", script, NAME, &port], &port_vars(s.port), None);
-    assert_tls(&o, "asyncio", NAME);
+    s.expect_tls("asyncio", &[&py, "-c", script, NAME, &port], NAME);
 }
 
 #[test]
@@ -193,10 +150,9 @@ fn git_clone_over_dumb_http() {
     git(&bare, &["update-server-info"]);
     let s = server(Some(&pki().ec), Some(&root));
     let dest = work.join("dest");
-    let mut vars = port_vars(s.port);
-    vars.push(("HOME".into(), work.display().to_string()));
-    vars.push(("GIT_CONFIG_NOSYSTEM".into(), "1".into()));
-    vars.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
+    let vars = with(s.vars(), "HOME", &work.display().to_string());
+    let vars = with(vars, "GIT_CONFIG_NOSYSTEM", "1");
+    let vars = with(vars, "GIT_TERMINAL_PROMPT", "0");
     let repo_url = format!("http://{NAME}:{}/repo.git", s.port);
     let o = shim::run(
         &[
@@ -224,17 +180,15 @@ fn git_clone_over_dumb_http() {
 
 #[test]
 fn text_browsers_and_perl() {
-    if !ready(&["lynx", "w3m", "perl"]) {
+    let Some(s) = tls_server(&["lynx", "w3m", "perl"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let u = url(NAME, s.port);
+    };
+    let u = s.url(NAME);
     // lynx resolves in a forked child: the name must reach its parent.
-    let o = shim::run(&["lynx", "-dump", &u], &port_vars(s.port), None);
-    assert_tls(&o, "lynx", NAME);
-    let o = shim::run(&["w3m", "-dump", &u], &port_vars(s.port), None);
-    assert_tls(&o, "w3m", NAME);
-    let o = shim::run(
+    s.expect_tls("lynx", &["lynx", "-dump", &u], NAME);
+    s.expect_tls("w3m", &["w3m", "-dump", &u], NAME);
+    s.expect_tls(
+        "perl LWP",
         &[
             "perl",
             "-MLWP::Simple",
@@ -242,18 +196,15 @@ fn text_browsers_and_perl() {
             "print get($ARGV[0]) // die 'no body'",
             &u,
         ],
-        &port_vars(s.port),
-        None,
+        NAME,
     );
-    assert_tls(&o, "perl LWP", NAME);
 }
 
 #[test]
 fn node_with_tcp_options_after_connect() {
-    if !ready(&["node"]) {
+    let Some(s) = tls_server(&["node"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
+    };
     let script = r#"
 const net = require('net');
 const [host, port] = process.argv.slice(1);
@@ -267,23 +218,17 @@ s.on('data', d => process.stdout.write(d));
 s.on('error', e => { console.error('error', e.message); process.exit(2); });
 "#;
     let port = s.port.to_string();
-    let o = shim::run(
-        &["node", "-e", script, NAME, &port],
-        &port_vars(s.port),
-        None,
-    );
-    assert_tls(&o, "node net", NAME);
-    let o = shim::run(
+    s.expect_tls("node net", &["node", "-e", script, NAME, &port], NAME);
+    s.expect_tls(
+        "node http",
         &[
             "node",
             "-e",
             "require('http').get(process.argv[1], r => r.pipe(process.stdout)).on('error', e => { console.error(e.message); process.exit(2); })",
-            &url(NAME, s.port),
+            &s.url(NAME),
         ],
-        &port_vars(s.port),
-        None,
+        NAME,
     );
-    assert_tls(&o, "node http", NAME);
 }
 
 // ------------------------------------------------------------------ stream clients
@@ -297,57 +242,44 @@ fn echo_payload() -> (Vec<u8>, String) {
     (input, body)
 }
 
+/// `cmd` sends the echo payload through the shim and gets exactly its echo back, upgraded.
+fn expect_echo(s: &shim::Server, what: &str, cmd: &[&str]) {
+    let (input, body) = echo_payload();
+    let expect = format!("{} len={}\n{body}", tag(NAME), body.len());
+    let o = shim::run(cmd, &s.vars(), Some(&input));
+    assert_eq!(o.code(), 0, "{what}: {}", o.stderr_str());
+    assert!(
+        o.stdout_str() == expect,
+        "{what}: reply differs ({} bytes)",
+        o.stdout.len()
+    );
+    assert!(!upgraded_lines(&o).is_empty(), "{what}: {}", o.stderr_str());
+}
+
 #[test]
 fn netcat_half_close_and_socat() {
-    if !ready(&["nc", "socat"]) {
+    let Some(s) = tls_server(&["nc", "socat"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let (input, body) = echo_payload();
+    };
     let port = s.port.to_string();
-    let expect = format!("{} len={}\n{body}", tag(NAME), body.len());
     // nc -N shuts down its writing side at EOF and keeps reading: the server answers only
     // after it has read to the end.
-    let o = shim::run(
-        &["nc", "-N", "-w", "30", NAME, &port],
-        &port_vars(s.port),
-        Some(&input),
-    );
-    assert_eq!(o.code(), 0, "nc: {}", o.stderr_str());
-    assert!(
-        o.stdout_str() == expect,
-        "nc: reply differs ({} bytes)",
-        o.stdout.len()
-    );
-    assert!(!upgraded_lines(&o).is_empty(), "nc: {}", o.stderr_str());
+    expect_echo(&s, "nc", &["nc", "-N", "-w", "30", NAME, &port]);
     let target = format!("TCP:{NAME}:{port}");
-    let o = shim::run(
-        &["socat", "-t", "30", "-", &target],
-        &port_vars(s.port),
-        Some(&input),
-    );
-    assert_eq!(o.code(), 0, "socat: {}", o.stderr_str());
-    assert!(
-        o.stdout_str() == expect,
-        "socat: reply differs ({} bytes)",
-        o.stdout.len()
-    );
-    assert!(!upgraded_lines(&o).is_empty(), "socat: {}", o.stderr_str());
+    expect_echo(&s, "socat", &["socat", "-t", "30", "-", &target]);
 }
 
 #[test]
 fn redis_cli_second_connect() {
-    if !ready(&["redis-cli"]) {
+    let Some(s) = tls_server(&["redis-cli"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
+    };
     let port = s.port.to_string();
-    let o = shim::run(
+    let o = s.expect_tls(
+        "redis-cli",
         &["redis-cli", "-h", NAME, "-p", &port, "PING"],
-        &port_vars(s.port),
-        None,
+        NAME,
     );
-    assert_tls(&o, "redis-cli", NAME);
     assert!(o.stdout_str().starts_with("PONG "), "{}", o.stdout_str());
 }
 
@@ -458,24 +390,11 @@ print("sigchld=%d wait=%s" % (chld[0], waited))
 
 #[test]
 fn socket_api_after_the_swap() {
-    if !ready(&[]) {
+    let Some(s) = tls_server(&[], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let py = shim::python();
+    };
     let port = s.port.to_string();
-    let o = shim::run(
-        &[
-            py.to_str().expect("utf-8"),
-            "-c",
-            API_SCRIPT,
-            NAME,
-            &port,
-            "localhost",
-        ],
-        &port_vars(s.port),
-        None,
-    );
+    let o = s.run(&[&python_arg(), "-c", API_SCRIPT, NAME, &port, "localhost"]);
     let out = o.stdout_str();
     assert_eq!(o.code(), 0, "stdout: {out}\nstderr: {}", o.stderr_str());
     let line = |what: &str| -> String {
@@ -554,16 +473,10 @@ fn refused_address_falls_back_to_the_next() {
 
 #[test]
 fn untrusted_certificate_or_wrong_name_fails_connect_never_plain() {
-    if !ready(&["curl", "busybox"]) {
+    let Some(s) = tls_server(&["curl", "busybox"], &pki().untrusted) else {
         return;
-    }
-    let s = server(Some(&pki().untrusted), None);
-    let u = url(NAME, s.port);
-    let o = shim::run(
-        &["curl", "-sS", "--max-time", "30", &u],
-        &port_vars(s.port),
-        None,
-    );
+    };
+    let o = s.run(&["curl", "-sS", "--max-time", "30", &s.url(NAME)]);
     assert_eq!(o.code(), 7, "curl: {}", o.stderr_str());
     assert!(
         o.stderr_str().contains("Couldn't connect"),
@@ -585,21 +498,12 @@ fn untrusted_certificate_or_wrong_name_fails_connect_never_plain() {
     );
     // The same with a trusted certificate but another name than the one asked for.
     let s = server(Some(&pki().a), None);
-    let o = shim::run(
-        &["busybox", "wget", "-qO-", &url(NAME4, s.port)],
-        &port_vars(s.port),
-        None,
-    );
+    let o = s.run(&["busybox", "wget", "-qO-", &s.url(NAME4)]);
     assert_ne!(o.code(), 0, "{}", o.stdout_str());
     assert!(!o.stdout_str().contains("hello"));
     // A failure chosen by AUTOSSL_ERRNO (EACCES).
-    let mut vars = port_vars(s.port);
-    vars.push(("AUTOSSL_ERRNO".into(), "13".into()));
-    let o = shim::run(
-        &["busybox", "wget", "-qO-", &url(NAME4, s.port)],
-        &vars,
-        None,
-    );
+    let vars = with(s.vars(), "AUTOSSL_ERRNO", "13");
+    let o = shim::run(&["busybox", "wget", "-qO-", &s.url(NAME4)], &vars, None);
     assert!(
         o.stderr_str().contains("ermission denied"),
         "{}",
@@ -655,28 +559,15 @@ print("seq=%d/%d par=%d/%d fds_same=%s children=%d sigchld=%d wait=%s errors=%r"
 
 #[test]
 fn many_connections_leave_no_fd_no_zombie_no_helper() {
-    if !ready(&[]) {
+    let Some(s) = tls_server(&[], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let py = shim::python();
+    };
     let port = s.port.to_string();
-    let marker = format!("SHIM_TEST_MARK={}-{}", std::process::id(), s.port);
-    let mut vars = port_vars(s.port);
-    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
-    let (k, v) = marker.split_once('=').expect("marker");
-    vars.push((k.into(), v.into()));
+    let marker = Marker::new("SHIM_TEST_MARK", "many", s.port);
+    let vars = marker.on(quiet(s.vars()));
     let o = proc::run(
         &mut shim::namespaced(
-            &[
-                py.to_str().expect("utf-8"),
-                "-c",
-                MANY_SCRIPT,
-                NAME,
-                &port,
-                "200",
-                "50",
-            ],
+            &[&python_arg(), "-c", MANY_SCRIPT, NAME, &port, "200", "50"],
             &vars,
         ),
         None,
@@ -690,17 +581,16 @@ fn many_connections_leave_no_fd_no_zombie_no_helper() {
         o.stderr_str()
     );
     // Every helper ends with its connection.
-    shim::assert_helpers_gone(&marker, "helpers still running");
+    marker.assert_gone("helpers still running");
 }
 
 // ------------------------------------------------------------------ command mode
 
 #[test]
 fn tls_cmd_openssl_wrapper_and_tlsc() {
-    if !ready(&["curl", "openssl"]) {
+    let Some(s) = tls_server(&["curl", "openssl"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
+    };
     let dir = scratch("tls-cmd");
     let script = dir.join("s_client.sh");
     std::fs::write(
@@ -710,13 +600,12 @@ fn tls_cmd_openssl_wrapper_and_tlsc() {
     .expect("script");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let u = url(NAME4, s.port);
+    let u = s.url(NAME4);
     for cmd in [
         script.display().to_string(),
         stls_tests::tlsc().display().to_string(),
     ] {
-        let mut vars = port_vars(s.port);
-        vars.push(("AUTOSSL_TLS_CMD".into(), cmd.clone()));
+        let vars = with(s.vars(), "AUTOSSL_TLS_CMD", &cmd);
         let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
         assert_eq!(o.code(), 0, "{cmd}: {}", o.stderr_str());
         assert!(
@@ -741,18 +630,16 @@ fn unlisted_ports_pass_through_in_the_same_process() {
     }
     let tls = server(Some(&pki().ec), None);
     let plain = server(None, None);
-    let mut vars = port_vars(tls.port);
-    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
     let o = shim::run(
         &[
             "curl",
             "-sS",
             "--max-time",
             "30",
-            &url(NAME, tls.port),
-            &url(NAME, plain.port),
+            &tls.url(NAME),
+            &plain.url(NAME),
         ],
-        &vars,
+        &quiet(tls.vars()),
         None,
     );
     assert_eq!(o.code(), 0, "{}", o.stderr_str());
@@ -772,9 +659,8 @@ fn bad_configuration_one_line_then_plain_or_errno() {
         return;
     }
     let plain = server(None, None);
-    let u = url(NAME4, plain.port);
-    let mut vars = shim_vars(&format!("{} nonsense", plain.port));
-    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
+    let u = plain.url(NAME4);
+    let mut vars = quiet(shim_vars(&format!("{} nonsense", plain.port)));
     let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
     assert_eq!(o.code(), 0, "{}", o.stderr_str());
     assert!(
@@ -886,20 +772,16 @@ sys.stdout.write(data.decode())
 
 #[test]
 fn helper_runs_without_the_library_and_ends_with_the_connection() {
-    if !ready(&[]) {
+    let Some(s) = tls_server(&[], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
+    };
     let dir = scratch("hold");
-    let py = shim::python();
     let port = s.port.to_string();
-    let marker = format!("SHIM_TEST_MARK=hold-{}-{}", std::process::id(), s.port);
-    let mut vars = port_vars(s.port);
-    let (k, v) = marker.split_once('=').expect("marker");
-    vars.push((k.into(), v.into()));
+    let marker = Marker::new("SHIM_TEST_MARK", "hold", s.port);
+    let vars = marker.on(s.vars());
     let mut cmd = shim::namespaced(
         &[
-            py.to_str().expect("utf-8"),
+            &python_arg(),
             "-c",
             HOLD_SCRIPT,
             NAME,
@@ -921,7 +803,8 @@ fn helper_runs_without_the_library_and_ends_with_the_connection() {
         .trim()
         .parse()
         .expect("client pid");
-    let helpers: Vec<u32> = shim::processes_with(&marker)
+    let helpers: Vec<u32> = marker
+        .processes()
         .into_iter()
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm"))
@@ -985,40 +868,33 @@ fn helper_runs_without_the_library_and_ends_with_the_connection() {
     }
     assert_eq!(o.code(), 0, "{}", o.stderr_str());
     assert!(o.stdout_str().contains(&tag(NAME)), "{}", o.stdout_str());
-    shim::assert_helpers_gone(&marker, "tlsc outlived its connection");
+    marker.assert_gone("tlsc outlived its connection");
 }
 
 // ------------------------------------------------------------------ the other variables
 
 #[test]
 fn address_lists_fixed_name_and_the_singular_port_variable() {
-    if !ready(&["curl"]) {
+    let Some(s) = tls_server(&["curl"], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let u = url(NAME, s.port);
+    };
+    let u = s.url(NAME);
     // Only ::1 is listed: the IPv6 connection is upgraded, the IPv4 one goes out plain
     // (and tlsd refuses plain HTTP).
-    let mut vars = port_vars(s.port);
-    vars.push(("AUTOSSL_UPGRADE_IPS".into(), "[::1]".into()));
+    let vars = with(s.vars(), "AUTOSSL_UPGRADE_IPS", "[::1]");
     let o6 = shim::run(&["curl", "-sS", "-6", "--max-time", "30", &u], &vars, None);
     assert_tls(&o6, "curl -6 with ::1 listed", NAME);
     let o4 = shim::run(&["curl", "-sS", "-4", "--max-time", "30", &u], &vars, None);
     assert!(upgraded_lines(&o4).is_empty(), "{}", o4.stderr_str());
     assert!(!o4.stdout_str().contains(TLS_TAG), "{}", o4.stdout_str());
     // A network in CIDR form, IPv4.
-    let mut vars = port_vars(s.port);
-    vars.push((
-        "AUTOSSL_UPGRADE_IPS".into(),
-        "10.0.0.0/8, 127.0.0.0/8".into(),
-    ));
+    let vars = with(s.vars(), "AUTOSSL_UPGRADE_IPS", "10.0.0.0/8, 127.0.0.0/8");
     let o = shim::run(&["curl", "-sS", "-4", "--max-time", "30", &u], &vars, None);
     assert_tls(&o, "curl -4 with 127.0.0.0/8 listed", NAME);
     // AUTOSSL_UPGRADE_PORT (with another port in AUTOSSL_UPGRADE_PORTS) and AUTOSSL_SNI
     // for a program that connects to a bare address.
-    let mut vars = shim_vars("1");
-    vars.push(("AUTOSSL_UPGRADE_PORT".into(), s.port.to_string()));
-    vars.push(("AUTOSSL_SNI".into(), NAME.into()));
+    let vars = with(shim_vars("1"), "AUTOSSL_UPGRADE_PORT", &s.port.to_string());
+    let vars = with(vars, "AUTOSSL_SNI", NAME);
     let o = shim::run(
         &["curl", "-sS", "--max-time", "30", &url("127.0.0.1", s.port)],
         &vars,
@@ -1026,12 +902,11 @@ fn address_lists_fixed_name_and_the_singular_port_variable() {
     );
     assert_tls(&o, "curl to an address with AUTOSSL_SNI", NAME);
     // Without AUTOSSL_SNI, a bare address is verified as such and sends no SNI.
-    let o = shim::run(
-        &["curl", "-sS", "--max-time", "30", &url("127.0.0.1", s.port)],
-        &port_vars(s.port),
-        None,
+    s.expect_tls(
+        "curl to an address",
+        &["curl", "-sS", "--max-time", "30", &s.url("127.0.0.1")],
+        "",
     );
-    assert_tls(&o, "curl to an address", "");
 }
 
 const ERRNO_SCRIPT: &str = r#"
@@ -1049,8 +924,8 @@ fn handshake_timeout_is_etimedout_and_missing_helper_is_refused() {
     if !ready(&[]) {
         return;
     }
-    let py = shim::python();
-    let py = py.to_str().expect("utf-8");
+    let py = python_arg();
+    let py = py.as_str();
     // A server that accepts and never speaks TLS.
     let silent = TinyListener::start_on(
         "127.0.0.1:0",
@@ -1063,9 +938,8 @@ fn handshake_timeout_is_etimedout_and_missing_helper_is_refused() {
         },
     );
     let port = silent.port().to_string();
-    let mut vars = port_vars(silent.port());
-    vars.push(("AUTOSSL_TIMEOUT".into(), "1500ms".into()));
-    vars.push(("AUTOSSL_SILENT".into(), String::new()));
+    let vars = with(port_vars(silent.port()), "AUTOSSL_TIMEOUT", "1500ms");
+    let vars = with(vars, "AUTOSSL_SILENT", "");
     let o = shim::run(&[py, "-c", ERRNO_SCRIPT, NAME4, &port], &vars, None);
     let out = o.stdout_str();
     assert!(
@@ -1088,9 +962,9 @@ fn handshake_timeout_is_etimedout_and_missing_helper_is_refused() {
     std::fs::copy(library(), &lib).expect("copy the library");
     let s = server(Some(&pki().ec), None);
     let port = s.port.to_string();
-    let mut vars = port_vars(s.port);
+    let mut vars = with(s.vars(), "PATH", "/usr/bin:/bin");
+    assert_eq!(vars[0].0, "LD_PRELOAD");
     vars[0].1 = lib.display().to_string();
-    vars.push(("PATH".into(), "/usr/bin:/bin".into()));
     let two = format!(
         "import socket,sys\n{}\nexec(s)\nexec(s)",
         "s = compile(open(sys.argv[3]).read(), 'x', 'exec')"
@@ -1222,11 +1096,8 @@ fn c_client_sockaddr_storage_length_timeouts_owner_and_gethostbyname() {
     assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
     let s = server(Some(&pki().ec), None);
     let port = s.port.to_string();
-    let o = shim::run(
-        &[exe.to_str().expect("utf-8"), NAME4, &port],
-        &port_vars(s.port),
-        None,
-    );
+    let exe = exe.to_str().expect("utf-8");
+    let o = s.run(&[exe, NAME4, &port]);
     // gethostbyname's name was recorded: tls4.test is not in the certificate, so the
     // connection fails closed with the name that proves it.
     assert_ne!(o.code(), 0, "{}", o.stdout_str());
@@ -1235,11 +1106,7 @@ fn c_client_sockaddr_storage_length_timeouts_owner_and_gethostbyname() {
         "{}",
         o.stderr_str()
     );
-    let o = shim::run(
-        &[exe.to_str().expect("utf-8"), "localhost", &port],
-        &port_vars(s.port),
-        None,
-    );
+    let o = s.run(&[exe, "localhost", &port]);
     assert_eq!(o.code(), 0, "{}\n{}", o.stdout_str(), o.stderr_str());
     assert_tls(&o, "C client", "localhost");
 }
@@ -1283,17 +1150,11 @@ os.waitpid(pid, 0)
 
 #[test]
 fn names_cross_fork_both_ways() {
-    if !ready(&[]) {
+    let Some(s) = tls_server(&[], &pki().ec) else {
         return;
-    }
-    let s = server(Some(&pki().ec), None);
-    let py = shim::python();
+    };
     let port = s.port.to_string();
-    let o = shim::run(
-        &[py.to_str().expect("utf-8"), "-c", FORK_SCRIPT, NAME, &port],
-        &port_vars(s.port),
-        None,
-    );
+    let o = s.run(&[&python_arg(), "-c", FORK_SCRIPT, NAME, &port]);
     let out = o.stdout_str();
     assert_eq!(o.code(), 0, "{out}\n{}", o.stderr_str());
     for who in ["parent:", "child:"] {

@@ -1,4 +1,4 @@
-//! Soak of the shim's host program (issue 6, load): one long-lived C program with
+//! Soak of the shim's host program under load: one long-lived C program with
 //! `libautossl.so` preloaded makes many short connections, each upgraded to TLS by the
 //! library (a tlsc helper per connection) to tlsd under `tcpserver` on 127.0.0.1. The
 //! host's own descriptors and resident memory must not grow, and it must be left with no
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use stls_tests::listener::TcpServer;
 use stls_tests::proc;
-use stls_tests::shim::{self, library, namespaces, shim_vars, NAME};
+use stls_tests::shim::{self, library, namespaces, quiet, shim_vars, Marker, NAME};
 use stls_tests::{pki, require, scratch};
 
 /// The host. `host NAME PORT WARMUP TOTAL THREADS SECONDS`: THREADS threads take
@@ -330,11 +330,8 @@ fn host_program_soak_no_fd_or_rss_growth() {
         ],
     );
     let port = ts.port.to_string();
-    let marker = format!("SHIM_SOAK_MARK={}-{}", std::process::id(), ts.port);
-    let mut vars = shim_vars(&port);
-    vars.retain(|(k, _)| k != "AUTOSSL_VERBOSE");
-    let (k, v) = marker.split_once('=').expect("marker");
-    vars.push((k.into(), v.into()));
+    let marker = Marker::new("SHIM_SOAK_MARK", "soak", ts.port);
+    let vars = marker.on(quiet(shim_vars(&port)));
 
     let total_s = (warmup + total).to_string();
     let t0 = Instant::now();
@@ -380,7 +377,7 @@ fn host_program_soak_no_fd_or_rss_growth() {
     assert_eq!(field(&out, "wait"), "none", "{out}");
     assert_eq!(field(&out, "sigchld"), "0", "{out}");
     // Every helper ends with its connection.
-    shim::assert_helpers_gone(&marker, "tlsc helpers still running");
+    marker.assert_gone("tlsc helpers still running");
     let stderr = ts.stop();
     assert!(!stderr.contains("tlsd"), "tlsd reported problems: {stderr}");
 }

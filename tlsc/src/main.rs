@@ -22,7 +22,7 @@ use stls::context::{self, ClientSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
 use stls::options::{Command, Groups, Options};
-use stls::session::Description;
+use stls::session;
 use stls::{fd, process, Fds, Tls};
 use tlsc::{form_of, parse_ip, Form};
 
@@ -164,7 +164,7 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
             r.map_err(|_| Error::usage("invalid server name"))?;
         }
         tls.handshake(cli::deadline(opts))?;
-        let desc = Description::of(tls.ssl(), peer.sni.as_deref());
+        let desc = session::describe(tls.ssl(), peer.sni.as_deref());
         if let Some(n) = opts.notification_fd {
             let r = fd::write_all(n, &desc.encode());
             fd::close(n);

@@ -17,7 +17,7 @@ use stls::context::{self, ServerSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
 use stls::options::{Command, Groups, Options};
-use stls::session::Description;
+use stls::session;
 use stls::{fd, process, Fds, Tls};
 
 const TLSD: Command = Command {
@@ -68,7 +68,7 @@ fn tlsd() -> Result<i32, Error> {
     };
 
     process::trim_heap();
-    let desc = Description::of(tls.ssl(), None);
+    let desc = session::describe(tls.ssl(), None);
     log.info(&cli::session_line(&desc));
     launcher.start(&cli::child_description(&opts, desc));
     let fds = Fds {
