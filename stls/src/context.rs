@@ -133,6 +133,12 @@ pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
 
 pub fn server(opts: &Options, env: &Env) -> Result<Server, Error> {
     let mut b = builder(SslMethod::tls_server(), opts)?;
+    crate::policy::apply_server(&mut b, &env.policy)?;
+    let log = crate::ocsp::Log {
+        prog: "tlsd",
+        info: opts.verbosity >= 2,
+    };
+    crate::ocsp::server(&mut b, &env.revocation, log)?;
     let default = env.default_material()?;
     if opts.sni_level < 2 && default.is_none() {
         return Err(Error::usage(
@@ -236,6 +242,8 @@ fn openssl_default(p: *const libc::c_char) -> std::path::PathBuf {
 /// directory (looked up lazily, never the whole bundle) plus SSL_CERT_FILE when set.
 pub fn client(opts: &Options, env: &Env) -> Result<SslContext, Error> {
     let mut b = builder(SslMethod::tls_client(), opts)?;
+    crate::policy::apply_client(&mut b, &env.policy)?;
+    crate::ocsp::client(&mut b, &env.revocation, opts.verify_cert)?;
     if opts.verify_cert {
         if !trust_locations(&mut b, env)? {
             let default_dir = openssl_default(unsafe { X509_get_default_cert_dir() });

@@ -7,6 +7,8 @@
 //! - `env`, `context`, `options`, `session`, `child`, `exit`: configuration from the
 //!   environment, SslContexts, the command line, the `SSL_*` description, the app's
 //!   process, the exit codes. `wrap` is the wrappers' whole flow.
+//! - `policy`, `ocsp`: the TLS policy (versions, ciphers, groups, host-name checks) and
+//!   revocation (OCSP stapling, CRLs, must-staple) set on the contexts.
 
 pub mod child;
 pub mod context;
@@ -15,7 +17,9 @@ pub mod env;
 pub mod exit;
 pub mod fd;
 pub mod handshake;
+pub mod ocsp;
 pub mod options;
+pub mod policy;
 pub mod session;
 pub mod wrap;
 
