@@ -472,6 +472,38 @@ fn tls_min_version_13_refuses_tls12() {
 }
 
 #[test]
+fn openssl_conf_keeps_working_and_the_variables_win_over_it() {
+    if !require("openssl") {
+        return;
+    }
+    let dir = scratch("policy-openssl-conf");
+    let conf = dir.join("openssl.cnf");
+    std::fs::write(
+        &conf,
+        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n\
+         [tls]\nGroups = P-384\n",
+    )
+    .expect("writing openssl.cnf");
+    let l = tlsd(&pki().ec, &[path_var("OPENSSL_CONF", &conf)], &[]);
+    let (o, all) = s_client(&l, &["-brief"]);
+    assert_eq!(o.code(), 0, "{all}");
+    assert!(
+        temp_key(&all).is_some_and(|k| k.contains("secp384r1")),
+        "{all}"
+    );
+    let l = tlsd(
+        &pki().ec,
+        &[path_var("OPENSSL_CONF", &conf), var("TLS_GROUPS", "X25519")],
+        &[],
+    );
+    let (_, all) = s_client(&l, &["-brief"]);
+    assert!(
+        temp_key(&all).is_some_and(|k| k.starts_with("X25519")),
+        "{all}"
+    );
+}
+
+#[test]
 fn policy_variables_are_stripped_from_prog() {
     let vars = [
         ("TLS_CIPHERS", "ECDHE+AESGCM"),
