@@ -1,6 +1,7 @@
 //! SslContext construction for both sides: protocol floor, modes, trust, verification
 //! and, for the server, certificate selection by SNI.
 
+use crate::cli::Log;
 use crate::env::{Env, Material, Pair};
 use crate::exit::{ssl_reason, Error};
 use crate::options::ClientCert;
@@ -13,8 +14,10 @@ use std::ffi::CStr;
 use std::sync::{Arc, Mutex};
 
 /// What a server context is built from, besides the environment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerSettings {
+    /// Where the context's callbacks report (an OCSP response it could not staple).
+    pub log: Log,
     /// Whether to ask for a client certificate.
     pub client_cert: ClientCert,
     /// 0: always the default pair; 1: the named pair matching SNI, else the default;
@@ -180,6 +183,8 @@ pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
 /// when a client asks for one.
 pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
     let mut b = builder(SslMethod::tls_server(), opts.enforce_close_notify)?;
+    crate::policy::apply_server(&mut b, &env.policy)?;
+    crate::ocsp::server(&mut b, &env.revocation, opts.log)?;
     let default = env.default_material()?;
     if opts.sni_level < 2 && default.is_none() {
         return Err(Error::usage(
@@ -296,6 +301,8 @@ fn openssl_default(which: CaDefault) -> std::path::PathBuf {
 /// directory (looked up lazily, never the whole bundle) plus SSL_CERT_FILE when set.
 pub fn client(opts: &ClientSettings, env: &Env) -> Result<SslContext, Error> {
     let mut b = builder(SslMethod::tls_client(), opts.enforce_close_notify)?;
+    crate::policy::apply_client(&mut b, &env.policy)?;
+    crate::ocsp::client(&mut b, &env.revocation, opts.verify_cert)?;
     if opts.verify_cert {
         if !trust_locations(&mut b, env)? {
             let default_dir = openssl_default(CaDefault::Dir);

@@ -9,7 +9,8 @@ use std::ffi::{CStr, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 /// The variables that carry secrets or privileges, stripped from the child's environment
-/// unless `-Z`: CADIR, CAFILE, CERTFILE, KEYFILE, CERTFILE:*, KEYFILE:*, TLS_UID, TLS_GID.
+/// unless `-Z`: CADIR, CAFILE, CERTFILE, KEYFILE, CERTFILE:*, KEYFILE:*, TLS_UID, TLS_GID,
+/// and the policy and revocation variables (TLS_CIPHERS..., OCSPFILE, OCSPFILE:*, CRLFILE).
 pub fn is_secret(key: &OsStr) -> bool {
     let k = key.as_bytes();
     matches!(
@@ -17,6 +18,8 @@ pub fn is_secret(key: &OsStr) -> bool {
         b"CADIR" | b"CAFILE" | b"CERTFILE" | b"KEYFILE" | b"TLS_UID" | b"TLS_GID"
     ) || k.starts_with(b"CERTFILE:")
         || k.starts_with(b"KEYFILE:")
+        || crate::policy::is_policy_variable(key)
+        || crate::ocsp::is_revocation_variable(key)
 }
 
 /// A certificate (chain) and key, as file contents.
@@ -214,6 +217,10 @@ pub struct Env {
     pub ssl_cert_file: Option<OsString>,
     /// Whether OPENSSL_CONF is set (the configuration is then loaded).
     pub openssl_conf: bool,
+    /// TLS_CIPHERS, TLS_CIPHERSUITES, TLS_GROUPS, TLS_MIN_VERSION.
+    pub policy: crate::policy::Policy,
+    /// OCSPFILE, OCSPFILE:name, CRLFILE.
+    pub revocation: crate::ocsp::Files,
 }
 
 fn nonempty(v: OsString) -> Option<OsString> {
@@ -232,7 +239,12 @@ impl Env {
 
     /// Read from `vars`; a malformed value is a usage error naming the variable.
     pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Env, Error> {
-        let mut env = Env::default();
+        let vars: Vec<(OsString, OsString)> = vars.into_iter().collect();
+        let mut env = Env {
+            policy: crate::policy::Policy::from_vars(vars.iter().map(|(k, v)| (k, v)))?,
+            revocation: crate::ocsp::Files::from_vars(vars.iter().map(|(k, v)| (k, v))),
+            ..Env::default()
+        };
         let mut certs: Vec<(String, OsString)> = Vec::new();
         let mut keys: Vec<(String, OsString)> = Vec::new();
         for (k, v) in vars {
@@ -355,7 +367,14 @@ mod tests {
         assert!(env(&[("CERTFILE:x", "c")]).is_err());
         assert!(env(&[("KEYFILE:x", "c")]).is_err());
         assert!(env(&[("TLS_GID", "root")]).is_err());
-        for k in ["CADIR", "CERTFILE:x", "KEYFILE", "TLS_GID"] {
+        for k in [
+            "CADIR",
+            "CERTFILE:x",
+            "KEYFILE",
+            "TLS_GID",
+            "TLS_GROUPS",
+            "OCSPFILE:x",
+        ] {
             assert!(is_secret(OsStr::new(k)));
         }
         assert!(!is_secret(OsStr::new("CERTFILEX")));

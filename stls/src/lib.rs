@@ -14,8 +14,9 @@
 //! The programs' building blocks: [`env`] (configuration read from the environment, the
 //! privilege drop), [`options`] (the option table behind parsing and `--help`), [`cli`]
 //! (messages, the child's environment, the exit code of a relay), [`session`] (the `SSL_*`
-//! description), [`exit`] (the exit codes), [`fd`], [`process`]. None of them knows a
-//! program: the name used in messages is passed in.
+//! description), [`exit`] (the exit codes), [`fd`], [`process`], [`policy`] (versions,
+//! ciphers, groups, host-name checks) and [`ocsp`] (stapling, CRLs, must-staple). None of
+//! them knows a program: the name used in messages is passed in.
 //!
 //! Embedding the engine over a socketpair, with an in-process OpenSSL peer:
 //!
@@ -102,7 +103,9 @@ pub mod env;
 pub mod exit;
 pub mod fd;
 pub mod handshake;
+pub mod ocsp;
 pub mod options;
+pub mod policy;
 pub mod process;
 pub mod session;
 

@@ -59,7 +59,7 @@ fn tlsd() -> Result<i32, Error> {
     // fault (about a tenth of a connection's CPU). A configuration error aborts it.
     let selfpipe = Selfpipe::install()?;
     let mut launcher = Launcher::spawn(TLSD.name, &opts.operands, 0, 1, &[selfpipe.rfd])?;
-    let mut tls = match handshake(&opts, &env, &launcher) {
+    let mut tls = match handshake(&opts, &env, &launcher, log) {
         Ok(t) => t,
         Err(e) => {
             launcher.abort();
@@ -88,8 +88,9 @@ fn tlsd() -> Result<i32, Error> {
 }
 
 /// Build the context, drop the engine's privileges, and run the handshake on fd 0/1.
-fn handshake(opts: &Options, env: &Env, launcher: &Launcher) -> Result<Tls, Error> {
+fn handshake(opts: &Options, env: &Env, launcher: &Launcher, log: Log) -> Result<Tls, Error> {
     let settings = ServerSettings {
+        log,
         client_cert: opts.client_cert,
         sni_level: opts.sni_level,
         enforce_close_notify: opts.enforce_close_notify,
