@@ -53,9 +53,12 @@ uninstall:
 	rm -f $(DESTDIR)$(MANDIR)/man1/tlsd.1 $(DESTDIR)$(MANDIR)/man1/tlsc.1
 	rm -f $(DESTDIR)$(MANDIR)/man7/stls.7 $(DESTDIR)$(MANDIR)/man8/autossl-shim.8
 
+# rustfmt, clippy with the workspace's lints, the library's documentation (every public
+# item documented, no broken link), the manual pages.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p stls -p stls-desc --no-deps
 	$(MANDOC) -T lint -W style $(MANS)
 
 # The benchmarks (bench/RESULTS.md, bench/ratios.svg): root, for the cgroups that count
