@@ -1,5 +1,12 @@
 //! `stls::run`: the full-duplex relay between clear text and a TLS session.
 //!
+//! Each direction is one explicit state ([`state::A2n`] for the app's output towards the
+//! network, [`state::N2a`] for the peer's data towards the app); `state` draws their
+//! transitions and lists their invariants. This module does the I/O: it tries every
+//! operation the states allow, reports the result through a transition, polls for what the
+//! states wait for, and reports what poll saw through transitions again. Which descriptors
+//! are open follows from the states, and so does the end of the relay.
+//!
 //! Invariants (see stls(7)):
 //! - Every operation is tried until it would block; a blocked operation waits for poll to
 //!   report its fd, so nothing is polled that is ready and nothing is retried blindly.
@@ -9,8 +16,11 @@
 //!   and was sent, and the peer's data was delivered or can no longer be.
 //! - Bytes the app wrote are never dropped while the peer can still take them.
 
+mod state;
+
 use crate::fd;
 use crate::handshake::{Io, Tls};
+use state::{A2n, N2a, Wait};
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
@@ -18,13 +28,20 @@ use std::time::{Duration, Instant};
 /// network), and the selfpipe that receives SIGCHLD. A side may be one socket on both fds.
 #[derive(Clone, Copy, Debug)]
 pub struct Fds {
+    /// What the app writes: read by the engine and sent to the peer.
     pub clear_in: RawFd,
+    /// What the app reads: the peer's data, decrypted, written by the engine.
     pub clear_out: RawFd,
+    /// The network's read side: ciphertext from the peer.
     pub cipher_in: RawFd,
+    /// The network's write side: ciphertext to the peer (may be `cipher_in`, one socket).
     pub cipher_out: RawFd,
+    /// The read end of the pipe SIGCHLD writes to; -1 when there is no child to watch.
     pub selfpipe: RawFd,
 }
 
+/// How the engine closes and times out a session (the wrappers' `-S`/`-s`, `-J`/`-j`,
+/// `--idle-timeout`, and two fixed bounds).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// At local EOF send close_notify before shutting down the network's write side (`-S`).
@@ -33,7 +50,9 @@ pub struct Config {
     pub enforce_close_notify: bool,
     /// No data either way for this long: close as at local EOF.
     pub idle_timeout: Option<Duration>,
-    /// When the app has gone and our direction is closed, drain the network at most this long.
+    /// When the app has gone and our direction is closed, drain the network at most this
+    /// long; also how long what is buffered still goes to the app after the peer's
+    /// direction failed.
     pub linger: Duration,
     /// After an error, how long the child gets between closing its pipes, SIGTERM and SIGKILL.
     pub reap_grace: Duration,
@@ -62,8 +81,10 @@ pub enum End {
     System(String),
 }
 
+/// What `run` reports: how the relay ended and how the child did.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// How the relay ended.
     pub end: End,
     /// The child's wait status, if there was a child and it was reaped.
     pub child_status: Option<libc::c_int>,
@@ -74,6 +95,7 @@ pub struct Outcome {
 /// The size of each of the engine's two buffers (app to network, network to app).
 pub const BUF: usize = 64 * 1024;
 
+/// One direction's bytes: read into `spare`, written from `pending`.
 struct Buf {
     data: Box<[u8]>,
     start: usize,
@@ -110,40 +132,57 @@ impl Buf {
     }
 }
 
-/// Which network readiness a blocked OpenSSL call waits for.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Wait {
-    No,
-    Read,
-    Write,
-}
-
-impl Wait {
-    fn from(io: Io) -> Wait {
-        match io {
-            Io::WantRead => Wait::Read,
-            Io::WantWrite => Wait::Write,
-            _ => Wait::No,
-        }
+fn wait_for(io: Io) -> Wait {
+    match io {
+        Io::WantRead => Wait::Read,
+        Io::WantWrite => Wait::Write,
+        _ => Wait::No,
     }
 }
 
-struct Child {
-    pid: libc::pid_t,
-    status: Option<libc::c_int>,
+/// The app's process, as far as the engine knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Child {
+    /// No child was given, or someone else reaped it (ECHILD): nothing to wait for.
+    Absent,
+    /// Not reaped yet.
+    Running(libc::pid_t),
+    /// Reaped, with its wait status.
+    Reaped(libc::c_int),
 }
 
 impl Child {
-    fn reap(&mut self, block: bool) {
-        if self.status.is_some() || self.pid <= 0 {
-            return;
+    fn new(pid: Option<libc::pid_t>) -> Child {
+        match pid {
+            // waitpid and kill give 0 and negative pids a meaning (a process group) that
+            // is never ours to wait for or signal.
+            Some(pid) if pid > 0 => Child::Running(pid),
+            _ => Child::Absent,
         }
+    }
+
+    fn alive(self) -> bool {
+        matches!(self, Child::Running(_))
+    }
+
+    fn status(self) -> Option<libc::c_int> {
+        match self {
+            Child::Reaped(st) => Some(st),
+            _ => None,
+        }
+    }
+
+    /// Reap the child if it exited (`block`: wait until it does).
+    fn reap(&mut self, block: bool) {
+        let Child::Running(pid) = *self else {
+            return;
+        };
         let mut st = 0;
         loop {
-            let r =
-                unsafe { libc::waitpid(self.pid, &mut st, if block { 0 } else { libc::WNOHANG }) };
-            if r == self.pid {
-                self.status = Some(st);
+            // SAFETY: waitpid only writes the status to `st`, a live local c_int.
+            let r = unsafe { libc::waitpid(pid, &mut st, if block { 0 } else { libc::WNOHANG }) };
+            if r == pid {
+                *self = Child::Reaped(st);
                 return;
             }
             if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
@@ -151,13 +190,20 @@ impl Child {
             }
             if r < 0 {
                 // ECHILD: someone else reaped it; nothing to report.
-                self.pid = 0;
+                *self = Child::Absent;
             }
             return;
         }
     }
-    fn alive(&self) -> bool {
-        self.pid > 0 && self.status.is_none()
+
+    /// Send `sig` to the child if it is still running; true if it was sent.
+    fn signal(self, sig: libc::c_int) -> bool {
+        match self {
+            // SAFETY: kill takes plain integers; `pid` is our unreaped child (positive),
+            // so the number cannot have been reused by another process.
+            Child::Running(pid) => unsafe { libc::kill(pid, sig) == 0 },
+            _ => false,
+        }
     }
 }
 
@@ -174,35 +220,19 @@ fn drain_selfpipe(fd: RawFd) {
 ///
 /// The handshake must be complete and the four data fds non-blocking. The four data fds
 /// are closed when this returns; the selfpipe is not. The process's SIGPIPE must be
-/// ignored and SIGCHLD must write to the selfpipe (see `child::Selfpipe`).
+/// ignored and SIGCHLD must write to the selfpipe (see `child::Selfpipe`). `child` is the
+/// app's pid, reaped whenever it exits and waited for at the end.
 pub fn run(tls: &mut Tls, fds: Fds, child: Option<libc::pid_t>, cfg: &Config) -> Outcome {
     let mut e = Engine {
         fds,
         cfg,
-        child: Child {
-            pid: child.unwrap_or(0),
-            status: None,
-        },
-        a2n: Buf::new(),
-        n2a: Buf::new(),
-        clear_in_open: true,
-        clear_out_open: true,
-        cipher_out_closed: false,
-        clear_in_blocked: false,
-        clear_out_blocked: false,
-        a2n_eof: false,
-        a2n_shut: false,
-        close_notify_sent: !cfg.close_notify,
-        net_eof: false,
-        app_gone: false,
-        write_wait: Wait::No,
-        read_wait: Wait::No,
-        shutdown_wait: Wait::No,
+        child: Child::new(child),
+        a2n: A2n::new(),
+        n2a: N2a::new(),
+        a2n_buf: Buf::new(),
+        n2a_buf: Buf::new(),
         last_activity: Instant::now(),
-        linger_deadline: None,
         idle_expired: false,
-        net_hup_seen: false,
-        net_failed: None,
     };
     let end = e.relay(tls);
     e.finish(end)
@@ -212,187 +242,185 @@ struct Engine<'a> {
     fds: Fds,
     cfg: &'a Config,
     child: Child,
-    a2n: Buf,
-    n2a: Buf,
-    clear_in_open: bool,
-    clear_out_open: bool,
-    cipher_out_closed: bool,
-    clear_in_blocked: bool,
-    clear_out_blocked: bool,
-    /// The app's output reached EOF.
-    a2n_eof: bool,
-    /// Our direction of the network is closed (close_notify if asked, then SHUT_WR).
-    a2n_shut: bool,
-    close_notify_sent: bool,
-    /// The peer's direction ended (close_notify, or an accepted TCP EOF).
-    net_eof: bool,
-    /// The app stopped reading: what the peer sends is discarded.
-    app_gone: bool,
-    write_wait: Wait,
-    read_wait: Wait,
-    shutdown_wait: Wait,
+    /// The app's output towards the network; clear_in is open exactly while it is `Open`.
+    a2n: A2n,
+    /// The peer's data towards the app; clear_out is open exactly while it `delivers`.
+    n2a: N2a,
+    /// Read from the app, not yet taken by `SSL_write`.
+    a2n_buf: Buf,
+    /// Decrypted, not yet written to the app; when discarding, the place reads drop into.
+    n2a_buf: Buf,
     last_activity: Instant,
-    linger_deadline: Option<Instant>,
+    /// The idle timeout fired (it fires once).
     idle_expired: bool,
-    /// The network fd reported POLLHUP while we were not reading from it: stop watching it
-    /// for errors, or poll would return at once forever.
-    net_hup_seen: bool,
-    /// The peer's direction failed: a reset seen while not reading (the app's pipe full)
-    /// or on our close_notify, or a truncation under -J. Nothing more is read once it is
-    /// set; what is buffered still goes to the app until the deadline, then the session
-    /// ends with this error (never as a clean EOF the app could mistake for the end).
-    net_failed: Option<(Instant, String)>,
+}
+
+/// What one poll reported, for `Engine::on_events`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Events {
+    /// The selfpipe is readable: SIGCHLD arrived.
+    child: bool,
+    /// clear_in is readable (or in error: the next read tells).
+    app_readable: bool,
+    /// clear_out is writable.
+    app_writable: bool,
+    /// clear_out reported POLLERR or POLLHUP: the app stopped reading.
+    app_hangup: bool,
+    /// cipher_in, watched while not read, reported POLLERR: a reset.
+    net_error: bool,
+    /// cipher_in, watched while not read, reported POLLHUP alone.
+    net_hup: bool,
+    /// cipher_in is ready for a call that waits to read.
+    net_readable: bool,
+    /// cipher_out is ready for a call that waits to write.
+    net_writable: bool,
 }
 
 impl Engine<'_> {
     fn relay(&mut self, tls: &mut Tls) -> End {
         loop {
-            if let Err(end) = self.progress(tls) {
-                return end;
+            self.progress(tls);
+            if let Some(why) = self.n2a.failure(self.n2a_buf.is_empty(), Instant::now) {
+                return End::Tls(why.to_string());
             }
-            if let Some((d, msg)) = &self.net_failed {
-                if self.n2a.is_empty() || !self.clear_out_open || Instant::now() >= *d {
-                    return End::Tls(msg.clone());
-                }
-            }
-            if self.done() {
+            if state::done(self.a2n, &self.n2a, Instant::now) {
                 return End::Clean;
             }
-            if let Err(end) = self.wait() {
-                return end;
+            match self.poll() {
+                Ok(ev) => self.on_events(ev),
+                Err(end) => return end,
             }
         }
     }
 
-    fn done(&self) -> bool {
-        let n2a_done = !self.clear_out_open && (self.net_eof || self.app_gone_expired());
-        self.a2n_shut && n2a_done
-    }
-
-    fn app_gone_expired(&self) -> bool {
-        self.app_gone && self.linger_deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    fn close_clear_in(&mut self) {
-        if self.clear_in_open {
+    /// Move our direction to `next`; leaving `Open` closes clear_in, the one place it is
+    /// closed during the relay.
+    fn set_a2n(&mut self, next: A2n) {
+        if self.a2n.reads_app() && !next.reads_app() {
             fd::close(self.fds.clear_in);
-            self.clear_in_open = false;
+        }
+        self.a2n = next;
+    }
+
+    /// The app's output ended (EOF, a read error, the idle timeout). Only the idle timeout
+    /// can leave bytes in the buffer (the app is read only when it is empty); they are
+    /// dropped, as the session is being closed.
+    fn app_eof(&mut self) {
+        self.a2n_buf.clear();
+        self.set_a2n(self.a2n.on_app_eof(self.cfg.close_notify));
+    }
+
+    /// Move the peer's direction on with `f`. When it stops delivering, the buffer is dropped
+    /// and clear_out closed, here only during the relay (`eof`: the app is to read an EOF,
+    /// so a socket is shut down for writing first: closing one of its two fds alone would
+    /// send nothing).
+    fn set_n2a(&mut self, f: impl FnOnce(N2a) -> N2a, eof: bool) {
+        let was_delivering = self.n2a.delivers();
+        self.n2a = f(std::mem::replace(&mut self.n2a, N2a::Done));
+        if was_delivering && !self.n2a.delivers() {
+            self.n2a_buf.clear();
+            if !(eof && fd::shut_write(self.fds.clear_out)) {
+                fd::close(self.fds.clear_out);
+            }
         }
     }
 
-    /// The peer's direction failed with `msg`: see `net_failed`.
-    fn fail_net(&mut self, msg: String) {
-        if self.net_failed.is_none() {
-            self.net_failed = Some((Instant::now() + self.cfg.linger, msg));
-        }
+    /// The peer's direction failed with `why`: see `N2a::FailedUntilDrained`.
+    fn fail_net(&mut self, why: String) {
+        let until = Instant::now() + self.cfg.linger;
+        self.set_n2a(|s| s.on_failure(until, why), false);
     }
 
     fn app_stopped_reading(&mut self) {
-        self.app_gone = true;
-        self.n2a.clear();
-        if self.clear_out_open {
-            fd::close(self.fds.clear_out);
-            self.clear_out_open = false;
-        }
+        self.set_n2a(N2a::on_app_stopped_reading, false);
     }
 
     /// Do everything that can be done without blocking.
-    fn progress(&mut self, tls: &mut Tls) -> Result<(), End> {
+    fn progress(&mut self, tls: &mut Tls) {
         loop {
             let mut moved = false;
 
             // App -> buffer.
-            if self.clear_in_open && !self.a2n_eof && self.a2n.is_empty() && !self.clear_in_blocked
-            {
-                match fd::read(self.fds.clear_in, self.a2n.spare()) {
-                    Ok(0) => {
-                        self.a2n_eof = true;
-                        self.close_clear_in();
-                    }
+            if self.a2n.may_read_app() && self.a2n_buf.is_empty() {
+                match fd::read(self.fds.clear_in, self.a2n_buf.spare()) {
+                    Ok(0) => self.app_eof(),
                     Ok(n) => {
-                        self.a2n.end += n;
+                        self.a2n_buf.end += n;
                         self.last_activity = Instant::now();
                     }
-                    Err(e) if fd::would_block(&e) => self.clear_in_blocked = true,
+                    Err(e) if fd::would_block(&e) => self.a2n = self.a2n.on_app_blocked(),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     // A reset on a clear-side socket ends the app's output like an EOF.
-                    Err(_) => {
-                        self.a2n_eof = true;
-                        self.close_clear_in();
-                    }
+                    Err(_) => self.app_eof(),
                 }
                 moved = true;
             }
 
             // Buffer -> TLS.
-            if !self.a2n.is_empty() && self.write_wait == Wait::No {
-                match tls.write(self.a2n.pending()) {
+            if !self.a2n_buf.is_empty() && self.a2n.may_send() {
+                match tls.write(self.a2n_buf.pending()) {
                     Io::Done(n) => {
-                        self.a2n.consume(n);
+                        self.a2n_buf.consume(n);
                         moved = true;
                     }
-                    io @ (Io::WantRead | Io::WantWrite) => self.write_wait = Wait::from(io),
+                    io @ (Io::WantRead | Io::WantWrite) => {
+                        self.a2n = self.a2n.on_send_blocked(wait_for(io));
+                    }
                     // Nothing more can reach the peer; what it sent still goes to the app.
-                    // Our direction ends as at app EOF, without close_notify (the block
-                    // below shuts the network's write side).
+                    // Our direction ends without close_notify (the block below shuts the
+                    // network's write side).
                     _ => {
                         let why = net_reason();
                         self.fail_net(format!("unable to send to the peer: {why}"));
-                        self.a2n.clear();
-                        self.a2n_eof = true;
-                        self.close_clear_in();
-                        self.close_notify_sent = true;
+                        self.a2n_buf.clear();
+                        self.set_a2n(self.a2n.on_send_failed());
                         moved = true;
                     }
                 }
             }
 
             // App EOF, all sent: close our direction.
-            if self.a2n_eof && self.a2n.is_empty() && !self.a2n_shut {
-                if !self.close_notify_sent && self.shutdown_wait == Wait::No {
-                    match tls.shutdown() {
-                        io @ (Io::WantRead | Io::WantWrite) => self.shutdown_wait = Wait::from(io),
-                        Io::Done(_) => self.close_notify_sent = true,
-                        // The peer is gone: nothing more to send. If its direction had not
-                        // ended, the reset cut it short; the kernel reports the error only
-                        // once, so the next read would take it for a FIN.
-                        _ => {
-                            let why = net_reason();
-                            self.close_notify_sent = true;
-                            if !self.net_eof && !self.app_gone {
-                                self.fail_net(format!("unable to send close_notify: {why}"));
-                            }
+            if self.a2n.may_send_close_notify() {
+                match tls.shutdown() {
+                    io @ (Io::WantRead | Io::WantWrite) => {
+                        self.a2n = self.a2n.on_close_notify_blocked(wait_for(io));
+                    }
+                    Io::Done(_) => self.a2n = self.a2n.on_close_notify_done(),
+                    // The peer is gone: nothing more to send. If its direction was still
+                    // open, the reset cut it short; the kernel reports the error only once,
+                    // so the next read would take it for a FIN.
+                    _ => {
+                        let why = net_reason();
+                        self.a2n = self.a2n.on_close_notify_done();
+                        if self.n2a.is_open() {
+                            self.fail_net(format!("unable to send close_notify: {why}"));
                         }
                     }
                 }
-                if self.close_notify_sent {
-                    self.cipher_out_closed = fd::shut_write(self.fds.cipher_out);
-                    self.a2n_shut = true;
-                    moved = true;
-                }
+            }
+            if self.a2n == A2n::Flushed {
+                let closed = fd::shut_write(self.fds.cipher_out);
+                self.a2n = self.a2n.on_shut(closed);
+                moved = true;
             }
 
             // TLS -> buffer (or discarded when the app stopped reading).
-            if !self.net_eof
-                && self.net_failed.is_none()
-                && self.read_wait == Wait::No
-                && (self.app_gone || self.n2a.end < BUF)
-            {
-                // Once the app is gone n2a is empty for good: it serves as the discard area.
-                match tls.read(self.n2a.spare()) {
+            if self.n2a.may_read_net(self.n2a_buf.end < BUF) {
+                // When discarding the buffer is empty for good: it serves as the discard area.
+                match tls.read(self.n2a_buf.spare()) {
                     Io::Done(n) => {
-                        if !self.app_gone {
-                            self.n2a.end += n;
+                        if self.n2a.keeps_data() {
+                            self.n2a_buf.end += n;
                         }
                         self.last_activity = Instant::now();
                         moved = true;
                     }
                     Io::Closed => {
-                        self.net_eof = true;
+                        self.set_n2a(N2a::on_peer_eof, false);
                         moved = true;
                     }
                     Io::Truncated if !self.cfg.enforce_close_notify => {
-                        self.net_eof = true;
+                        self.set_n2a(N2a::on_peer_eof, false);
                         moved = true;
                     }
                     Io::Truncated => {
@@ -402,12 +430,15 @@ impl Engine<'_> {
                         );
                         moved = true;
                     }
-                    io @ (Io::WantRead | Io::WantWrite) => self.read_wait = Wait::from(io),
+                    io @ (Io::WantRead | Io::WantWrite) => {
+                        let w = wait_for(io);
+                        self.set_n2a(|s| s.on_read_blocked(w), false);
+                    }
                     Io::Error => {
                         // Our side is closed and the app gone: a reset now loses nothing.
-                        if self.a2n_shut && (self.app_gone || !self.clear_out_open) {
+                        if self.a2n.is_shut() && self.n2a.is_discarding() {
                             let _ = net_reason();
-                            self.net_eof = true;
+                            self.set_n2a(N2a::on_peer_eof, false);
                         } else {
                             let why = net_reason();
                             self.fail_net(format!("unable to receive from the peer: {why}"));
@@ -418,13 +449,13 @@ impl Engine<'_> {
             }
 
             // Buffer -> app.
-            if !self.n2a.is_empty() && self.clear_out_open && !self.clear_out_blocked {
-                match fd::write(self.fds.clear_out, self.n2a.pending()) {
+            if !self.n2a_buf.is_empty() && !self.n2a.out_blocked() {
+                match fd::write(self.fds.clear_out, self.n2a_buf.pending()) {
                     Ok(n) => {
-                        self.n2a.consume(n);
+                        self.n2a_buf.consume(n);
                         moved = true;
                     }
-                    Err(e) if fd::would_block(&e) => self.clear_out_blocked = true,
+                    Err(e) if fd::would_block(&e) => self.set_n2a(N2a::on_out_blocked, false),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => {
                         self.app_stopped_reading();
@@ -434,26 +465,24 @@ impl Engine<'_> {
             }
 
             // Peer EOF, all delivered: EOF to the app.
-            if self.net_eof && self.n2a.is_empty() && self.clear_out_open {
-                if !fd::shut_write(self.fds.clear_out) {
-                    fd::close(self.fds.clear_out);
-                }
-                self.clear_out_open = false;
+            if matches!(self.n2a, N2a::Eof { .. }) && self.n2a_buf.is_empty() {
+                self.set_n2a(N2a::on_delivered, true);
                 moved = true;
             }
 
-            if self.app_gone && self.a2n_shut && self.linger_deadline.is_none() {
-                self.linger_deadline = Some(Instant::now() + self.cfg.linger);
+            if self.a2n.is_shut() && self.n2a.wants_linger() {
+                let until = Instant::now() + self.cfg.linger;
+                self.set_n2a(|s| s.on_linger(until), false);
             }
 
             if !moved {
-                return Ok(());
+                return;
             }
         }
     }
 
-    /// Poll for whatever the blocked operations wait for; unblock what became ready.
-    fn wait(&mut self) -> Result<(), End> {
+    /// Poll for whatever the states wait for and report what poll saw. Changes nothing.
+    fn poll(&self) -> Result<Events, End> {
         const SELF: usize = 0;
         const CIN: usize = 1;
         const COUT: usize = 2;
@@ -467,22 +496,22 @@ impl Engine<'_> {
         if self.child.alive() {
             p[SELF] = pfd(self.fds.selfpipe, libc::POLLIN);
         }
-        if self.clear_in_open && !self.a2n_eof && self.a2n.is_empty() && self.clear_in_blocked {
+        if self.a2n.app_blocked() && self.a2n_buf.is_empty() {
             p[CIN] = pfd(self.fds.clear_in, libc::POLLIN);
         }
-        if self.clear_out_open {
+        if self.n2a.delivers() {
             // Polled even with nothing to write: POLLERR/POLLHUP say the app stopped reading.
-            let ev = if !self.n2a.is_empty() && self.clear_out_blocked {
+            let ev = if !self.n2a_buf.is_empty() && self.n2a.out_blocked() {
                 libc::POLLOUT
             } else {
                 0
             };
             p[COUT] = pfd(self.fds.clear_out, ev);
         }
-        let waits = [self.write_wait, self.read_wait, self.shutdown_wait];
+        let waits = [self.a2n.wait(), self.n2a.wait()];
         if waits.contains(&Wait::Read) {
             p[NIN] = pfd(self.fds.cipher_in, libc::POLLIN);
-        } else if !self.net_eof && !self.net_hup_seen && self.net_failed.is_none() {
+        } else if self.n2a.watches_net() {
             // Not reading (the app's pipe is full): still watch for a reset, which would
             // otherwise go unnoticed for as long as the app does not read.
             p[NIN] = pfd(self.fds.cipher_in, 0);
@@ -491,93 +520,94 @@ impl Engine<'_> {
             p[NOUT] = pfd(self.fds.cipher_out, libc::POLLOUT);
         }
 
-        let mut deadline = self.linger_deadline;
+        let mut deadline = self.n2a.deadline();
         if let Some(idle) = self.cfg.idle_timeout {
             if !self.idle_expired {
                 let d = self.last_activity + idle;
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
         }
-        if let Some((d, _)) = &self.net_failed {
-            deadline = Some(deadline.map_or(*d, |x| x.min(*d)));
-        }
         if p.iter().all(|x| x.fd < 0) && deadline.is_none() {
             // Nothing can change any more: a state the relay should never reach.
             return Err(End::System("internal error: nothing to wait for".into()));
         }
-        match fd::poll(&mut p, fd::poll_timeout(deadline)) {
-            Ok(_) => {}
-            Err(e) => {
-                return Err(End::System(format!(
-                    "unable to poll: {}",
-                    crate::exit::io_text(&e)
-                )))
-            }
+        if let Err(e) = fd::poll(&mut p, fd::poll_timeout(deadline)) {
+            return Err(End::System(format!(
+                "unable to poll: {}",
+                crate::exit::io_text(&e)
+            )));
         }
+        let ready = |i: usize| p[i].fd >= 0 && p[i].revents != 0;
+        let hangup = libc::POLLERR | libc::POLLHUP;
+        let watched = ready(NIN) && p[NIN].events == 0;
+        Ok(Events {
+            child: ready(SELF),
+            app_readable: ready(CIN),
+            app_writable: ready(COUT) && p[COUT].revents & hangup == 0,
+            app_hangup: ready(COUT) && p[COUT].revents & hangup != 0,
+            net_error: watched && p[NIN].revents & libc::POLLERR != 0,
+            net_hup: watched && p[NIN].revents & libc::POLLERR == 0,
+            net_readable: ready(NIN),
+            net_writable: ready(NOUT),
+        })
+    }
+
+    /// Take what poll reported (and the idle timeout) through the states' transitions.
+    fn on_events(&mut self, ev: Events) {
         if let Some(idle) = self.cfg.idle_timeout {
             if !self.idle_expired && Instant::now() >= self.last_activity + idle {
                 // Idle: close as at local EOF, and stop the app's input too.
                 self.idle_expired = true;
-                self.a2n_eof = true;
-                self.a2n.clear();
-                self.close_clear_in();
+                self.app_eof();
                 self.app_stopped_reading();
             }
         }
-        let ready = |i: usize| p[i].fd >= 0 && p[i].revents != 0;
-        if ready(SELF) {
+        if ev.child {
             drain_selfpipe(self.fds.selfpipe);
             self.child.reap(false);
         }
-        if ready(CIN) {
-            self.clear_in_blocked = false;
+        if ev.app_readable {
+            self.a2n = self.a2n.on_app_ready();
         }
-        if ready(COUT) {
-            if p[COUT].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
-                self.app_stopped_reading();
-            } else {
-                self.clear_out_blocked = false;
+        if ev.app_hangup {
+            self.app_stopped_reading();
+        } else if ev.app_writable {
+            self.set_n2a(N2a::on_out_ready, false);
+        }
+        if ev.net_error {
+            let why = socket_error(self.fds.cipher_in);
+            self.fail_net(format!("the connection to the peer failed: {why}"));
+        } else if ev.net_hup {
+            // POLLHUP alone (a pipe's writer closed, or FIN after our SHUT_WR): an EOF
+            // that the next read will see in order.
+            self.set_n2a(N2a::on_net_hup, false);
+        }
+        for (ready, w) in [
+            (ev.net_readable, Wait::Read),
+            (ev.net_writable, Wait::Write),
+        ] {
+            if ready {
+                self.a2n = self.a2n.on_net_ready(w);
+                self.set_n2a(|s| s.on_net_ready(w), false);
             }
         }
-        if ready(NIN) && p[NIN].events == 0 {
-            if p[NIN].revents & libc::POLLERR != 0 {
-                let why = socket_error(self.fds.cipher_in);
-                self.fail_net(format!("the connection to the peer failed: {why}"));
-            } else {
-                // POLLHUP alone (a pipe's writer closed, or FIN after our SHUT_WR): an EOF
-                // that the next read will see in order.
-                self.net_hup_seen = true;
-            }
-        }
-        for (i, w) in [(NIN, Wait::Read), (NOUT, Wait::Write)] {
-            if ready(i) {
-                for slot in [
-                    &mut self.write_wait,
-                    &mut self.read_wait,
-                    &mut self.shutdown_wait,
-                ] {
-                    if *slot == w {
-                        *slot = Wait::No;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Close what is left, reap the child (bounded after an error), report.
     fn finish(mut self, end: End) -> Outcome {
         let clean = end == End::Clean;
-        self.close_clear_in();
-        if self.clear_out_open {
+        if self.a2n.reads_app() {
+            fd::close(self.fds.clear_in);
+        }
+        if self.n2a.delivers() {
             fd::close(self.fds.clear_out);
-            self.clear_out_open = false;
         }
-        if !self.a2n_shut {
-            self.cipher_out_closed = fd::shut_write(self.fds.cipher_out);
-        }
+        let cipher_out_closed = match self.a2n {
+            A2n::Shut { cipher_out_closed } => cipher_out_closed,
+            _ => fd::shut_write(self.fds.cipher_out),
+        };
         fd::close(self.fds.cipher_in);
-        if self.fds.cipher_out != self.fds.cipher_in && !self.cipher_out_closed {
+        if self.fds.cipher_out != self.fds.cipher_in && !cipher_out_closed {
             fd::close(self.fds.cipher_out);
         }
         if self.child.alive() {
@@ -589,7 +619,7 @@ impl Engine<'_> {
         }
         Outcome {
             end,
-            child_status: self.child.status,
+            child_status: self.child.status(),
             idle_expired: self.idle_expired,
         }
     }
@@ -622,11 +652,11 @@ impl Engine<'_> {
         if self.wait_child(Some(Instant::now() + grace)) {
             return;
         }
-        unsafe { libc::kill(self.child.pid, libc::SIGTERM) };
+        self.child.signal(libc::SIGTERM);
         if self.wait_child(Some(Instant::now() + grace)) {
             return;
         }
-        if unsafe { libc::kill(self.child.pid, libc::SIGKILL) } == 0 {
+        if self.child.signal(libc::SIGKILL) {
             self.child.reap(true);
         }
     }
@@ -644,6 +674,8 @@ fn pfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
 fn socket_error(fd: RawFd) -> String {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes (the size of `err`) to `err` and the
+    // length to `len`, both live locals.
     let r = unsafe {
         libc::getsockopt(
             fd,
