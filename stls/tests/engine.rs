@@ -193,7 +193,7 @@ fn network_over_pipes() {
 }
 
 #[test]
-fn options_default_engine_config_matches_spec() {
+fn options_default_engine_config_matches_the_man_page() {
     let o = Options::default();
     assert!(o.close_notify && !o.enforce_close_notify);
     let c = Config::default();

@@ -1,7 +1,7 @@
 //! `stls::run`: the full-duplex relay between clear text and a TLS session.
 //!
-//! Each direction is one explicit state ([`state::A2n`] for the app's output towards the
-//! network, [`state::N2a`] for the peer's data towards the app); `state` draws their
+//! Each direction is one explicit state (`state::A2n` for the app's output towards the
+//! network, `state::N2a` for the peer's data towards the app); `state` draws their
 //! transitions and lists their invariants. This module does the I/O: it tries every
 //! operation the states allow, reports the result through a transition, polls for what the
 //! states wait for, and reports what poll saw through transitions again. Which descriptors
@@ -36,7 +36,7 @@ pub struct Fds {
     pub cipher_in: RawFd,
     /// The network's write side: ciphertext to the peer (may be `cipher_in`, one socket).
     pub cipher_out: RawFd,
-    /// The read end of the pipe SIGCHLD writes to; -1 when there is no child to watch.
+    /// The read end of the pipe SIGCHLD writes to; may be -1 when `run` gets no child.
     pub selfpipe: RawFd,
 }
 
