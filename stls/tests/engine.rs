@@ -193,9 +193,67 @@ fn network_over_pipes() {
 }
 
 #[test]
-fn options_default_engine_config_matches_spec() {
+fn options_default_engine_config_matches_the_man_page() {
     let o = Options::default();
     assert!(o.close_notify && !o.enforce_close_notify);
     let c = Config::default();
     assert!(c.close_notify && !c.enforce_close_notify && c.idle_timeout.is_none());
+}
+
+/// `-s`: at the app's EOF the network's write side is shut without close_notify, and the
+/// peer's data still reaches the app until the peer closes.
+#[test]
+fn no_close_notify_shuts_the_network_and_keeps_reading() {
+    let cfg = Config {
+        close_notify: false,
+        ..Config::default()
+    };
+    let (peer_sock, nin, nout) = peer_over_socket();
+    let (to_engine, from_engine, h) = engine_server(nin, nout, cfg);
+    let raw = peer_sock.try_clone().expect("clone");
+    let mut s = connector()
+        .connect("engine.test", peer_sock)
+        .expect("connect");
+    let reader = thread::spawn(move || read_all(from_engine));
+    drop(to_engine);
+    thread::sleep(Duration::from_millis(100));
+    let late = payload(300_000, 6);
+    s.write_all(&late).expect("peer write after the app's EOF");
+    s.flush().expect("flush");
+    raw.shutdown(std::net::Shutdown::Write).expect("tcp eof");
+    assert_eq!(sha(&reader.join().expect("reader")), sha(&late));
+    assert_eq!(h.join().expect("engine").end, End::Clean);
+    // What the peer got was a TCP EOF without close_notify.
+    let mut b = [0u8; 16];
+    assert!(!matches!(s.read(&mut b), Ok(n) if n > 0));
+    assert!(!s
+        .get_shutdown()
+        .contains(openssl::ssl::ShutdownState::RECEIVED));
+}
+
+/// The idle timeout closes the session as at local EOF (close_notify) and stops the app's
+/// input; the outcome says so and the end is still clean.
+#[test]
+fn idle_timeout_closes_as_at_local_eof() {
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(200)),
+        linger: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let (peer_sock, nin, nout) = peer_over_socket();
+    let (to_engine, from_engine, h) = engine_server(nin, nout, cfg);
+    let raw = peer_sock.try_clone().expect("clone");
+    let mut s = connector()
+        .connect("engine.test", peer_sock)
+        .expect("connect");
+    // Neither side moves a byte: after 200 ms the engine sends close_notify.
+    assert!(read_all(&mut s).is_empty());
+    raw.shutdown(std::net::Shutdown::Write).expect("tcp eof");
+    let out = h.join().expect("engine");
+    assert_eq!(out.end, End::Clean);
+    assert!(out.idle_expired);
+    // The app's pipes were closed by the engine: its output gets EPIPE, its input EOF.
+    assert!(read_all(from_engine).is_empty());
+    let mut to_engine = to_engine;
+    assert!(to_engine.write_all(b"x").is_err());
 }

@@ -59,6 +59,7 @@ pub fn sha(b: &[u8]) -> Vec<u8> {
 
 pub fn pipe() -> (File, File) {
     let (r, w) = stls::fd::pipe().expect("pipe");
+    // SAFETY: the two fds were just created by pipe and are owned by nothing else.
     unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) }
 }
 
@@ -117,6 +118,7 @@ pub fn peer_over_socket() -> (UnixStream, RawFd, RawFd) {
     b.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let fd = a.into_raw_fd();
+    // SAFETY: dup takes a plain integer; `fd` is the socket this function owns.
     let fd2 = unsafe { libc::dup(fd) };
     assert!(fd2 >= 0);
     (b, fd, fd2)
