@@ -11,7 +11,7 @@
 //! - [`context`] builds the server and client `SslContext`s from [`env::Env`] and their
 //!   own settings types.
 //!
-//! The programs' building blocks: [`env`] (configuration read from the environment, the
+//! The programs' building blocks: [`env`](mod@env) (configuration read from the environment, the
 //! privilege drop), [`options`] (the option table behind parsing and `--help`), [`cli`]
 //! (messages, the child's environment, the exit code of a relay), [`session`] (the `SSL_*`
 //! description), [`exit`] (the exit codes), [`fd`], [`process`], [`policy`] (versions,

@@ -321,7 +321,7 @@ fn utf8<'a>(s: &'a OsStr, what: &str) -> Result<&'a str, String> {
     s.to_str().ok_or_else(|| format!("{what}: not valid UTF-8"))
 }
 
-/// Parse `args` (without argv[0]). Options stop at `--` or at the first operand.
+/// Parse `args` (without `argv[0]`). Options stop at `--` or at the first operand.
 pub fn parse(cmd: &Command, args: &[OsString]) -> Result<Options, Error> {
     parse_inner(cmd, args).map_err(|e| Error::usage(format!("{e} (see {} --help)", cmd.name)))
 }
