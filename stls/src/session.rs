@@ -90,20 +90,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wire_form_round_trips() {
-        // The format itself is tested in stls-desc; this is the wrapper's view of it.
-        let mut d = Description::default();
-        d.set("SSL_PROTOCOL", Some("TLSv1.3".into()));
-        d.set("SSL_PEER_CERT_HASH", None);
-        let enc = d.encode();
-        assert_eq!(enc, b"SSL_PROTOCOL=TLSv1.3\0SSL_PEER_CERT_HASH\0\0");
-        assert_eq!(Description::decode(&enc), Some(d));
-        assert_eq!(Description::decode(b"\0"), Some(Description::default()));
-        assert_eq!(Description::decode(b""), None);
-        assert_eq!(Description::decode(b"A=1\0"), None);
-    }
-
-    #[test]
     fn subject_is_rfc4514() {
         let mut b = openssl::x509::X509NameBuilder::new().expect("builder");
         b.append_entry_by_text("C", "FR").expect("C");
