@@ -814,26 +814,6 @@ fn network_fd_options_and_missing_fds() {
     }
 }
 
-#[test]
-fn help_and_man_page_list_every_option() {
-    let o = proc::run(Command::new(stls_tests::tlsc()).arg("--help"), None, WAIT);
-    assert_eq!(o.code(), 0);
-    let help = o.stdout_str();
-    let missing = stls_tests::options::missing("tlsc", &help);
-    assert!(missing.is_empty(), "tlsc --help lacks {missing:?}:\n{help}");
-    let man = stls_tests::options::man_page("tlsc.1");
-    match std::fs::read_to_string(&man) {
-        Ok(src) => {
-            let text = stls_tests::options::roff_to_text(&src);
-            let missing = stls_tests::options::missing("tlsc", &text);
-            assert!(missing.is_empty(), "{} lacks {missing:?}", man.display());
-        }
-        Err(e) => {
-            skip(&format!("{}: {e}", man.display()));
-        }
-    }
-}
-
 // ------------------------------------------------------------------ io form, ADDR PORT form
 
 /// A tlsc whose stdin we hold and whose stdout we read as it comes.

@@ -1262,22 +1262,3 @@ fn idle_timeout_closes_as_at_local_eof() {
     let s = l.next_session(WAIT);
     assert_eq!(s.code(), 0, "the exit is the child's: {}", s.stderr_str());
 }
-
-#[test]
-fn help_and_man_page_list_every_option() {
-    let o = proc::run(Command::new(stls_tests::tlsd()).arg("--help"), None, WAIT);
-    let help = o.stdout_str();
-    let missing = stls_tests::options::missing("tlsd", &help);
-    assert!(missing.is_empty(), "tlsd --help lacks {missing:?}:\n{help}");
-    let man = stls_tests::options::man_page("tlsd.1");
-    match std::fs::read_to_string(&man) {
-        Ok(src) => {
-            let text = stls_tests::options::roff_to_text(&src);
-            let missing = stls_tests::options::missing("tlsd", &text);
-            assert!(missing.is_empty(), "{} lacks {missing:?}", man.display());
-        }
-        Err(e) => {
-            skip(&format!("{}: {e}", man.display()));
-        }
-    }
-}
