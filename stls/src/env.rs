@@ -127,8 +127,8 @@ fn key_type_name(pk: &PKey<openssl::pkey::Public>) -> Option<&'static CStr> {
     CStr::from_bytes_with_nul(n).ok()
 }
 
-/// Decode a private key with only the decoders of the certificate's key type (issue 5:
-/// the generic `PEM_read_bio_PrivateKey` tries every decoder of every provider, which
+/// Decode a private key with only the decoders of the certificate's key type (the
+/// generic `PEM_read_bio_PrivateKey` tries every decoder of every provider, which
 /// costs about a millisecond in each connection). `None` when this fast path does not
 /// apply or fails: the caller then falls back to the generic decoding, so any key that
 /// was accepted before still is.

@@ -1,4 +1,4 @@
-//! The benchmark harness does not rot (issue 5): `bench/run --smoke` runs one short
+//! The benchmark harness does not rot: `bench/run --smoke` runs one short
 //! iteration of every figure against every peer and must end 0 with the table printed.
 //! Nothing is timed here: the figures themselves are not checked, only that each was
 //! produced. Exit 77 means a peer is missing: a visible skip, or a failure under CI=true.

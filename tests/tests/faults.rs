@@ -1,8 +1,8 @@
-//! Faults (issue 6): peer resets, plain-text and garbage peers, slowloris, truncation,
+//! Faults: peer resets, plain-text and garbage peers, slowloris, truncation,
 //! crashing children, children that ignore their input, grandchildren holding the pipes,
 //! closed or missing network descriptors. Each case is bounded in time and checks the
 //! documented exit code, the one line on stderr and that no deliverable byte was lost.
-//! tests/README.md maps every case of issue 6 to its test.
+//! tests/README.md maps every case to its test.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -372,7 +372,8 @@ fn tlsd_truncated_upload(opts: &[&str]) -> (Session, String, String) {
 }
 
 /// A TCP FIN without close_notify is a normal EOF by default and with -j: exit 0, no
-/// message, every byte delivered (REFERENCE.md defect 2, here with the app's own hash).
+/// message, every byte delivered (a TCP EOF without close_notify is a normal EOF by default; here
+/// with the app's own hash).
 #[test]
 fn tlsd_truncation_without_enforcement_delivers_everything() {
     for opts in [&[][..], &["-j"][..]] {

@@ -1,4 +1,4 @@
-//! Load (issue 6): 500 connections, at most 100 at once, through tlsd under `tcpserver -c
+//! Load: 500 connections, at most 100 at once, through tlsd under `tcpserver -c
 //! 100` with seeded random sizes and hash checks; a soak of short connections with no
 //! growth of descriptors or resident memory in the long-lived tcpserver.
 //!

@@ -1,8 +1,8 @@
-//! Security (issue 6): privileges really dropped (the handshake included), key files
+//! Security: privileges really dropped (the handshake included), key files
 //! that only root can read still work because they are read before the drop, no key
 //! material or secret variable and no descriptor of a key file reaches the app, TLS < 1.2
 //! refused by tlsd (tlsc's side is in tlsc.rs), verification failures fail closed.
-//! tests/README.md maps every case of issue 6 to its test.
+//! tests/README.md maps every case to its test.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -1,7 +1,8 @@
-//! tlsc end to end (issue 3's acceptance list): against openssl s_server, stunnel4, socat,
+//! tlsc end to end: against openssl s_server, stunnel4, socat,
 //! a Python ssl server and tlsd; under tcpclient and with the network on fd 6/7 as
 //! tcpclient gives it; integrity by hash with half-close; verification fails closed;
-//! TLS < 1.2 refused; defects 5 and 10; the io and `ADDR PORT` forms; `-d`; options.
+//! TLS < 1.2 refused; a last handshake flight arriving with the server's FIN; a name
+//! always verified, even without -k; the io and `ADDR PORT` forms; `-d`; options.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -416,11 +417,11 @@ fn matching_ip_san_and_v4_mapped_remote_ip_pass() {
     }
 }
 
-/// REFERENCE.md defect 10: without -k the client still checks a name; with no name at all
+/// Without -k the client still checks a name; with no name at all
 /// it refuses (100) unless --no-verify-name.
 #[test]
-fn defect10_no_name_no_connection() {
-    let dir = scratch("defect10");
+fn no_name_no_connection() {
+    let dir = scratch("no-name");
     let marker = peers::marker(&dir);
     let l = tlsd_server(&[], "echo ok", &pki().ec);
     let sock = TcpStream::connect(l.addr).unwrap();
@@ -597,12 +598,12 @@ fn tls10_tls11_servers_refused() {
     }
 }
 
-// ------------------------------------------------------------------ defect 5
+// ------------------------------------------------------------------ last flight and FIN in one read
 
-/// REFERENCE.md defect 5: the server's last handshake flight and its FIN in one read
+/// The server's last handshake flight and its FIN in one read
 /// (`tlsd -- true`): tlsc runs its app, which sees a clean EOF, 20 times of 20.
 #[test]
-fn defect5_server_closing_at_once_20_of_20() {
+fn server_closing_at_once_20_of_20() {
     let l = tlsd_server(&[], "true", &pki().ec);
     for i in 0..20 {
         let o = Tlsc::new(&prog(

@@ -1,6 +1,9 @@
-//! tlsd end to end (issue 2's acceptance list): real peers on loopback, under the suite's
+//! tlsd end to end: real peers on loopback, under the suite's
 //! own listener and under `tcpserver`; integrity by hash; SSL_* variables; SNI; client
-//! certificates; options; REFERENCE.md server defects 1, 2, 3, 4, 6, 7, 8, 9; exit codes.
+//! certificates; options; the faults of earlier TLS wrappers that must not recur (secrets leaking to the
+//! app, a TCP EOF taken for an error, a lost last reply, SIGALRM on timeout, a stale poll
+//! result, a zero certificate hash, no setgroups, the app started before the handshake);
+//! exit codes.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -487,10 +490,10 @@ fn ssl_variables_with_client_cert_and_sni() {
     assert_clean(&l.next_session(WAIT), "SSL_* with client cert");
 }
 
-/// REFERENCE.md defect 7: with optional client certificates and none given, no
+/// With optional client certificates and none given, no
 /// SSL_PEER_CERT_HASH=SHA256:000…; absent values are unset, never empty.
 #[test]
-fn defect7_absent_values_are_unset() {
+fn absent_values_are_unset() {
     let l = TinyListener::start(
         Spawn::tlsd(&sh_args(&["-Y"], "env"), &ec_env()).env("CAFILE", &pki().ca),
     );
@@ -506,7 +509,10 @@ fn defect7_absent_values_are_unset() {
     ] {
         assert!(!env.contains_key(k), "{k} must be unset: {:?}", env.get(k));
     }
-    assert_clean(&l.next_session(WAIT), "defect 7");
+    assert_clean(
+        &l.next_session(WAIT),
+        "optional client certificate, none given",
+    );
 }
 
 // ------------------------------------------------------------------ SNI
@@ -708,7 +714,7 @@ fn client_cert_options_need_a_ca() {
     }
 }
 
-// ------------------------------------------------------------------ -Z/-z (defect 1)
+// ------------------------------------------------------------------ -Z/-z
 
 const SECRET_VARS: &[&str] = &[
     "CERTFILE",
@@ -742,9 +748,9 @@ fn env_seen_by_child(opts: &[&str]) -> BTreeMap<String, String> {
     parse_env(&t.text())
 }
 
-/// REFERENCE.md defect 1: by default the secrets' variables do not reach the app.
+/// By default the secrets' variables do not reach the app.
 #[test]
-fn defect1_default_strips_secret_variables() {
+fn default_strips_secret_variables() {
     for opts in [&[][..], &["-z"][..], &["--no-keep"][..]] {
         let env = env_seen_by_child(opts);
         assert!(env.contains_key("SSL_PROTOCOL"), "{env:?}");
@@ -768,7 +774,7 @@ fn keep_option_keeps_them() {
     }
 }
 
-// ------------------------------------------------------------------ -S/-s, -J/-j (defect 2)
+// ------------------------------------------------------------------ -S/-s, -J/-j
 
 #[test]
 fn close_notify_default_and_no_close_notify() {
@@ -789,9 +795,9 @@ fn close_notify_default_and_no_close_notify() {
     }
 }
 
-/// REFERENCE.md defect 2: a TCP EOF without close_notify is a normal EOF by default.
+/// A TCP EOF without close_notify is a normal EOF by default.
 #[test]
-fn defect2_tcp_eof_without_close_notify_is_normal_eof() {
+fn tcp_eof_without_close_notify_is_normal_eof() {
     for tls in Tls::both() {
         for opts in [&[][..], &["-j"][..], &["--no-enforce-close-notify"][..]] {
             let l = serve(opts, "exec sha256sum");
@@ -806,7 +812,7 @@ fn defect2_tcp_eof_without_close_notify_is_normal_eof() {
                 "{tls:?} {opts:?}"
             );
             assert_eq!(end, End::CloseNotify, "{tls:?} {opts:?}");
-            assert_clean(&l.next_session(WAIT), "defect 2");
+            assert_clean(&l.next_session(WAIT), "TCP EOF without close_notify");
         }
     }
 }
@@ -829,12 +835,12 @@ fn enforce_close_notify_makes_truncation_fatal() {
     }
 }
 
-// ------------------------------------------------------------------ defects 3, 4, 6, 8, 9
+// ------------------------------------------------------------------ replies, timeouts, close order, privileges
 
-/// REFERENCE.md defect 3: an app that writes its reply and exits at once (without reading
+/// An app that writes its reply and exits at once (without reading
 /// its input) loses nothing: 50 runs out of 50.
 #[test]
-fn defect3_reply_of_app_exiting_at_once_arrives_50_of_50() {
+fn reply_of_app_exiting_at_once_arrives_50_of_50() {
     let l = serve(&[], "echo reply-from-app");
     for i in 0..50 {
         let t = talk(
@@ -848,7 +854,7 @@ fn defect3_reply_of_app_exiting_at_once_arrives_50_of_50() {
         assert_clean(&l.next_session(WAIT), &format!("run {i}"));
     }
     // a larger reply, still written at once and the app gone
-    let dir = scratch("defect3");
+    let dir = scratch("reply-at-exit");
     let (file, want) = payload::file(&dir, "reply", 33, 512 * 1024);
     let l = serve(&[], &format!("exec cat '{}'", file.display()));
     for i in 0..10 {
@@ -859,9 +865,9 @@ fn defect3_reply_of_app_exiting_at_once_arrives_50_of_50() {
     }
 }
 
-/// REFERENCE.md defect 4: the handshake timeout is exit 98 with a message, not SIGALRM.
+/// The handshake timeout is exit 98 with a message, not SIGALRM.
 #[test]
-fn defect4_handshake_timeout_is_98_with_message() {
+fn handshake_timeout_is_98_with_message() {
     for opts in [
         &["-K", "300"][..],
         &["-K300"][..],
@@ -902,12 +908,12 @@ fn slowloris_partial_client_hello_times_out() {
     );
 }
 
-/// REFERENCE.md defect 6: after one side closes, no stale poll result (no exit 111).
+/// After one side closes, no stale poll result (no exit 111).
 /// Both orders, repeated.
 #[test]
-fn defect6_close_orders_never_111() {
+fn close_orders_never_111() {
     // the client closes first while the app is still writing
-    let dir = scratch("defect6");
+    let dir = scratch("close-orders");
     let (file, want) = payload::file(&dir, "reply", 66, 256 * 1024);
     let l = serve(
         &[],
@@ -988,10 +994,10 @@ fn engines_in_group(pgid: u32) -> Vec<u32> {
     out
 }
 
-/// REFERENCE.md defect 8: TLS_UID/TLS_GID drop uid, gid and the supplementary groups of
+/// TLS_UID/TLS_GID drop uid, gid and the supplementary groups of
 /// the engine; the app keeps the original credentials.
 #[test]
-fn defect8_privilege_drop_with_setgroups() {
+fn privilege_drop_with_setgroups() {
     if !stls_tests::bins::is_root() {
         skip("needs root");
         return;
@@ -1046,13 +1052,13 @@ fn defect8_privilege_drop_with_setgroups() {
     let (rest, end) = c.read_to_end();
     assert_eq!(rest, b"bye\n");
     assert_eq!(end, End::CloseNotify);
-    assert_clean(&l.next_session(WAIT), "defect 8");
+    assert_clean(&l.next_session(WAIT), "privilege drop with setgroups");
 }
 
-/// REFERENCE.md defect 9: the app starts only after a successful handshake.
+/// The app starts only after a successful handshake.
 #[test]
-fn defect9_app_never_starts_before_handshake() {
-    let dir = scratch("defect9");
+fn app_never_starts_before_handshake() {
+    let dir = scratch("app-after-handshake");
     let marker = peers::marker(&dir);
     let script = format!("touch '{}'; echo ran", marker.display());
     let l = serve(&["-K", "500"], &script);
@@ -1075,7 +1081,7 @@ fn defect9_app_never_starts_before_handshake() {
     let t = talk(l.addr, &ClientOpts::default(), b"").unwrap();
     assert_eq!(t.text(), "ran\n");
     assert!(marker.exists());
-    assert_clean(&l.next_session(WAIT), "defect 9");
+    assert_clean(&l.next_session(WAIT), "app after the handshake");
 }
 
 // ------------------------------------------------------------------ exit codes and messages
