@@ -729,7 +729,9 @@ const SECRET_VARS: &[&str] = &[
 
 fn env_seen_by_child(opts: &[&str]) -> BTreeMap<String, String> {
     let p = pki();
+    // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() }.to_string();
+    // SAFETY: getegid has no preconditions.
     let gid = unsafe { libc::getegid() }.to_string();
     // `env` itself, not through sh: dash drops variables whose names are not shell
     // identifiers (CERTFILE:a.test) from what it passes on.
