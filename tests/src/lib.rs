@@ -8,6 +8,7 @@
 pub mod bins;
 pub mod client;
 pub mod faults;
+pub mod jobs;
 pub mod listener;
 pub mod options;
 pub mod payload;

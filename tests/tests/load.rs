@@ -7,16 +7,13 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use stls_tests::client::{self, ClientOpts, End};
 use stls_tests::faults::{children, fd_count, vm_rss_kib};
 use stls_tests::listener::TcpServer;
 use stls_tests::payload::{self, XorShift, KIB, MIB};
-use stls_tests::{pki, proc, require};
+use stls_tests::{jobs, pki, proc, require};
 
 const SEED: u64 = 0x6c6f_6164; // "load"
 
@@ -51,72 +48,46 @@ fn five_hundred_connections_hundred_at_once_hash_checked() {
     const CONNS: usize = 500;
     const THREADS: usize = 100;
     let mut rng = XorShift::new(SEED);
-    let sizes: Arc<Vec<usize>> = Arc::new(
-        (0..CONNS)
-            .map(|i| {
-                if i % 25 == 7 {
-                    2 * MIB
-                } else {
-                    rng.range(0, 512 * KIB as u64) as usize
-                }
-            })
-            .collect(),
-    );
-    let ts = TcpServer::start(100, &tlsd_prog(&["--", "/bin/cat"]), &ec_env());
-    let addr = ts.addr();
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let active = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    let workers: Vec<_> = (0..THREADS)
-        .map(|w| {
-            let (sizes, failures, active, peak) = (
-                sizes.clone(),
-                failures.clone(),
-                active.clone(),
-                peak.clone(),
-            );
-            thread::spawn(move || {
-                for i in (w..CONNS).step_by(THREADS) {
-                    let data = payload::bytes(SEED + i as u64, sizes[i]);
-                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, Ordering::SeqCst);
-                    let r = client::connect(addr, &ClientOpts::default()).map(|mut c| {
-                        let (h, end) = c.duplex(&data, true, Duration::from_secs(180));
-                        (h.hex(), end)
-                    });
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    let fail = match r {
-                        Err(e) => Some(format!("connection {i}: {e}")),
-                        Ok((_, end)) if end != End::CloseNotify => Some(format!(
-                            "connection {i} ({} bytes): ended {end:?}",
-                            sizes[i]
-                        )),
-                        Ok((h, _)) if h != payload::sha256_hex(&data) => {
-                            Some(format!("connection {i} ({} bytes): hash differs", sizes[i]))
-                        }
-                        Ok(_) => None,
-                    };
-                    if let Some(f) = fail {
-                        failures.lock().expect("failures lock").push(f);
-                    }
-                }
-            })
+    let sizes: Vec<usize> = (0..CONNS)
+        .map(|i| {
+            if i % 25 == 7 {
+                2 * MIB
+            } else {
+                rng.range(0, 512 * KIB as u64) as usize
+            }
         })
         .collect();
-    for w in workers {
-        w.join().expect("client thread");
-    }
+    let ts = TcpServer::start(100, &tlsd_prog(&["--", "/bin/cat"]), &ec_env());
+    let addr = ts.addr();
+    let t0 = Instant::now();
+    let report = jobs::run(CONNS, THREADS, |i| {
+        let data = payload::bytes(SEED + i as u64, sizes[i]);
+        let r = client::connect(addr, &ClientOpts::default()).map(|mut c| {
+            let (h, end) = c.duplex(&data, true, Duration::from_secs(180));
+            (h.hex(), end)
+        });
+        match r {
+            Err(e) => Some(format!("connection {i}: {e}")),
+            Ok((_, end)) if end != End::CloseNotify => Some(format!(
+                "connection {i} ({} bytes): ended {end:?}",
+                sizes[i]
+            )),
+            Ok((h, _)) if h != payload::sha256_hex(&data) => {
+                Some(format!("connection {i} ({} bytes): hash differs", sizes[i]))
+            }
+            Ok(_) => None,
+        }
+    });
     let took = t0.elapsed();
     let pid = ts.run.pid();
     let drained = wait_children_gone(pid, Duration::from_secs(30));
     let stderr = ts.stop();
-    let failures = failures.lock().expect("failures lock");
+    let failures = &report.failures;
     let total: usize = sizes.iter().sum();
     eprintln!(
         "500 connections, {} MiB each way, peak {} at once: {took:?}",
         total / MIB,
-        peak.load(Ordering::SeqCst)
+        report.peak
     );
     assert!(
         failures.is_empty(),
@@ -124,7 +95,7 @@ fn five_hundred_connections_hundred_at_once_hash_checked() {
         failures.len(),
         &failures[..failures.len().min(20)]
     );
-    assert!(peak.load(Ordering::SeqCst) <= 100);
+    assert!(report.peak <= 100);
     assert!(
         drained,
         "tlsd processes still running after the clients ended"
@@ -154,38 +125,17 @@ fn soak_short_connections_no_fd_or_rss_growth() {
     let addr = ts.addr();
     let pid = ts.run.pid();
     let run = |count: usize| -> Vec<String> {
-        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-        let next = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (failures, next) = (failures.clone(), next.clone());
-                thread::spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= count {
-                        break;
-                    }
-                    let r = client::connect(addr, &ClientOpts::default()).map(|mut c| {
-                        let (got, end) = c.read_to_end();
-                        (got, end)
-                    });
-                    let fail = match r {
-                        Err(e) => Some(format!("connection {i}: {e}")),
-                        Ok((got, end)) if got != b"ok\n" || end != End::CloseNotify => {
-                            Some(format!("connection {i}: got {got:?}, ended {end:?}"))
-                        }
-                        Ok(_) => None,
-                    };
-                    if let Some(f) = fail {
-                        failures.lock().expect("failures lock").push(f);
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().expect("client thread");
-        }
-        let f = failures.lock().expect("failures lock").clone();
-        f
+        jobs::run(count, THREADS, |i| {
+            let r = client::connect(addr, &ClientOpts::default()).map(|mut c| c.read_to_end());
+            match r {
+                Err(e) => Some(format!("connection {i}: {e}")),
+                Ok((got, end)) if got != b"ok\n" || end != End::CloseNotify => {
+                    Some(format!("connection {i}: got {got:?}, ended {end:?}"))
+                }
+                Ok(_) => None,
+            }
+        })
+        .failures
     };
     let warm = run(WARMUP);
     assert!(warm.is_empty(), "warm-up failures: {warm:#?}");

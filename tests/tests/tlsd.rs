@@ -403,24 +403,19 @@ fn one_byte_writes_many_records_hash() {
 }
 
 fn fifty_clients(addr: SocketAddr) {
-    let handles: Vec<_> = (0..50u64)
-        .map(|i| {
-            thread::spawn(move || {
-                let data = payload::bytes(1000 + i, 64 * 1024 + i as usize * 97);
-                let t = talk(addr, &ClientOpts::default(), &data)
-                    .unwrap_or_else(|e| panic!("client {i}: {e}"));
-                assert_eq!(t.end, End::CloseNotify, "client {i}");
-                assert_eq!(
-                    payload::sha256sum_word(&t.reply),
-                    payload::sha256_hex(&data),
-                    "client {i}"
-                );
-            })
-        })
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        h.join().unwrap_or_else(|_| panic!("client {i} failed"));
-    }
+    let report = stls_tests::jobs::run(50, 50, |i| {
+        let data = payload::bytes(1000 + i as u64, 64 * 1024 + i * 97);
+        let t = match talk(addr, &ClientOpts::default(), &data) {
+            Ok(t) => t,
+            Err(e) => return Some(format!("client {i}: {e}")),
+        };
+        if t.end != End::CloseNotify {
+            return Some(format!("client {i}: ended {:?}", t.end));
+        }
+        (payload::sha256sum_word(&t.reply) != payload::sha256_hex(&data))
+            .then(|| format!("client {i}: the reply's hash differs"))
+    });
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
 }
 
 #[test]
