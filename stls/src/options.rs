@@ -54,11 +54,11 @@ enum Id {
     Verbosity,
     Help,
     Version,
-    // tlsd
+    // the server side
     ClientCert(ClientCert),
     SniLevel,
     SniLevelIs(u8),
-    // tlsc
+    // the client side
     SendCert(bool),
     ServerName,
     ReadFd,
@@ -219,7 +219,7 @@ pub struct Options {
     pub notification_fd: Option<i32>,
     /// Client `--detach`: fork at start, the first process exits 0.
     pub detach: bool,
-    /// Whether `--` ended the options (tlsc: always the prog form).
+    /// Whether `--` ended the options (for the client side: always the prog form).
     pub dashdash: bool,
     /// What follows the options.
     pub operands: Vec<OsString>,
