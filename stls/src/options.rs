@@ -263,7 +263,10 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
         let ms: u64 = s.parse().map_err(|_| format!("invalid duration: {s}"))?;
         Duration::from_millis(ms)
     } else {
-        humantime::parse_duration(s).map_err(|e| format!("invalid duration: {s}: {e}"))?
+        // humantime's own wording names its parser's internals; say what is accepted.
+        humantime::parse_duration(s).map_err(|_| {
+            format!("invalid duration: {s}: give milliseconds (500) or a number with a unit (500ms, 10s, 2m)")
+        })?
     };
     Ok(if d.is_zero() { None } else { Some(d) })
 }
@@ -518,6 +521,15 @@ mod tests {
         }
         assert!(p(&CLIENT_CMD, &["-6", "7"]).is_err());
         assert!(p(&CLIENT_CMD, &["-6", "1"]).is_err());
+    }
+
+    #[test]
+    fn bad_duration_says_what_is_accepted() {
+        let e = parse_duration("10x").expect_err("10x");
+        assert!(
+            e.starts_with("invalid duration: 10x: give milliseconds"),
+            "{e}"
+        );
     }
 
     #[test]
