@@ -107,12 +107,17 @@ pub fn child_description(opts: &Options, mut desc: Description) -> Description {
 }
 
 /// The exit code of a finished relay: 98 or 111 when the engine failed (with its fatal
-/// line), else the child's status.
+/// line), 97 when the peer rejected this side's certificate after the handshake, else the
+/// child's status.
 pub fn conclude(log: &Log, out: Outcome) -> i32 {
     match out.end {
         End::Tls(m) => {
             log.fatal(&Error::tls(m));
             exit::TLS
+        }
+        End::Rejected(m) => {
+            log.fatal(&Error::handshake(m));
+            exit::HANDSHAKE
         }
         End::System(m) => {
             log.fatal(&Error::new(exit::SYSTEM, m));
@@ -138,8 +143,9 @@ pub fn conclude(log: &Log, out: Outcome) -> i32 {
     }
 }
 
-/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, peer.
-pub fn session_line(desc: &Description) -> String {
+/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, peer (from
+/// TCPREMOTEIP, else the socket `net` itself: inetd and systemd set no variable).
+pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String {
     let get = |k| desc.get(k).map(|v| v.to_string_lossy().into_owned());
     let mut s = format!(
         "{} {}",
@@ -149,7 +155,10 @@ pub fn session_line(desc: &Description) -> String {
     if let Some(n) = get("SSL_TLS_SNI_SERVERNAME") {
         s.push_str(&format!(" sni={n}"));
     }
-    if let Ok(ip) = std::env::var("TCPREMOTEIP") {
+    let peer = std::env::var("TCPREMOTEIP")
+        .ok()
+        .or_else(|| fd::peer_addr(net).map(|a| a.ip().to_string()));
+    if let Some(ip) = peer {
         s.push_str(&format!(" peer={ip}"));
     }
     s

@@ -88,8 +88,31 @@ fn use_pair(b: &mut SslContextBuilder, p: &Pair) -> Result<(), Error> {
     Ok(())
 }
 
+/// A CADIR or CAFILE that cannot be used is an error at start, in the system's words: an
+/// unusable directory would otherwise only show as every peer rejected later.
+fn check_trust_path(var: &str, path: &std::ffi::OsStr, dir: bool) -> Result<(), Error> {
+    let shown = path.to_string_lossy();
+    let meta = std::fs::metadata(path)
+        .map_err(|err| Error::config(format!("{var} {shown}: {}", crate::exit::io_text(&err))))?;
+    match (dir, meta.is_dir()) {
+        (true, false) => Err(Error::config(format!(
+            "CADIR {shown} is not a directory (a PEM file of CA certificates goes in CAFILE)"
+        ))),
+        (false, true) => Err(Error::config(format!(
+            "CAFILE {shown} is a directory (a hashed directory of CA certificates goes in CADIR)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> {
     let e = |what: &str| Error::config(format!("unable to load {what}: {}", ssl_reason()));
+    if let Some(dir) = &env.cadir {
+        check_trust_path("CADIR", dir, true)?;
+    }
+    if let Some(file) = &env.cafile {
+        check_trust_path("CAFILE", file, false)?;
+    }
     if let Some(dir) = &env.cadir {
         let d = dir
             .to_str()

@@ -123,18 +123,38 @@ pub fn load_error_strings() {
     });
 }
 
+/// OpenSSL's number for its TLS library in error codes (not in openssl-sys).
+const ERR_LIB_SSL: libc::c_int = 20;
+
 /// The reason text for the last OpenSSL errors on this thread (drains the queue).
 pub fn ssl_reason() -> String {
+    ssl_failure().0
+}
+
+/// The reason text for the last OpenSSL errors on this thread, in the user's terms where
+/// the failure is one a user can fix, and whether one of them is the peer's verdict on this
+/// side's certificate (drains the queue).
+pub(crate) fn ssl_failure() -> (String, bool) {
     load_error_strings();
     let stack = openssl::error::ErrorStack::get();
     let mut out = String::new();
+    let mut verdict = false;
     for e in stack.errors() {
         if !out.is_empty() {
             out.push_str("; ");
         }
-        match e.reason() {
-            Some(r) => out.push_str(r),
-            None => out.push_str(&format!("error {:#x}", e.code())),
+        let ssl_lib = e.library_code() == ERR_LIB_SSL;
+        let explained = ssl_lib
+            .then(|| crate::explain::reason(e.reason_code()))
+            .flatten();
+        verdict |= ssl_lib && crate::explain::is_certificate_verdict(e.reason_code());
+        let said = match e.reason() {
+            Some(r) => r.to_string(),
+            None => format!("error {:#x}", e.code()),
+        };
+        match explained {
+            Some(words) => out.push_str(&format!("{words} (OpenSSL: {said})")),
+            None => out.push_str(&said),
         }
         if let Some(d) = e.data() {
             out.push_str(" (");
@@ -145,7 +165,7 @@ pub fn ssl_reason() -> String {
     if out.is_empty() {
         out.push_str("unknown TLS error");
     }
-    one_line(&out)
+    (one_line(&out), verdict)
 }
 
 /// Exit code for a wait status: the child's code, or 128 + signal.

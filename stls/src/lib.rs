@@ -101,6 +101,7 @@ pub mod context;
 pub mod engine;
 pub mod env;
 pub mod exit;
+mod explain;
 pub mod fd;
 pub mod handshake;
 pub mod ocsp;

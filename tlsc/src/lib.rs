@@ -73,7 +73,7 @@ pub fn form_of(opts: &Options) -> Result<Form, Error> {
     }
     if ops.len() == 2 {
         let a = ops[0].to_str().and_then(parse_ip);
-        let p = ops[1].to_str().and_then(|p| p.parse::<u16>().ok());
+        let p = ops[1].to_str().and_then(parse_port);
         if let (Some((ip, scope)), Some(port)) = (a, p) {
             let sa = match ip {
                 IpAddr::V4(v4) => SocketAddr::from((v4, port)),
@@ -83,6 +83,38 @@ pub fn form_of(opts: &Options) -> Result<Form, Error> {
         }
     }
     Ok(Form::Prog)
+}
+
+/// A port operand: a number from 1 to 65535.
+fn parse_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// What is wrong with operands that were probably meant as `ADDR PORT` but made the prog
+/// form, for the message when the prog form's network fds are missing.
+pub fn connect_form_problem(ops: &[std::ffi::OsString]) -> Option<String> {
+    let text: Vec<String> = ops
+        .iter()
+        .map(|o| o.to_string_lossy().into_owned())
+        .collect();
+    let is_ip = |s: &str| parse_ip(s).is_some();
+    let is_port = |s: &str| parse_port(s).is_some();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match text.as_slice() {
+        [a, p] if is_ip(a) && !is_port(p) => Some(format!(
+            "in tlsc ADDR PORT, PORT must be a number from 1 to 65535, not {p:?}"
+        )),
+        [a, p] if !is_ip(a) && (is_port(p) || numeric(p)) => Some(format!(
+            "in tlsc ADDR PORT, ADDR must be a numeric IP address, not {a:?}: \
+             tlsclient HOST PORT connects by name"
+        )),
+        [a, p, rest @ ..] if is_ip(a) && is_port(p) => Some(format!(
+            "tlsc ADDR PORT takes exactly two operands, not {} \
+             (for the prog form, put -- before prog)",
+            rest.len() + 2
+        )),
+        _ => None,
+    }
 }
 
 /// Connect to `sa`, bounded by `timeout`; the socket twice (read and write fds).
@@ -134,5 +166,17 @@ mod tests {
         assert_eq!(parse_ip("fe80::1%7").map(|x| x.1), Some(7));
         assert_eq!(parse_ip("127.0.0.1%1"), None);
         assert_eq!(parse_ip("localhost"), None);
+    }
+
+    #[test]
+    fn connect_form_problems() {
+        use super::connect_form_problem as p;
+        let ops = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(p(&ops(&["a.test", "443"])).is_some_and(|m| m.contains("numeric IP address")));
+        assert!(p(&ops(&["127.0.0.1", "44x3"])).is_some_and(|m| m.contains("1 to 65535")));
+        assert!(p(&ops(&["127.0.0.1", "0"])).is_some_and(|m| m.contains("1 to 65535")));
+        assert!(p(&ops(&["127.0.0.1", "443", "x"])).is_some_and(|m| m.contains("exactly two")));
+        assert_eq!(p(&ops(&["cat"])), None);
+        assert_eq!(p(&ops(&["sh", "-c"])), None);
     }
 }

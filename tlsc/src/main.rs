@@ -39,10 +39,26 @@ fn main() {
 }
 
 fn tlsc() -> Result<i32, Error> {
+    // Nothing at all: the user is asking what tlsc is, not for the io form.
+    if std::env::args_os().len() < 2 {
+        return Err(Error::usage(
+            "no arguments: tlsc [options] [--] prog... | tlsc [options] | \
+             tlsc [options] ADDR PORT (see tlsc --help)",
+        ));
+    }
     let Some(opts) = cli::parse_args(&TLSC)? else {
         return Ok(0);
     };
     let form = form_of(&opts)?;
+    // Operands that look like a mistyped ADDR PORT, with no network on fd 6/7: say what is
+    // wrong with them rather than that the fds are missing.
+    let no_network = !fd::is_network(opts.read_fd) || !fd::is_network(opts.write_fd);
+    if form == Form::Prog && no_network {
+        return Err(match tlsc::connect_form_problem(&opts.operands) {
+            Some(why) if !opts.dashdash => Error::usage(why),
+            _ => no_network_fds(&opts),
+        });
+    }
     let notify = opts.notification_fd;
     if let Some(n) = notify {
         if !fd::is_open(n) {
@@ -93,12 +109,17 @@ fn network(opts: &Options, form: &Form) -> Result<(RawFd, RawFd), Error> {
     }
     let (r, w) = (opts.read_fd, opts.write_fd);
     if !fd::is_network(r) || !fd::is_network(w) {
-        return Err(Error::new(
-            exit::SYSTEM,
-            format!("the network must be on fd {r} and fd {w}, and they are closed or /dev/null"),
-        ));
+        return Err(no_network_fds(opts));
     }
     Ok((r, w))
+}
+
+fn no_network_fds(opts: &Options) -> Error {
+    let (r, w) = (opts.read_fd, opts.write_fd);
+    Error::new(
+        exit::SYSTEM,
+        format!("the network must be on fd {r} and fd {w}, and they are closed or /dev/null"),
+    )
 }
 
 fn session(opts: &Options, form: Form) -> Result<i32, Error> {
@@ -183,7 +204,7 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
     };
 
     process::trim_heap();
-    log.info(&cli::session_line(&desc));
+    log.info(&cli::session_line(&desc, rfd));
     if opts.detach {
         // The caller's stderr must not be held open for the connection's lifetime.
         cli::silence_stderr();

@@ -41,6 +41,13 @@ fn tlsd() -> Result<i32, Error> {
             "no program to run (usage: tlsd [options] [--] prog...)",
         ));
     }
+    // By hand from a shell, the handshake would wait for its timeout on the keyboard.
+    if fd::is_tty(0) {
+        return Err(Error::usage(
+            "fd 0 is a terminal: tlsd expects a client's connection on fd 0/1, \
+             so run it under tcpserver, inetd or systemd (see tlsd(1))",
+        ));
+    }
     if !fd::is_network(0) || !fd::is_network(1) {
         return Err(Error::new(
             exit::SYSTEM,
@@ -69,7 +76,7 @@ fn tlsd() -> Result<i32, Error> {
 
     process::trim_heap();
     let desc = session::describe(tls.ssl(), None);
-    log.info(&cli::session_line(&desc));
+    log.info(&cli::session_line(&desc, 0));
     launcher.start(&cli::child_description(&opts, desc));
     let fds = Fds {
         clear_in: launcher.from_app,

@@ -77,6 +77,10 @@ pub enum End {
     Clean,
     /// A TLS or network error (exit 98).
     Tls(String),
+    /// The peer rejected this side's certificate, or its absence, after the handshake had
+    /// completed on this side (a TLS 1.3 server sends that verdict after the client's last
+    /// flight): a failed handshake in the user's terms (exit 97).
+    Rejected(String),
     /// A local system error (exit 111).
     System(String),
 }
@@ -233,6 +237,7 @@ pub fn run(tls: &mut Tls, fds: Fds, child: Option<libc::pid_t>, cfg: &Config) ->
         n2a_buf: Buf::new(),
         last_activity: Instant::now(),
         idle_expired: false,
+        rejected: None,
     };
     let end = e.relay(tls);
     e.finish(end)
@@ -253,6 +258,8 @@ struct Engine<'a> {
     last_activity: Instant,
     /// The idle timeout fired (it fires once).
     idle_expired: bool,
+    /// The peer's verdict on this side's certificate, when a failure of the relay was that.
+    rejected: Option<String>,
 }
 
 /// What one poll reported, for `Engine::on_events`.
@@ -277,11 +284,31 @@ struct Events {
 }
 
 impl Engine<'_> {
+    /// The reason of a failed network operation: OpenSSL's queue, else errno.
+    fn net_reason(&mut self) -> String {
+        let os = std::io::Error::last_os_error();
+        let (r, verdict) = crate::exit::ssl_failure();
+        if verdict && self.rejected.is_none() {
+            self.rejected = Some(r.clone());
+        }
+        if r == "unknown TLS error" {
+            match os.raw_os_error() {
+                Some(0) | None => "the connection was closed".into(),
+                _ => crate::exit::io_text(&os),
+            }
+        } else {
+            r
+        }
+    }
+
     fn relay(&mut self, tls: &mut Tls) -> End {
         loop {
             self.progress(tls);
             if let Some(why) = self.n2a.failure(self.n2a_buf.is_empty(), Instant::now) {
-                return End::Tls(why.to_string());
+                return match &self.rejected {
+                    Some(verdict) => End::Rejected(format!("handshake failed: {verdict}")),
+                    None => End::Tls(why.to_string()),
+                };
             }
             if state::done(self.a2n, &self.n2a, Instant::now) {
                 return End::Clean;
@@ -370,7 +397,7 @@ impl Engine<'_> {
                     // Our direction ends without close_notify (the block below shuts the
                     // network's write side).
                     _ => {
-                        let why = net_reason();
+                        let why = self.net_reason();
                         self.fail_net(format!("unable to send to the peer: {why}"));
                         self.a2n_buf.clear();
                         self.set_a2n(self.a2n.on_send_failed());
@@ -390,7 +417,7 @@ impl Engine<'_> {
                     // open, the reset cut it short; the kernel reports the error only once,
                     // so the next read would take it for a FIN.
                     _ => {
-                        let why = net_reason();
+                        let why = self.net_reason();
                         self.a2n = self.a2n.on_close_notify_done();
                         if self.n2a.is_open() {
                             self.fail_net(format!("unable to send close_notify: {why}"));
@@ -437,10 +464,10 @@ impl Engine<'_> {
                     Io::Error => {
                         // Our side is closed and the app gone: a reset now loses nothing.
                         if self.a2n.is_shut() && self.n2a.is_discarding() {
-                            let _ = net_reason();
+                            let _ = self.net_reason();
                             self.set_n2a(N2a::on_peer_eof, false);
                         } else {
-                            let why = net_reason();
+                            let why = self.net_reason();
                             self.fail_net(format!("unable to receive from the peer: {why}"));
                         }
                         moved = true;
@@ -689,19 +716,5 @@ fn socket_error(fd: RawFd) -> String {
         crate::exit::io_text(&std::io::Error::from_raw_os_error(err))
     } else {
         "the connection was reset".into()
-    }
-}
-
-/// The reason of a failed network operation: OpenSSL's queue, else errno.
-fn net_reason() -> String {
-    let os = std::io::Error::last_os_error();
-    let r = crate::exit::ssl_reason();
-    if r == "unknown TLS error" {
-        match os.raw_os_error() {
-            Some(0) | None => "the connection was closed".into(),
-            _ => crate::exit::io_text(&os),
-        }
-    } else {
-        r
     }
 }
