@@ -28,7 +28,7 @@ use tlsc::{form_of, parse_ip, Form};
 
 const TLSC: Command = Command {
     name: "tlsc",
-    groups: Groups::COMMON.with(Groups::CLIENT),
+    groups: Groups::COMMON.with(Groups::CLIENT).with(Groups::CLIENT_FDS),
     usage: "usage: tlsc [options] [--] prog...   (network on fd 6/7, prog gets clear text on its fd 6/7)\n\
             \x20      tlsc [options]              (io form: clear text on stdin/stdout)\n\
             \x20      tlsc [options] ADDR PORT    (connect first, then the io form)\n",
