@@ -122,6 +122,18 @@ pub struct Launcher {
     pub from_app: RawFd,
 }
 
+/// The app's credentials, applied by the launcher just before its exec (a server's
+/// `-u`, `-g`, `-U`): the engine's own drop (TLS_UID/TLS_GID) happens later, in the parent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user id to run the app as.
+    pub uid: Option<libc::uid_t>,
+    /// The group id to run the app as.
+    pub gid: Option<libc::gid_t>,
+    /// The supplementary groups; without them, only `gid` (when set) is kept.
+    pub groups: Option<Vec<libc::gid_t>>,
+}
+
 /// Everything the launcher's child needs, made before the fork.
 struct Prepared {
     path: CString,
@@ -132,10 +144,12 @@ struct Prepared {
     envp: Vec<*const libc::c_char>,
     description: Vec<u8>,
     exec_failed: Vec<u8>,
+    creds: Credentials,
+    creds_failed: Vec<u8>,
 }
 
 impl Prepared {
-    fn new(name: &str, argv: &[OsString]) -> Result<Prepared, Error> {
+    fn new(name: &str, argv: &[OsString], creds: &Credentials) -> Result<Prepared, Error> {
         let first = argv
             .first()
             .ok_or_else(|| Error::usage("no program to run"))?;
@@ -170,6 +184,9 @@ impl Prepared {
             envp,
             description: Vec::with_capacity(MAX_DESCRIPTION),
             exec_failed: exec_failed.into_bytes(),
+            creds: creds.clone(),
+            creds_failed: format!("{name}: fatal: unable to set the app's user and groups: ")
+                .into_bytes(),
         })
     }
 }
@@ -186,7 +203,26 @@ impl Launcher {
         app_out: RawFd,
         close_in_child: &[RawFd],
     ) -> Result<Launcher, Error> {
-        let mut prep = Prepared::new(name, argv)?;
+        Launcher::spawn_as(
+            name,
+            argv,
+            app_in,
+            app_out,
+            close_in_child,
+            &Credentials::default(),
+        )
+    }
+
+    /// [`Launcher::spawn`], the app running with `creds`.
+    pub fn spawn_as(
+        name: &'static str,
+        argv: &[OsString],
+        app_in: RawFd,
+        app_out: RawFd,
+        close_in_child: &[RawFd],
+        creds: &Credentials,
+    ) -> Result<Launcher, Error> {
+        let mut prep = Prepared::new(name, argv, creds)?;
         let sys = |what: &str, e| Error::sys(what, e);
         let (in_r, in_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
         let (out_r, out_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
@@ -291,6 +327,12 @@ fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) 
     if !build_envp(prep) {
         leave(exit::SYSTEM);
     }
+    if let Err(errno) = apply_credentials(&prep.creds) {
+        let _ = fd::write_all(2, &prep.creds_failed);
+        let _ = fd::write_all(2, errno_text(errno).as_bytes());
+        let _ = fd::write_all(2, b"\n");
+        leave(exit::SYSTEM);
+    }
     // SAFETY: path, argv and envp are NUL-terminated strings and null-terminated pointer
     // arrays that point into `prep`, which lives until execve replaces the process.
     unsafe {
@@ -309,6 +351,33 @@ fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) 
     } else {
         exit::NOT_EXECUTABLE
     })
+}
+
+/// setgroups, setgid, setuid, in that order (each needs the privilege the next drops);
+/// system calls only, no allocation. The errno of the first failure.
+fn apply_credentials(c: &Credentials) -> Result<(), i32> {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let one = c.gid.map(|g| [g]);
+    let groups: Option<&[libc::gid_t]> = c.groups.as_deref().or(one.as_ref().map(|g| &g[..]));
+    if let Some(g) = groups {
+        // SAFETY: `g` holds `g.len()` gids and lives across the call.
+        if unsafe { libc::setgroups(g.len(), g.as_ptr()) } < 0 {
+            return Err(errno());
+        }
+    }
+    if let Some(g) = c.gid {
+        // SAFETY: setgid takes a plain id.
+        if unsafe { libc::setgid(g) } < 0 {
+            return Err(errno());
+        }
+    }
+    if let Some(u) = c.uid {
+        // SAFETY: setuid takes a plain id.
+        if unsafe { libc::setuid(u) } < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
 }
 
 /// Read until EOF into `buf`'s reserved capacity, without allocating. False when it does
@@ -381,6 +450,8 @@ fn errno_text(errno: i32) -> &'static str {
         libc::ELOOP => "Too many levels of symbolic links",
         libc::ENAMETOOLONG => "File name too long",
         libc::ENOTDIR => "Not a directory",
+        libc::EPERM => "Operation not permitted",
+        libc::EINVAL => "Invalid argument",
         _ => "exec failed",
     }
 }

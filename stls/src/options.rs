@@ -19,8 +19,14 @@ impl Groups {
     pub const COMMON: Groups = Groups(1);
     /// The server side's handshake options (client certificates, SNI selection).
     pub const SERVER: Groups = Groups(2);
-    /// The client side's options (verification, network fds, notification fd).
+    /// The client side's options (verification, notification fd).
     pub const CLIENT: Groups = Groups(4);
+    /// A client that finds its network on fds (`-6`, `-7`, `--detach`).
+    pub const CLIENT_FDS: Groups = Groups(8);
+    /// A server that listens and accepts itself (`-c`, `-C`, `-b`, `-u`, `-g`, `-U`).
+    pub const LISTEN: Groups = Groups(16);
+    /// A client that connects itself (`-4`, `-6`, `-T`).
+    pub const CONNECT: Groups = Groups(32);
 
     /// Both sets of groups.
     pub const fn with(self, other: Groups) -> Groups {
@@ -67,6 +73,16 @@ enum Id {
     NoVerifyName,
     NotificationFd,
     Detach,
+    // a server that listens
+    MaxConn,
+    MaxConnPerIp,
+    Backlog,
+    AppUid,
+    AppGid,
+    AppFromEnv,
+    // a client that connects
+    Family(Family),
+    ConnectTimeout,
 }
 
 /// One option: its forms, its argument's name (if it takes one), its help line and its
@@ -115,6 +131,9 @@ const fn both(
 
 const SERVER: Groups = Groups::SERVER;
 const CLIENT: Groups = Groups::CLIENT;
+const CLIENT_FDS: Groups = Groups::CLIENT_FDS;
+const LISTEN: Groups = Groups::LISTEN;
+const CONNECT: Groups = Groups::CONNECT;
 
 /// Every option of every program. Short letters may mean different things in different
 /// groups (`-k`, `-y`, `-Y`), as in s6-networking; a program never takes two groups that
@@ -152,9 +171,9 @@ pub static OPTIONS: &[Opt] = &[
         "send no client certificate (default)"),
     opt(CLIENT, Some('k'), "servername", Some("NAME"), Id::ServerName,
         "the server's name: sent as SNI and verified (an IP address: checked against IP SANs, no SNI)"),
-    opt(CLIENT, Some('6'), "read-fd", Some("FD"), Id::ReadFd,
+    opt(CLIENT_FDS, Some('6'), "read-fd", Some("FD"), Id::ReadFd,
         "read the network from FD (default 6)"),
-    opt(CLIENT, Some('7'), "write-fd", Some("FD"), Id::WriteFd,
+    opt(CLIENT_FDS, Some('7'), "write-fd", Some("FD"), Id::WriteFd,
         "write the network to FD (default 7)"),
     opt(CLIENT, None, "no-verify-cert", None, Id::NoVerifyCert,
         "do not verify the server's certificate chain (insecure)"),
@@ -162,8 +181,26 @@ pub static OPTIONS: &[Opt] = &[
         "do not verify the server's name (insecure)"),
     opt(CLIENT, Some('d'), "notification-fd", Some("FD"), Id::NotificationFd,
         "after the handshake write the session description to FD and close it"),
-    opt(CLIENT, None, "detach", None, Id::Detach,
+    opt(CLIENT_FDS, None, "detach", None, Id::Detach,
         "fork at start: the first process exits 0 at once (for autossl-shim)"),
+    opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
+        "at most N connections at once; at the limit, stop accepting until one ends (default 40)"),
+    opt(LISTEN, Some('C'), "maxconn-per-ip", Some("N"), Id::MaxConnPerIp,
+        "at most N connections at once from one address; over it, close the new one (default: no limit)"),
+    opt(LISTEN, Some('b'), "backlog", Some("N"), Id::Backlog,
+        "the listen queue's length (default: the system's maximum)"),
+    opt(LISTEN, Some('u'), "uid", Some("UID"), Id::AppUid,
+        "run prog with user id UID (the engine keeps TLS_UID)"),
+    opt(LISTEN, Some('g'), "gid", Some("GID"), Id::AppGid,
+        "run prog with group id GID and no supplementary groups (the engine keeps TLS_GID)"),
+    opt(LISTEN, Some('U'), "uid-from-env", None, Id::AppFromEnv,
+        "run prog with the ids in UID, GID and GIDLIST, as s6-applyuidgid -U"),
+    opt(CONNECT, Some('4'), "ipv4", None, Id::Family(Family::V4),
+        "connect over IPv4 only"),
+    opt(CONNECT, Some('6'), "ipv6", None, Id::Family(Family::V6),
+        "connect over IPv6 only"),
+    opt(CONNECT, Some('T'), "connect-timeout", Some("DUR"), Id::ConnectTimeout,
+        "give up on an address after DUR and try the next (default 10s; 0: none)"),
     both(Some('h'), "help", None, Id::Help, "print this help and exit"),
     both(Some('V'), "version", None, Id::Version, "print the version and exit"),
 ];
@@ -178,6 +215,18 @@ pub enum ClientCert {
     Optional,
     /// Require one and verify it (`-y`).
     Required,
+}
+
+/// The address families a client may connect over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Family {
+    /// IPv6 and IPv4, in the resolver's order (the default).
+    #[default]
+    Any,
+    /// IPv4 only (`-4`).
+    V4,
+    /// IPv6 only (`-6`).
+    V6,
 }
 
 /// The parsed command line; each field's option is named in its documentation.
@@ -219,6 +268,22 @@ pub struct Options {
     pub notification_fd: Option<i32>,
     /// Client `--detach`: fork at start, the first process exits 0.
     pub detach: bool,
+    /// Server `-c`: the most connections at once.
+    pub maxconn: u32,
+    /// Server `-C`: the most connections at once from one address.
+    pub maxconn_per_ip: Option<u32>,
+    /// Server `-b`: the listen queue's length.
+    pub backlog: Option<i32>,
+    /// Server `-u`: the app's user id.
+    pub app_uid: Option<u32>,
+    /// Server `-g`: the app's group id.
+    pub app_gid: Option<u32>,
+    /// Server `-U`: the app's ids from UID, GID, GIDLIST.
+    pub app_ids_from_env: bool,
+    /// Client `-4`/`-6`: the address families to connect over.
+    pub family: Family,
+    /// Client `-T`: the time limit of each connection attempt; `None` for none.
+    pub connect_timeout: Option<Duration>,
     /// Whether `--` ended the options (for the client side: always the prog form).
     pub dashdash: bool,
     /// What follows the options.
@@ -246,6 +311,14 @@ impl Default for Options {
             verify_name: true,
             notification_fd: None,
             detach: false,
+            maxconn: 40,
+            maxconn_per_ip: None,
+            backlog: None,
+            app_uid: None,
+            app_gid: None,
+            app_ids_from_env: false,
+            family: Family::Any,
+            connect_timeout: Some(Duration::from_secs(10)),
             dashdash: false,
             operands: Vec::new(),
         }
@@ -276,6 +349,18 @@ fn parse_fd(s: &str, what: &str) -> Result<i32, String> {
         Ok(n) if n >= 0 => Ok(n),
         _ => Err(format!("invalid {what}: {s}")),
     }
+}
+
+fn parse_count(s: &str, what: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid {what}: {s} (give a number from 1)")),
+    }
+}
+
+fn parse_id(s: &str, what: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .map_err(|_| format!("invalid {what}: {s} (give a number)"))
 }
 
 fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
@@ -316,6 +401,17 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
         Id::NoVerifyName => opts.verify_name = false,
         Id::NotificationFd => opts.notification_fd = Some(parse_fd(v(), "notification fd")?),
         Id::Detach => opts.detach = true,
+        Id::MaxConn => opts.maxconn = parse_count(v(), "maxconn")?,
+        Id::MaxConnPerIp => opts.maxconn_per_ip = Some(parse_count(v(), "maxconn-per-ip")?),
+        Id::Backlog => {
+            let n = parse_count(v(), "backlog")?;
+            opts.backlog = Some(i32::try_from(n).map_err(|_| format!("invalid backlog: {n}"))?)
+        }
+        Id::AppUid => opts.app_uid = Some(parse_id(v(), "uid")?),
+        Id::AppGid => opts.app_gid = Some(parse_id(v(), "gid")?),
+        Id::AppFromEnv => opts.app_ids_from_env = true,
+        Id::Family(f) => opts.family = f,
+        Id::ConnectTimeout => opts.connect_timeout = parse_duration(v())?,
     }
     Ok(())
 }
@@ -394,7 +490,7 @@ fn parse_inner(cmd: &Command, args: &[OsString]) -> Result<Options, String> {
         }
     }
     opts.operands = args[i..].to_vec();
-    let client = cmd.groups.contains(Groups::CLIENT);
+    let client = cmd.groups.contains(Groups::CLIENT_FDS);
     if client && opts.read_fd == opts.write_fd {
         return Err("the network read and write fds must differ".into());
     }
@@ -433,6 +529,9 @@ pub fn help(cmd: &Command) -> String {
     } else {
         "CERTFILE KEYFILE CERTFILE:name KEYFILE:name CADIR CAFILE TLS_UID TLS_GID"
     });
+    if cmd.groups.contains(Groups::LISTEN) {
+        s.push_str(" LISTEN_PID LISTEN_FDS UID GID GIDLIST");
+    }
     s.push_str(
         "\n\nexit status:\n  the child's status (128+N when it was killed by signal N), or\n",
     );
@@ -454,7 +553,7 @@ mod tests {
     };
     const CLIENT_CMD: Command = Command {
         name: "client",
-        groups: Groups::COMMON.with(Groups::CLIENT),
+        groups: Groups::COMMON.with(Groups::CLIENT).with(Groups::CLIENT_FDS),
         usage: "usage: client\n",
     };
 

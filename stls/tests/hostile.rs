@@ -20,7 +20,7 @@ const SERVER: Command = Command {
 };
 const CLIENT: Command = Command {
     name: "client",
-    groups: Groups::COMMON.with(Groups::CLIENT),
+    groups: Groups::COMMON.with(Groups::CLIENT).with(Groups::CLIENT_FDS),
     usage: "",
 };
 

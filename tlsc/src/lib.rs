@@ -1,12 +1,20 @@
 //! The client side's building blocks, shared by its programs: reading an address as the
 //! environment and the command line give it, the forms of tlsc's command line, connecting
-//! with a time limit, and detaching from the caller.
+//! with a time limit, detaching from the caller, and the session itself (tlsc runs it on
+//! the fds it was given, tlsclient on the connection it made).
 
+use openssl::ssl::SslContext;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpStream};
 use std::os::unix::io::{IntoRawFd, RawFd};
 use std::time::Duration;
+use stls::child::{self, Launcher, Selfpipe};
+use stls::cli::{self, Log};
+use stls::context::{self, ClientSettings};
+use stls::env::{self, Env};
 use stls::exit::{self, Error};
 use stls::options::Options;
+use stls::session;
+use stls::{fd, process, Fds, Tls};
 
 /// An IP literal as found in TCPREMOTEIP, -k or an ADDR operand: IPv4, IPv6 with an
 /// optional `%zone` and brackets; a v4-mapped IPv6 address is its IPv4 address. Returns the
@@ -119,6 +127,11 @@ pub fn connect_form_problem(ops: &[std::ffi::OsString]) -> Option<String> {
 
 /// Connect to `sa`, bounded by `timeout`; the socket twice (read and write fds).
 pub fn connect(sa: SocketAddr, timeout: Option<Duration>) -> Result<(RawFd, RawFd), Error> {
+    split(connect_stream(sa, timeout)?)
+}
+
+/// Connect to `sa`, bounded by `timeout`, with TCP_NODELAY.
+pub fn connect_stream(sa: SocketAddr, timeout: Option<Duration>) -> Result<TcpStream, Error> {
     let s = match timeout {
         Some(t) => TcpStream::connect_timeout(&sa, t),
         None => TcpStream::connect(sa),
@@ -130,6 +143,11 @@ pub fn connect(sa: SocketAddr, timeout: Option<Duration>) -> Result<(RawFd, RawF
         )
     })?;
     let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// A connected socket as the session's read and write fds.
+pub fn split(s: TcpStream) -> Result<(RawFd, RawFd), Error> {
     let w = s
         .try_clone()
         .map_err(|e| Error::sys("unable to dup the socket", e))?;
@@ -150,6 +168,168 @@ pub fn detach() -> Result<(), Error> {
         // SAFETY: _exit ends the process without running any code.
         _ => unsafe { libc::_exit(0) },
     }
+}
+
+/// Check the notification fd (`-d`) and keep it from the app, run `f`, and close the fd
+/// when `f` fails (its reader waits for EOF).
+pub fn with_notification(
+    opts: &Options,
+    f: impl FnOnce() -> Result<i32, Error>,
+) -> Result<i32, Error> {
+    let notify = opts.notification_fd;
+    if let Some(n) = notify {
+        if !fd::is_open(n) {
+            return Err(Error::usage(format!("notification fd {n} is not open")));
+        }
+        // The app must not inherit it: its reader waits for EOF.
+        let _ = fd::set_cloexec(n, true);
+    }
+    let r = f();
+    if let (Err(_), Some(n)) = (&r, notify) {
+        fd::close(n);
+    }
+    r
+}
+
+/// The client context from the environment and the command line.
+pub fn client_context(opts: &Options, env: &Env) -> Result<SslContext, Error> {
+    let settings = ClientSettings {
+        verify_cert: opts.verify_cert,
+        send_cert: opts.send_cert,
+        enforce_close_notify: opts.enforce_close_notify,
+    };
+    context::client(&settings, env)
+}
+
+/// The name verified, and the one sent as SNI (host names only).
+pub struct Peer {
+    name: Option<String>,
+    ip: Option<IpAddr>,
+    sni: Option<String>,
+}
+
+impl Peer {
+    /// The server's name, `-k` if given, else `name`: a host name is verified and sent as
+    /// SNI, an address is checked against the certificate's IP addresses.
+    pub fn named(opts: &Options, name: Option<String>) -> Result<Peer, Error> {
+        let name = match &opts.servername {
+            Some(n) => Some(n.trim_end_matches('.').to_string()),
+            None => name,
+        };
+        let ip = name.as_deref().and_then(parse_ip).map(|(ip, _)| ip);
+        if name.is_none() && opts.verify_cert && opts.verify_name {
+            return Err(Error::usage(
+                "no server name to verify: use -k name, set TCPREMOTEIP, or --no-verify-name",
+            ));
+        }
+        // SNI only for host names (RFC 6066).
+        let sni = match (&name, ip) {
+            (Some(n), None) => Some(n.clone()),
+            _ => None,
+        };
+        Ok(Peer { name, ip, sni })
+    }
+}
+
+/// The network's read and write fds, and whether prog runs (then with clear text on its
+/// fds `opts.read_fd`/`opts.write_fd`, where the network is) or clear text is on fd 0/1.
+pub struct Network {
+    /// The fd the network is read from.
+    pub rfd: RawFd,
+    /// The fd the network is written to.
+    pub wfd: RawFd,
+    /// prog (the operands) runs as a child: the prog form.
+    pub prog: bool,
+}
+
+/// The session, from the launcher to the engine's end: in the prog form the launcher
+/// forked (prog keeps the program's credentials), the engine's credentials dropped, the
+/// handshake with SNI and verification, the description written to `-d`, prog started,
+/// the engine relaying. The exit code is prog's unless the engine failed.
+pub fn session(
+    log: Log,
+    opts: &Options,
+    env: &Env,
+    ctx: &SslContext,
+    peer: &Peer,
+    net: Network,
+) -> Result<i32, Error> {
+    let (rfd, wfd) = (net.rfd, net.wfd);
+    let mut launcher = None;
+    let selfpipe = if net.prog {
+        let sp = Selfpipe::install()?;
+        let close: Vec<RawFd> = [Some(sp.rfd), opts.notification_fd]
+            .into_iter()
+            .flatten()
+            .collect();
+        launcher = Some(Launcher::spawn(log.name, &opts.operands, rfd, wfd, &close)?);
+        sp.rfd
+    } else {
+        child::ignore_sigpipe();
+        -1
+    };
+    let app = match &launcher {
+        Some(l) => (l.from_app, l.to_app),
+        None => (0, 1),
+    };
+    let handshake = || {
+        env::drop_privileges(env.uid, env.gid)?;
+        stls::nonblocking(&[rfd, wfd, app.0, app.1])?;
+        fd::nodelay(wfd);
+        let mut tls = Tls::new(ctx, rfd, wfd)?;
+        let ssl = tls.ssl_mut();
+        ssl.set_connect_state();
+        if let Some(s) = &peer.sni {
+            ssl.set_hostname(s)
+                .map_err(|_| Error::usage(format!("invalid server name: {s}")))?;
+        }
+        if opts.verify_cert && opts.verify_name {
+            let p = ssl.param_mut();
+            let r = match (peer.ip, &peer.name) {
+                (Some(ip), _) => p.set_ip(ip),
+                (None, Some(n)) => p.set_host(n),
+                (None, None) => Ok(()),
+            };
+            r.map_err(|_| Error::usage("invalid server name"))?;
+        }
+        tls.handshake(cli::deadline(opts))?;
+        let desc = session::describe(tls.ssl(), peer.sni.as_deref());
+        if let Some(n) = opts.notification_fd {
+            let r = fd::write_all(n, &desc.encode());
+            fd::close(n);
+            r.map_err(|e| Error::sys("unable to write the session description", e))?;
+        }
+        Ok((tls, desc))
+    };
+    let (mut tls, desc) = match handshake() {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(l) = launcher {
+                l.abort();
+            }
+            return Err(e);
+        }
+    };
+
+    process::trim_heap();
+    log.info(&cli::session_line(&desc, rfd));
+    if opts.detach {
+        // The caller's stderr must not be held open for the connection's lifetime.
+        cli::silence_stderr();
+    }
+    let pid = launcher.as_mut().map(|l| {
+        l.start(&cli::child_description(opts, desc));
+        l.pid
+    });
+    let fds = Fds {
+        clear_in: app.0,
+        clear_out: app.1,
+        cipher_in: rfd,
+        cipher_out: wfd,
+        selfpipe,
+    };
+    let out = stls::run(&mut tls, fds, pid, &cli::engine_config(opts));
+    Ok(cli::conclude(&log, out))
 }
 
 #[cfg(test)]

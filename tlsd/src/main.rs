@@ -11,14 +11,13 @@
 //! 5. the heap trimmed, prog started with the session's description;
 //! 6. the engine relays; the exit code is prog's unless the engine failed.
 
-use stls::child::{Launcher, Selfpipe};
+use stls::child::Credentials;
 use stls::cli::{self, Log};
-use stls::context::{self, ServerSettings};
-use stls::env::{self, Env};
-use stls::exit::{self, Error};
-use stls::options::{Command, Groups, Options};
-use stls::session;
-use stls::{fd, process, Fds, Tls};
+use stls::context;
+use stls::env::Env;
+use stls::exit::Error;
+use stls::options::{Command, Groups};
+use stls::{fd, process};
 
 const TLSD: Command = Command {
     name: "tlsd",
@@ -48,69 +47,14 @@ fn tlsd() -> Result<i32, Error> {
              so run it under tcpserver, inetd or systemd (see tlsd(1))",
         ));
     }
-    if !fd::is_network(0) || !fd::is_network(1) {
-        return Err(Error::new(
-            exit::SYSTEM,
-            "the network must be on fd 0 and fd 1, and they are closed or /dev/null",
-        ));
-    }
-    // inetd `nowait` puts the socket on fd 2 too: messages must not enter the TLS stream.
-    if fd::is_socket(2) && fd::same_file(0, 2) {
-        cli::silence_stderr();
-    }
+    tlsd::check_network()?;
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
 
     // The launcher is forked before the context is built: the fork then shares a small
     // heap, and the parent's later writes to its heap do not each take a copy-on-write
     // fault (about a tenth of a connection's CPU). A configuration error aborts it.
-    let selfpipe = Selfpipe::install()?;
-    let mut launcher = Launcher::spawn(TLSD.name, &opts.operands, 0, 1, &[selfpipe.rfd])?;
-    let mut tls = match handshake(&opts, &env, &launcher, log) {
-        Ok(t) => t,
-        Err(e) => {
-            launcher.abort();
-            return Err(e);
-        }
-    };
-
-    process::trim_heap();
-    let desc = session::describe(tls.ssl(), None);
-    log.info(&cli::session_line(&desc, 0));
-    launcher.start(&cli::child_description(&opts, desc));
-    let fds = Fds {
-        clear_in: launcher.from_app,
-        clear_out: launcher.to_app,
-        cipher_in: 0,
-        cipher_out: 1,
-        selfpipe: selfpipe.rfd,
-    };
-    let out = stls::run(
-        &mut tls,
-        fds,
-        Some(launcher.pid),
-        &cli::engine_config(&opts),
-    );
-    Ok(cli::conclude(&log, out))
-}
-
-/// Build the context, drop the engine's privileges, and run the handshake on fd 0/1.
-fn handshake(opts: &Options, env: &Env, launcher: &Launcher, log: Log) -> Result<Tls, Error> {
-    let settings = ServerSettings {
-        log,
-        client_cert: opts.client_cert,
-        sni_level: opts.sni_level,
-        enforce_close_notify: opts.enforce_close_notify,
-    };
-    let server = context::server(&settings, env)?;
-    let run = || {
-        env::drop_privileges(env.uid, env.gid)?;
-        stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
-        fd::nodelay(1);
-        let mut tls = Tls::new(&server.ctx, 0, 1)?;
-        tls.ssl_mut().set_accept_state();
-        tls.handshake(cli::deadline(opts))?;
-        Ok(tls)
-    };
-    run().map_err(|e| server.handshake_error(e))
+    let launched = tlsd::launch(TLSD.name, &opts.operands, &Credentials::default())?;
+    let server = context::server(&tlsd::settings(&opts, log), &env);
+    tlsd::serve(&opts, &env, log, server, launched)
 }

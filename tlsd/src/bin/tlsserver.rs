@@ -1,0 +1,649 @@
+//! tlsserver: listen, accept, and run tlsd's session for every connection, in a fork of
+//! the server that inherits the context built once at start. The interface is tlsserver(1).
+//!
+//! The story:
+//! 1. the command line, the app's credentials, prog checked, the environment;
+//! 2. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA: a
+//!    configuration error ends the server here, before it listens;
+//! 3. the listening socket: bound now (a privileged port before anything is dropped), or
+//!    fd 3 under socket activation;
+//! 4. the loop: signals (SIGTERM/SIGINT end it, SIGHUP reloads the certificates, SIGCHLD
+//!    reaps), the certificate files checked once a second, and connections accepted up to
+//!    `-c` (and `-C` per address); the accepting process never reads from a client;
+//! 5. each connection's process: the socket on fd 0/1, the TCP variables, then tlsd's
+//!    session (launcher, engine privilege drop, handshake, prog, engine).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+use stls::child::{self, Credentials};
+use stls::cli::{self, Log};
+use stls::context::{self, Server, ServerSettings};
+use stls::env::Env;
+use stls::exit::{self, Error};
+use stls::fd;
+use stls::options::{Command, Groups, Options};
+use stls::process;
+
+const TLSSERVER: Command = Command {
+    name: "tlsserver",
+    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::LISTEN),
+    usage: "usage: tlsserver [options] [--] ADDR PORT prog...\n\
+            \x20      tlsserver [options] [--] prog...   (socket activation: the listener on fd 3)\n\
+            TLS server: listen on ADDR PORT and run prog for every connection with clear text on its fd 0/1.\n",
+};
+
+/// How often the certificate files are checked for a replacement.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+fn main() {
+    cli::exit_with(TLSSERVER.name, tlsserver())
+}
+
+fn tlsserver() -> Result<i32, Error> {
+    let Some(opts) = cli::parse_args(&TLSSERVER)? else {
+        return Ok(0);
+    };
+    let log = Log::new(&TLSSERVER, &opts);
+    standard_fds_open();
+    let activated = socket_activation()?;
+    let (addr, prog) = operands(&opts, activated.is_some())?;
+    let creds = app_credentials(&opts)?;
+    child::find_program(&prog[0])?;
+    let env = Env::from_process()?;
+    process::init_openssl(env.openssl_conf);
+    let settings = tlsd::settings(&opts, log);
+    let mut certs = Certs::load(&settings, &env)?;
+
+    let listener = match (activated, addr) {
+        (Some(l), _) => l,
+        (None, Some(sa)) => listen(sa, opts.backlog)?,
+        (None, None) => return Err(Error::usage("no address to listen on")),
+    };
+    if let Ok(a) = listener.local_addr() {
+        log.info(&format!("listening on {a}"));
+    }
+    let signals = Signals::install()?;
+    let mut conns = Conns::default();
+    let session = Session {
+        opts: &opts,
+        env: &env,
+        log,
+        prog: &prog,
+        creds: &creds,
+    };
+    loop {
+        let accepting = conns.total() < opts.maxconn as usize;
+        let mut pfd = [
+            pollfd(signals.rfd),
+            pollfd(if accepting { listener.as_raw_fd() } else { -1 }),
+        ];
+        fd::poll(&mut pfd, 1000).map_err(|e| Error::sys("unable to poll", e))?;
+        for sig in signals.drain() {
+            match sig {
+                libc::SIGTERM | libc::SIGINT => {
+                    log.info("stopping: open sessions finish on their own");
+                    return Ok(0);
+                }
+                libc::SIGHUP => certs.reload(&settings, &env, log, true),
+                _ => {}
+            }
+        }
+        conns.reap(log);
+        if certs.checked.elapsed() >= CHECK_EVERY {
+            certs.reload(&settings, &env, log, false);
+        }
+        if accepting && pfd[1].revents != 0 {
+            accept_some(&listener, &signals, &mut conns, &session, &certs.server);
+        }
+    }
+}
+
+/// What a connection's process needs from the server.
+struct Session<'a> {
+    opts: &'a Options,
+    env: &'a Env,
+    log: Log,
+    prog: &'a [OsString],
+    creds: &'a Credentials,
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// fd 0, 1 and 2 open (on /dev/null when they were closed), so that no socket ever lands
+/// on them and gets clobbered when a connection is moved there.
+fn standard_fds_open() {
+    for n in 0..=2 {
+        if !fd::is_open(n) {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let f = f.into_raw_fd();
+                if f != n {
+                    let _ = fd::dup2(f, n);
+                    fd::close(f);
+                }
+            }
+        }
+    }
+}
+
+/// systemd's protocol: `LISTEN_PID` is this process and `LISTEN_FDS=1`: the listening
+/// socket is fd 3. The variables are removed so that prog does not take them as its own.
+fn socket_activation() -> Result<Option<TcpListener>, Error> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let ours = pid.and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    if !ours {
+        return Ok(None);
+    }
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(k);
+    }
+    if fds.as_deref() != Some("1") {
+        return Err(Error::usage(format!(
+            "LISTEN_FDS={}: tlsserver takes exactly one listening socket",
+            fds.unwrap_or_default()
+        )));
+    }
+    if !fd::is_socket(3) {
+        return Err(Error::new(
+            exit::SYSTEM,
+            "LISTEN_FDS=1 but fd 3 is not a socket",
+        ));
+    }
+    let _ = fd::set_cloexec(3, true);
+    // SAFETY: fd 3 is the listening socket systemd passed; nothing else in the process owns it.
+    let l = unsafe { TcpListener::from_raw_fd(3) };
+    l.set_nonblocking(true)
+        .map_err(|e| Error::sys("unable to set O_NONBLOCK on fd 3", e))?;
+    Ok(Some(l))
+}
+
+/// `ADDR PORT prog...`; under socket activation ADDR PORT may be left out (and are ignored
+/// when given: the socket is fd 3).
+fn operands(opts: &Options, activated: bool) -> Result<(Option<SocketAddr>, Vec<OsString>), Error> {
+    let ops = &opts.operands;
+    let usage = "usage: tlsserver [options] [--] ADDR PORT prog...";
+    let addr = match (ops.first(), ops.get(1)) {
+        (Some(a), Some(p)) => match (parse_addr(a), p.to_str().and_then(|p| p.parse().ok())) {
+            (Some(ip), Some(port)) => Some(SocketAddr::new(ip, port)),
+            (Some(_), None) if !activated => {
+                return Err(Error::usage(format!(
+                    "invalid port: {} (give a number from 0 to 65535)",
+                    p.to_string_lossy()
+                )))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let prog = match (addr, activated) {
+        (Some(_), _) => ops[2..].to_vec(),
+        (None, true) => ops.clone(),
+        (None, false) => {
+            let what = match ops.first() {
+                Some(a) => format!("invalid address: {} ({usage})", a.to_string_lossy()),
+                None => format!("no address to listen on ({usage})"),
+            };
+            return Err(Error::usage(what));
+        }
+    };
+    if prog.is_empty() {
+        return Err(Error::usage(format!("no program to run ({usage})")));
+    }
+    Ok((addr, prog))
+}
+
+/// An IPv4 or IPv6 address, the latter with or without brackets.
+fn parse_addr(s: &OsStr) -> Option<IpAddr> {
+    let s = s.to_str()?;
+    let s = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    s.parse().ok()
+}
+
+/// The app's ids: `-U` reads UID, GID and GIDLIST; `-u` and `-g` win over them.
+fn app_credentials(opts: &Options) -> Result<Credentials, Error> {
+    let mut c = Credentials::default();
+    if opts.app_ids_from_env {
+        let id = |k: &str| -> Result<u32, Error> {
+            let v = std::env::var(k).map_err(|_| Error::usage(format!("-U: {k} is not set")))?;
+            v.parse()
+                .map_err(|_| Error::usage(format!("-U: {k} must be a number: {v}")))
+        };
+        c.uid = Some(id("UID")?);
+        c.gid = Some(id("GID")?);
+        if let Ok(list) = std::env::var("GIDLIST") {
+            let groups: Result<Vec<u32>, _> = list
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(str::parse)
+                .collect();
+            c.groups = Some(groups.map_err(|_| {
+                Error::usage(format!(
+                    "-U: GIDLIST must be numbers separated by commas: {list}"
+                ))
+            })?);
+        }
+    }
+    if let Some(u) = opts.app_uid {
+        c.uid = Some(u);
+    }
+    if let Some(g) = opts.app_gid {
+        c.gid = Some(g);
+        c.groups = None;
+    }
+    Ok(c)
+}
+
+/// A socket listening on `sa`: `SO_REUSEADDR`, and for IPv6 both families (`::` then
+/// takes IPv4 connections too, whatever the system's `bindv6only`).
+fn listen(sa: SocketAddr, backlog: Option<i32>) -> Result<TcpListener, Error> {
+    let fail = |what: &str| {
+        Error::sys(
+            &format!("unable to {what} {sa}"),
+            std::io::Error::last_os_error(),
+        )
+    };
+    let family = if sa.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket takes plain integers.
+    let s = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(fail("create a socket for"));
+    }
+    // SAFETY: `s` is a new socket this function owns; the listener closes it on every path.
+    let listener = unsafe { TcpListener::from_raw_fd(s) };
+    let on: libc::c_int = 1;
+    let off: libc::c_int = 0;
+    setsockopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &on);
+    if sa.is_ipv6() {
+        setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &off);
+    }
+    let r = match sa {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sin` is a sockaddr_in of the size passed, alive across the call.
+            unsafe {
+                libc::bind(
+                    s,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: `sin6` is a sockaddr_in6 of the size passed, alive across the call.
+            unsafe {
+                libc::bind(
+                    s,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if r < 0 {
+        return Err(fail("bind to"));
+    }
+    // SAFETY: listen takes plain integers.
+    if unsafe { libc::listen(s, backlog.unwrap_or(libc::SOMAXCONN)) } < 0 {
+        return Err(fail("listen on"));
+    }
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::sys("unable to set O_NONBLOCK on the listener", e))?;
+    Ok(listener)
+}
+
+fn setsockopt(s: RawFd, level: libc::c_int, name: libc::c_int, v: &libc::c_int) {
+    // SAFETY: `v` points at an int of the size passed, alive across the call.
+    unsafe {
+        libc::setsockopt(
+            s,
+            level,
+            name,
+            (v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// The fd signals are written to, one byte each, by [`on_signal`].
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // SAFETY: write and errno's location are async-signal-safe; errno is restored so that
+    // the interrupted code sees its own.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let b = sig as u8;
+        libc::write(
+            SIGNAL_FD.load(Ordering::Relaxed),
+            (&b as *const u8).cast(),
+            1,
+        );
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGCHLD as bytes on a non-blocking pipe.
+struct Signals {
+    rfd: RawFd,
+    wfd: RawFd,
+}
+
+const CAUGHT: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
+
+impl Signals {
+    fn install() -> Result<Signals, Error> {
+        let (rfd, wfd) = fd::pipe().map_err(|e| Error::sys("unable to create the selfpipe", e))?;
+        for f in [rfd, wfd] {
+            fd::set_nonblock(f, true).map_err(|e| Error::sys("unable to set O_NONBLOCK", e))?;
+        }
+        SIGNAL_FD.store(wfd, Ordering::Relaxed);
+        child::ignore_sigpipe();
+        for sig in CAUGHT {
+            // SAFETY: `sa` is a zeroed sigaction filled in here; the handler only writes a
+            // byte to a pipe and restores errno.
+            let r = unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as *const () as usize;
+                sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut())
+            };
+            if r < 0 {
+                return Err(Error::sys(
+                    "unable to catch signals",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(Signals { rfd, wfd })
+    }
+
+    /// The signals received since the last call.
+    fn drain(&self) -> Vec<libc::c_int> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = fd::read(self.rfd, &mut buf) {
+            out.extend(buf[..n].iter().map(|&b| libc::c_int::from(b)));
+        }
+        out
+    }
+
+    /// In a connection's process: the default dispositions back, the pipe closed.
+    fn forget(&self) {
+        for sig in CAUGHT {
+            // SAFETY: restoring a signal's default disposition installs no handler code.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        fd::close(self.rfd);
+        fd::close(self.wfd);
+    }
+}
+
+/// The connections in progress: their processes and where they come from.
+#[derive(Default)]
+struct Conns {
+    by_pid: HashMap<libc::pid_t, IpAddr>,
+    by_ip: HashMap<IpAddr, u32>,
+}
+
+impl Conns {
+    fn total(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    fn from(&self, ip: &IpAddr) -> u32 {
+        self.by_ip.get(ip).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, pid: libc::pid_t, ip: IpAddr) {
+        self.by_pid.insert(pid, ip);
+        *self.by_ip.entry(ip).or_insert(0) += 1;
+    }
+
+    /// Reap every finished child (the connections' processes), logging their status.
+    fn reap(&mut self, log: Log) {
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid writes the status into a local integer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            let Some(ip) = self.by_pid.remove(&pid) else {
+                continue;
+            };
+            if let Some(n) = self.by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_ip.remove(&ip);
+                }
+            }
+            log.info(&format!(
+                "end pid {pid} from {ip} exit {} ({} open)",
+                exit::from_wait_status(st),
+                self.by_pid.len()
+            ));
+        }
+    }
+}
+
+/// Accept what is waiting, up to the limits, and start a process for each connection.
+fn accept_some(
+    listener: &TcpListener,
+    signals: &Signals,
+    conns: &mut Conns,
+    s: &Session,
+    server: &Server,
+) {
+    while conns.total() < s.opts.maxconn as usize {
+        let (conn, remote) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) if fd::would_block(&e) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of fds or memory: say so, and give the system a moment.
+                s.log
+                    .warn(&format!("unable to accept: {}", exit::io_text(&e)));
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+        };
+        let remote_ip = unmapped(remote.ip());
+        let from_ip = conns.from(&remote_ip) + 1;
+        if let Some(max) = s.opts.maxconn_per_ip.filter(|&m| from_ip > m) {
+            s.log.warn(&format!(
+                "connection from {remote_ip} closed: {max} connections from it already (-C)"
+            ));
+            continue;
+        }
+        let local = conn.local_addr().ok();
+        // SAFETY: the server is single-threaded: the child is a copy of it that runs only
+        // the connection's session and leaves by exit.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => {
+                let e = std::io::Error::last_os_error();
+                s.log
+                    .warn(&format!("unable to fork: {}", exit::io_text(&e)));
+            }
+            0 => {
+                signals.forget();
+                // The listener is the server's: this process must not keep it open.
+                fd::close(listener.as_raw_fd());
+                let tcp = Tcp {
+                    local,
+                    remote: SocketAddr::new(remote_ip, remote.port()),
+                    connnum: from_ip,
+                };
+                cli::exit_with(TLSSERVER.name, connection(s, server, conn, &tcp))
+            }
+            pid => {
+                conns.add(pid, remote_ip);
+                s.log.info(&format!(
+                    "pid {pid} from {remote_ip} port {} ({}/{})",
+                    remote.port(),
+                    conns.total(),
+                    s.opts.maxconn
+                ));
+            }
+        }
+    }
+}
+
+/// A v4-mapped IPv6 address (a connection to `::` over IPv4) as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Where a connection is between, as prog sees it in its environment.
+struct Tcp {
+    local: Option<SocketAddr>,
+    remote: SocketAddr,
+    connnum: u32,
+}
+
+/// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session.
+fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Result<i32, Error> {
+    let c = conn.into_raw_fd();
+    for n in [0, 1] {
+        fd::dup2(c, n).map_err(|e| Error::sys("unable to move the connection to fd 0/1", e))?;
+    }
+    if c > 1 {
+        fd::close(c);
+    }
+    set_tcp_env(tcp);
+    let launched = tlsd::launch(TLSSERVER.name, s.prog, s.creds)?;
+    tlsd::serve(s.opts, s.env, s.log, Ok(server), launched)
+}
+
+/// `PROTO=TCP` and the addresses, as tcpserver and s6-tcpserver set them (no DNS: the
+/// names' variables are removed).
+fn set_tcp_env(tcp: &Tcp) {
+    std::env::set_var("PROTO", "TCP");
+    if let Some(l) = tcp.local {
+        std::env::set_var("TCPLOCALIP", unmapped(l.ip()).to_string());
+        std::env::set_var("TCPLOCALPORT", l.port().to_string());
+    }
+    std::env::set_var("TCPREMOTEIP", tcp.remote.ip().to_string());
+    std::env::set_var("TCPREMOTEPORT", tcp.remote.port().to_string());
+    std::env::set_var("TCPCONNNUM", tcp.connnum.to_string());
+    for k in ["TCPLOCALHOST", "TCPREMOTEHOST", "TCPREMOTEINFO"] {
+        std::env::remove_var(k);
+    }
+}
+
+/// A file's identity and version: a replacement (rename over it) or a rewrite changes it.
+type Stamp = Option<(u64, u64, i64, i64, i64, i64, u64)>;
+
+fn stamp(path: &OsStr) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+    ))
+}
+
+/// The serving context and the certificate files it was built from.
+struct Certs {
+    server: Server,
+    files: Vec<OsString>,
+    stamps: Vec<Stamp>,
+    /// The files' stamps when a reload last failed: that failure is not reported again.
+    failed: Option<Vec<Stamp>>,
+    checked: Instant,
+}
+
+impl Certs {
+    fn load(settings: &ServerSettings, env: &Env) -> Result<Certs, Error> {
+        let mut files: Vec<OsString> = [&env.certfile, &env.keyfile]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for (_, c, k) in &env.pairs {
+            files.push(c.clone());
+            files.push(k.clone());
+        }
+        let stamps = files.iter().map(|f| stamp(f)).collect();
+        Ok(Certs {
+            server: context::server(settings, env)?,
+            files,
+            stamps,
+            failed: None,
+            checked: Instant::now(),
+        })
+    }
+
+    /// Build a new context when the files changed (or at SIGHUP, `forced`); one that does
+    /// not build leaves the old one serving, with one warning per version of the files.
+    fn reload(&mut self, settings: &ServerSettings, env: &Env, log: Log, forced: bool) {
+        self.checked = Instant::now();
+        let now: Vec<Stamp> = self.files.iter().map(|f| stamp(f)).collect();
+        let changed = now != self.stamps;
+        if !forced && (!changed || self.failed.as_ref() == Some(&now)) {
+            return;
+        }
+        match context::server(settings, env) {
+            Ok(server) => {
+                self.server = server;
+                self.stamps = now;
+                self.failed = None;
+                log.info("certificates reloaded");
+            }
+            Err(e) => {
+                log.warn(&format!(
+                    "unable to reload the certificates, the previous ones stay in use: {}",
+                    e.msg
+                ));
+                self.failed = Some(now);
+            }
+        }
+    }
+}

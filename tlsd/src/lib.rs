@@ -1,0 +1,117 @@
+//! The server side's session, shared by its programs: tlsd runs it once on the connection
+//! it was given, tlsserver in a fork of itself for every connection it accepts. The steps,
+//! in the order a connection takes them:
+//! 1. [`check_network`]: the network is on fd 0/1;
+//! 2. [`launch`]: the launcher forked (it will exec prog with the app's credentials);
+//! 3. [`handshake`]: the engine's credentials dropped, then the handshake on fd 0/1 with a
+//!    context built before (tlsd builds it after the launcher, tlsserver once at start);
+//! 4. [`relay`]: the heap trimmed, prog started with the session's description, the engine
+//!    relaying; the exit code is prog's unless the engine failed.
+
+use std::borrow::Borrow;
+use stls::child::{Credentials, Launcher, Selfpipe};
+use stls::cli::{self, Log};
+use stls::context::{Server, ServerSettings};
+use stls::env::{self, Env};
+use stls::exit::{self, Error};
+use stls::options::Options;
+use stls::session;
+use stls::{fd, process, Fds, Tls};
+
+/// The network must be on fd 0 and fd 1; fd 2 is silenced when it is the connection too
+/// (inetd `nowait` puts the socket there: messages must not enter the TLS stream).
+pub fn check_network() -> Result<(), Error> {
+    if !fd::is_network(0) || !fd::is_network(1) {
+        return Err(Error::new(
+            exit::SYSTEM,
+            "the network must be on fd 0 and fd 1, and they are closed or /dev/null",
+        ));
+    }
+    if fd::is_socket(2) && fd::same_file(0, 2) {
+        cli::silence_stderr();
+    }
+    Ok(())
+}
+
+/// What the server context is built from, out of the command line.
+pub fn settings(opts: &Options, log: Log) -> ServerSettings {
+    ServerSettings {
+        log,
+        client_cert: opts.client_cert,
+        sni_level: opts.sni_level,
+        enforce_close_notify: opts.enforce_close_notify,
+    }
+}
+
+/// The selfpipe and the launcher of prog (the operands), with clear text on its fd 0/1;
+/// `creds` are the app's, applied just before its exec.
+pub fn launch(
+    name: &'static str,
+    prog: &[std::ffi::OsString],
+    creds: &Credentials,
+) -> Result<(Selfpipe, Launcher), Error> {
+    let selfpipe = Selfpipe::install()?;
+    let launcher = Launcher::spawn_as(name, prog, 0, 1, &[selfpipe.rfd], creds)?;
+    Ok((selfpipe, launcher))
+}
+
+/// Drop the engine's privileges and run the handshake on fd 0/1 with `server`'s context.
+pub fn handshake(
+    opts: &Options,
+    env: &Env,
+    server: &Server,
+    launcher: &Launcher,
+) -> Result<Tls, Error> {
+    let run = || {
+        env::drop_privileges(env.uid, env.gid)?;
+        stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
+        fd::nodelay(1);
+        let mut tls = Tls::new(&server.ctx, 0, 1)?;
+        tls.ssl_mut().set_accept_state();
+        tls.handshake(cli::deadline(opts))?;
+        Ok(tls)
+    };
+    run().map_err(|e| server.handshake_error(e))
+}
+
+/// After the handshake: prog started with the session's description, the engine relaying
+/// between fd 0/1 and prog; the exit code of the whole session.
+pub fn relay(
+    opts: &Options,
+    log: Log,
+    mut tls: Tls,
+    mut launcher: Launcher,
+    selfpipe: Selfpipe,
+) -> i32 {
+    process::trim_heap();
+    let desc = session::describe(tls.ssl(), None);
+    log.info(&cli::session_line(&desc, 0));
+    launcher.start(&cli::child_description(opts, desc));
+    let fds = Fds {
+        clear_in: launcher.from_app,
+        clear_out: launcher.to_app,
+        cipher_in: 0,
+        cipher_out: 1,
+        selfpipe: selfpipe.rfd,
+    };
+    let out = stls::run(&mut tls, fds, Some(launcher.pid), &cli::engine_config(opts));
+    cli::conclude(&log, out)
+}
+
+/// The handshake with `server` (owned or borrowed; an error there is the session's), then
+/// the relay; a failed handshake aborts the launcher.
+pub fn serve<S: Borrow<Server>>(
+    opts: &Options,
+    env: &Env,
+    log: Log,
+    server: Result<S, Error>,
+    (selfpipe, launcher): (Selfpipe, Launcher),
+) -> Result<i32, Error> {
+    match server.and_then(|s| handshake(opts, env, s.borrow(), &launcher)) {
+        Ok(tls) => Ok(relay(opts, log, tls, launcher, selfpipe)),
+        Err(e) => {
+            launcher.abort();
+            Err(e)
+        }
+    }
+}
