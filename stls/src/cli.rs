@@ -94,6 +94,18 @@ pub fn deadline(opts: &Options) -> Option<Instant> {
     opts.handshake_timeout.map(|d| Instant::now() + d)
 }
 
+/// `-L`: the PROXY protocol header on `fd`, read by `deadline`; `None` without `-L`.
+pub fn proxy_header(
+    opts: &Options,
+    fd: i32,
+    deadline: Option<Instant>,
+) -> Result<Option<crate::proxy::Proxied>, Error> {
+    if !opts.proxy_protocol {
+        return Ok(None);
+    }
+    crate::proxy::accept(fd, deadline).map(Some)
+}
+
 /// The child's environment edits: the session, then the secrets removed unless `-Z`.
 pub fn child_description(opts: &Options, mut desc: Description) -> Description {
     if !opts.keep_env {
@@ -149,7 +161,9 @@ pub fn session_line(desc: &Description) -> String {
     if let Some(n) = get("SSL_TLS_SNI_SERVERNAME") {
         s.push_str(&format!(" sni={n}"));
     }
-    if let Ok(ip) = std::env::var("TCPREMOTEIP") {
+    // A PROXY protocol header's client, when there was one, else the UCSPI server's.
+    let peer = get("TCPREMOTEIP").or_else(|| std::env::var("TCPREMOTEIP").ok());
+    if let Some(ip) = peer {
         s.push_str(&format!(" peer={ip}"));
     }
     s

@@ -7,7 +7,8 @@
 //! 1. the command line and the environment, checked before any network I/O;
 //! 2. the launcher forked (it will exec prog with the program's own credentials);
 //! 3. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA;
-//! 4. the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake;
+//! 4. with -L, the PROXY protocol header read (the client's address for prog);
+//!    the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake;
 //! 5. the heap trimmed, prog started with the session's description;
 //! 6. the engine relays; the exit code is prog's unless the engine failed.
 
@@ -22,7 +23,7 @@ use stls::{fd, process, Fds, Tls};
 
 const TLSD: Command = Command {
     name: "tlsd",
-    groups: Groups::COMMON.with(Groups::SERVER),
+    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::PROXY),
     usage: "usage: tlsd [options] [--] prog...\n\
             TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n",
 };
@@ -59,7 +60,11 @@ fn tlsd() -> Result<i32, Error> {
     // fault (about a tenth of a connection's CPU). A configuration error aborts it.
     let selfpipe = Selfpipe::install()?;
     let mut launcher = Launcher::spawn(TLSD.name, &opts.operands, 0, 1, &[selfpipe.rfd])?;
-    let mut tls = match handshake(&opts, &env, &launcher, log) {
+    // One deadline for the PROXY protocol header (-L) and the handshake behind it.
+    let deadline = cli::deadline(&opts);
+    let started = cli::proxy_header(&opts, 0, deadline)
+        .and_then(|p| Ok((p, handshake(&opts, &env, &launcher, log, deadline)?)));
+    let (proxied, mut tls) = match started {
         Ok(t) => t,
         Err(e) => {
             launcher.abort();
@@ -68,7 +73,10 @@ fn tlsd() -> Result<i32, Error> {
     };
 
     process::trim_heap();
-    let desc = session::describe(tls.ssl(), None);
+    let mut desc = session::describe(tls.ssl(), None);
+    if let Some(p) = proxied {
+        stls::proxy::describe(p, &mut desc);
+    }
     log.info(&cli::session_line(&desc));
     launcher.start(&cli::child_description(&opts, desc));
     let fds = Fds {
@@ -88,7 +96,13 @@ fn tlsd() -> Result<i32, Error> {
 }
 
 /// Build the context, drop the engine's privileges, and run the handshake on fd 0/1.
-fn handshake(opts: &Options, env: &Env, launcher: &Launcher, log: Log) -> Result<Tls, Error> {
+fn handshake(
+    opts: &Options,
+    env: &Env,
+    launcher: &Launcher,
+    log: Log,
+    deadline: Option<std::time::Instant>,
+) -> Result<Tls, Error> {
     let settings = ServerSettings {
         log,
         client_cert: opts.client_cert,
@@ -102,7 +116,7 @@ fn handshake(opts: &Options, env: &Env, launcher: &Launcher, log: Log) -> Result
         fd::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
-        tls.handshake(cli::deadline(opts))?;
+        tls.handshake(deadline)?;
         Ok(tls)
     };
     run().map_err(|e| server.handshake_error(e))
