@@ -150,7 +150,8 @@ pub fn conclude(log: &Log, out: Outcome) -> i32 {
     }
 }
 
-/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, peer.
+/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, a resumed
+/// session, peer.
 pub fn session_line(desc: &Description) -> String {
     let get = |k| desc.get(k).map(|v| v.to_string_lossy().into_owned());
     let mut s = format!(
@@ -160,6 +161,9 @@ pub fn session_line(desc: &Description) -> String {
     );
     if let Some(n) = get("SSL_TLS_SNI_SERVERNAME") {
         s.push_str(&format!(" sni={n}"));
+    }
+    if get("SSL_SESSION_RESUMED").is_some() {
+        s.push_str(" resumed");
     }
     // A PROXY protocol header's client, when there was one, else the UCSPI server's.
     let peer = get("TCPREMOTEIP").or_else(|| std::env::var("TCPREMOTEIP").ok());

@@ -25,7 +25,7 @@ pub const NOT_FOUND: i32 = 127;
 pub const CODES: &[(i32, &str)] = &[
     (
         CONFIG,
-        "TLS configuration error: unreadable or invalid certificate or key, mismatched key",
+        "TLS configuration error: unreadable or invalid certificate or key, mismatched key, bad TICKETKEYFILE",
     ),
     (
         HANDSHAKE,
