@@ -569,6 +569,55 @@ mod tests {
         );
     }
 
+    /// Random bytes and random edits of valid headers (seeded, bounded): parse never
+    /// panics, a header's length never exceeds what it was given, and every prefix of an
+    /// accepted header is incomplete.
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut seeds = vec![
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::1 ::1 1 65535\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2(0x21, 0x11, &[1; 12]),
+            v2(0x21, 0x21, &[2; 40]),
+            v2(0x20, 0x00, &[]),
+        ];
+        seeds.push(Vec::new());
+        for i in 0..20_000 {
+            let mut b = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 4) {
+                let r = next();
+                match r % 3 {
+                    0 if !b.is_empty() => {
+                        let at = (r >> 8) as usize % b.len();
+                        b[at] = (r >> 32) as u8;
+                    }
+                    1 => b.truncate((r >> 8) as usize % (b.len() + 1)),
+                    _ => {
+                        for _ in 0..((r >> 8) % 64) {
+                            b.push(next() as u8);
+                        }
+                    }
+                }
+            }
+            if let Ok((_, len)) = parse(&b) {
+                assert!(len <= b.len(), "{b:?}");
+                for cut in [0, len / 2, len.saturating_sub(1)] {
+                    if cut < len {
+                        assert_eq!(parse(&b[..cut]), Err(Error::Incomplete), "{b:?} at {cut}");
+                    }
+                }
+            }
+        }
+    }
+
     fn pair() -> (RawFd, RawFd) {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors.

@@ -1,6 +1,6 @@
 //! TICKETKEYFILE: tlsd processes sharing one key file resume each other's sessions
-//! (openssl s_client `-sess_out` against one, `-sess_in` against another, TLS 1.3 and
-//! 1.2), prog sees SSL_SESSION_RESUMED=1; rotation [new, old] still resumes an old
+//! (openssl s_client `-sess_out` against one, `-sess_in` against another, and Python
+//! ssl sessions; TLS 1.3 and 1.2), prog sees SSL_SESSION_RESUMED=1; rotation [new, old] still resumes an old
 //! ticket and [new] alone gives a full handshake; the lifetime bounds resumption; exactly
 //! one TLS 1.3 ticket per connection, none without the file; a bad file is 96 at start;
 //! a root-only file works with TLS_UID/TLS_GID; HAProxy round robin over two servers
@@ -154,6 +154,64 @@ fn two_processes_sharing_the_key_file_resume_each_others_sessions() {
     }
     let log = a.stop() + &b.stop();
     assert!(!log.contains("fatal") && !log.contains("warning"), "{log}");
+}
+
+/// Python's ssl module, a client of another TLS library's making than s_client: the
+/// session of a connection to one tlsd process resumes with another (`session=`), for
+/// TLS 1.3 and 1.2.
+#[test]
+fn python_ssl_sessions_resume_across_processes() {
+    if !ready() || !require("python3") {
+        return;
+    }
+    let dir = scratch("tickets-python");
+    let keys = key_file(&dir, "tickets.key", &[key(51)]);
+    let env = [("TICKETKEYFILE", keys.as_path())];
+    let (a, b) = (server(&[], &env), server(&[], &env));
+    let script = r#"
+import socket, ssl, sys
+ca, pa, pb, ver = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+v = getattr(ssl.TLSVersion, ver)
+ctx.minimum_version = v
+ctx.maximum_version = v
+def conn(port, sess):
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
+    t = ctx.wrap_socket(s, server_hostname="localhost", session=sess)
+    data = b""
+    while True:
+        d = t.recv(4096)
+        if not d:
+            break
+        data += d
+    r = (t.session_reused, data.decode().strip(), t.session)
+    t.close()
+    return r
+r1 = conn(pa, None)
+r2 = conn(pb, r1[2])
+print(r1[0], r1[1])
+print(r2[0], r2[1])
+"#;
+    for tls in Tls::both() {
+        let mut c = Command::new("python3");
+        c.arg("-c")
+            .arg(script)
+            .arg(&pki().ca)
+            .arg(a.port.to_string())
+            .arg(b.port.to_string())
+            .arg(tls.python());
+        let o = proc::run(&mut c, None, WAIT);
+        assert_eq!(o.code(), 0, "{tls:?}: {}", o.stderr_str());
+        let lines = o.stdout_str();
+        let lines: Vec<&str> = lines.lines().collect();
+        let want = [
+            "False tag= resumed=no keyfile=unset lifetime=unset",
+            "True tag= resumed=1 keyfile=unset lifetime=unset",
+        ];
+        assert_eq!(lines, want, "{tls:?}");
+    }
+    let log = a.stop() + &b.stop();
+    assert!(!log.contains("fatal"), "{log}");
 }
 
 /// Without TICKETKEYFILE: no ticket of either version, and nothing resumes.
