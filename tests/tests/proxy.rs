@@ -375,3 +375,28 @@ fn bad_headers_end_tlsd_before_any_tls() {
     let s = l.next_session(Duration::from_secs(20));
     assert_refused(&s, 97, "no PROXY protocol header", &marker, "TLS directly");
 }
+
+/// A configuration error is reported before anything is read from the network, with -L
+/// too: a missing key file is 96 at once, not a header timeout.
+#[test]
+fn configuration_errors_come_before_the_header() {
+    let dir = scratch("proxy-config");
+    let mut spawn = Spawn::tlsd(
+        &["-L", "--", "/bin/true"],
+        &[
+            ("CERTFILE", pki().ec.cert.as_path()),
+            ("KEYFILE", dir.join("missing.key").as_path()),
+        ],
+    );
+    spawn.timeout = WAIT;
+    let l = TinyListener::start(spawn);
+    let _tcp = l.connect();
+    let s = l.next_session(Duration::from_secs(20));
+    assert_eq!(s.code(), 96, "{}", s.stderr_str());
+    assert!(
+        one_fatal_line(&s.stderr_str(), "tlsd"),
+        "{}",
+        s.stderr_str()
+    );
+    assert!(s.elapsed < Duration::from_secs(10), "{:?}", s.elapsed);
+}

@@ -7,8 +7,8 @@
 //! 1. the command line and the environment, checked before any network I/O;
 //! 2. the launcher forked (it will exec prog with the program's own credentials);
 //! 3. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA;
-//! 4. with -L, the PROXY protocol header read (the client's address for prog);
-//!    the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake;
+//! 4. the engine's credentials dropped to TLS_UID/TLS_GID, the PROXY protocol header read
+//!    with -L (the client's address for prog), then the handshake;
 //! 5. the heap trimmed, prog started with the session's description;
 //! 6. the engine relays; the exit code is prog's unless the engine failed.
 
@@ -60,11 +60,7 @@ fn tlsd() -> Result<i32, Error> {
     // fault (about a tenth of a connection's CPU). A configuration error aborts it.
     let selfpipe = Selfpipe::install()?;
     let mut launcher = Launcher::spawn(TLSD.name, &opts.operands, 0, 1, &[selfpipe.rfd])?;
-    // One deadline for the PROXY protocol header (-L) and the handshake behind it.
-    let deadline = cli::deadline(&opts);
-    let started = cli::proxy_header(&opts, 0, deadline)
-        .and_then(|p| Ok((p, handshake(&opts, &env, &launcher, log, deadline)?)));
-    let (proxied, mut tls) = match started {
+    let (proxied, mut tls) = match handshake(&opts, &env, &launcher, log) {
         Ok(t) => t,
         Err(e) => {
             launcher.abort();
@@ -95,14 +91,14 @@ fn tlsd() -> Result<i32, Error> {
     Ok(cli::conclude(&log, out))
 }
 
-/// Build the context, drop the engine's privileges, and run the handshake on fd 0/1.
+/// Build the context, drop the engine's privileges, read the PROXY protocol header (-L),
+/// and run the handshake on fd 0/1.
 fn handshake(
     opts: &Options,
     env: &Env,
     launcher: &Launcher,
     log: Log,
-    deadline: Option<std::time::Instant>,
-) -> Result<Tls, Error> {
+) -> Result<(Option<stls::proxy::Proxied>, Tls), Error> {
     let settings = ServerSettings {
         log,
         client_cert: opts.client_cert,
@@ -112,12 +108,15 @@ fn handshake(
     let server = context::server(&settings, env)?;
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
+        // The header and the handshake behind it share one deadline.
+        let deadline = cli::deadline(opts);
+        let proxied = cli::proxy_header(opts, 0, deadline)?;
         stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
         fd::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
         tls.handshake(deadline)?;
-        Ok(tls)
+        Ok((proxied, tls))
     };
     run().map_err(|e| server.handshake_error(e))
 }
