@@ -234,8 +234,8 @@ fn without_the_key_file_no_ticket_and_no_resumption() {
     srv.stop();
 }
 
-/// The rotation of tlsd(1)'s example, run as it is shown (in a scratch directory): the
-/// file becomes [new, old]; a ticket of the old key still resumes (and gets a new ticket
+/// The first key made by the README's command, then the rotation of tlsd(1)'s example,
+/// both run as they are shown (in a scratch directory): the file becomes [new, old]; a ticket of the old key still resumes (and gets a new ticket
 /// under the new key); with [new] alone, the old ticket gives a full handshake, never a
 /// failure, and the new key's ticket resumes. Each connection reads the file, so no
 /// restart is needed.
@@ -245,10 +245,20 @@ fn rotation_keeps_old_tickets_until_their_key_goes() {
         return;
     }
     let dir = scratch("tickets-rotation");
-    let keys = key_file(&dir, "tickets.key", &[key(11)]);
+    let keys = dir.join("tickets.key");
     let srv = server(&[], &[("TICKETKEYFILE", keys.as_path())]);
+    let readme = std::fs::read_to_string(stls_tests::bins::workspace().join("README.md"))
+        .expect("README.md");
+    let first_key = "(umask 077; openssl rand 80 > /etc/stls/tickets.key)";
+    assert!(readme.contains(first_key), "the README's first key command");
     for tls in Tls::both() {
-        std::fs::write(&keys, key(11)).expect("first key");
+        // The README's command for the first key.
+        let _ = std::fs::remove_file(&keys);
+        let cmd = first_key.replace("/etc/stls", &dir.display().to_string());
+        let o = proc::run(&mut proc::sh(&cmd), None, WAIT);
+        assert_eq!(o.code(), 0, "first key: {}", o.stderr_str());
+        let first = std::fs::read(&keys).expect("the first key");
+        assert_eq!(first.len(), 80, "{tls:?}: one key");
         let old = dir.join(format!("old-{tls:?}.pem"));
         assert!(!seen(&s_client(srv.port, tls, None, Some(&old)), tls).reused);
 
@@ -260,7 +270,7 @@ fn rotation_keeps_old_tickets_until_their_key_goes() {
         assert_eq!(o.code(), 0, "rotation: {}", o.stderr_str());
         let rotated = std::fs::read(&keys).expect("rotated file");
         assert_eq!(rotated.len(), 160, "{tls:?}: [new, old]");
-        assert_eq!(&rotated[80..], &key(11)[..], "{tls:?}: the old key second");
+        assert_eq!(&rotated[80..], &first[..], "{tls:?}: the old key second");
         assert_eq!(
             std::fs::metadata(&keys).expect("stat").permissions().mode() & 0o077,
             0,
@@ -416,9 +426,10 @@ fn bad_key_files_are_96_at_start() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     for (path, warned) in [(&open, true), (&good, false)] {
         let l = spawn(&[("TICKETKEYFILE", path.as_path())]);
-        let c = stls_tests::client::connect(l.addr, &Default::default());
-        assert!(c.is_ok(), "{}: {:?}", path.display(), c.err());
-        drop(c);
+        let mut c = stls_tests::client::connect(l.addr, &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (_, end) = c.read_to_end();
+        assert_eq!(end, stls_tests::client::End::CloseNotify);
         let s = l.next_session(WAIT);
         assert_eq!(s.code(), 0, "{}", s.stderr_str());
         assert_eq!(
