@@ -62,7 +62,7 @@ pub enum Error {
     BadV2Family,
     /// Version 2 whose length is shorter than its addresses.
     ShortV2Addresses,
-    /// The peer closed the connection before the header's end.
+    /// The peer closed the connection before the header's end (or its start).
     Eof,
     /// No complete header before the deadline.
     Timeout,
@@ -94,7 +94,9 @@ impl fmt::Display for Error {
             Error::ShortV2Addresses => f.write_str(
                 "malformed PROXY protocol v2 header: its length is shorter than its addresses",
             ),
-            Error::Eof => f.write_str("connection closed inside the PROXY protocol header"),
+            Error::Eof => {
+                f.write_str("connection closed before the end of the PROXY protocol header")
+            }
             Error::Timeout => f.write_str("timed out waiting for the PROXY protocol header"),
             Error::Os(e) => write!(
                 f,
@@ -268,11 +270,7 @@ pub fn read_header(fd: RawFd, deadline: Option<Instant>) -> Result<Proxied, Erro
         let n = recv(fd, &mut peek, libc::MSG_PEEK | libc::MSG_DONTWAIT)?;
         let Some(n) = n else { continue };
         if n == 0 {
-            return Err(if got.is_empty() {
-                Error::Missing
-            } else {
-                Error::Eof
-            });
+            return Err(Error::Eof);
         }
         let mut seen = got.clone();
         seen.extend_from_slice(&peek[..n]);
@@ -694,7 +692,7 @@ mod tests {
 
         let (a, b) = pair();
         crate::fd::close(b);
-        assert_eq!(read_header(a, None), Err(Error::Missing));
+        assert_eq!(read_header(a, None), Err(Error::Eof));
         crate::fd::close(a);
     }
 }

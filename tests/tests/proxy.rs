@@ -296,6 +296,13 @@ fn bad_headers_end_tlsd_before_any_tls() {
     let with = |tail: &[u8]| -> Vec<u8> { [&sig[..], tail].concat() };
     let cases: Vec<(&str, Vec<u8>, Then, i32, &str)> = vec![
         (
+            "EOF at once",
+            Vec::new(),
+            Then::Close,
+            97,
+            "connection closed before the end of the PROXY protocol header",
+        ),
+        (
             "plain HTTP",
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
             Then::Wait,
@@ -336,7 +343,7 @@ fn bad_headers_end_tlsd_before_any_tls() {
             with(&[0x21, 0x11, 0, 12, 127, 0]),
             Then::Close,
             97,
-            "closed inside the PROXY protocol header",
+            "connection closed before the end of the PROXY protocol header",
         ),
         (
             "truncated v2, stalled",
