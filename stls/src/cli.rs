@@ -94,6 +94,18 @@ pub fn deadline(opts: &Options) -> Option<Instant> {
     opts.handshake_timeout.map(|d| Instant::now() + d)
 }
 
+/// `-L`: the PROXY protocol header on `fd`, read by `deadline`; `None` without `-L`.
+pub fn proxy_header(
+    opts: &Options,
+    fd: i32,
+    deadline: Option<Instant>,
+) -> Result<Option<crate::proxy::Proxied>, Error> {
+    if !opts.proxy_protocol {
+        return Ok(None);
+    }
+    crate::proxy::accept(fd, deadline).map(Some)
+}
+
 /// The child's environment edits: the session, then the secrets removed unless `-Z`.
 pub fn child_description(opts: &Options, mut desc: Description) -> Description {
     if !opts.keep_env {
@@ -143,8 +155,9 @@ pub fn conclude(log: &Log, out: Outcome) -> i32 {
     }
 }
 
-/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, peer (from
-/// TCPREMOTEIP, else the socket `net` itself: inetd and systemd set no variable).
+/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, a resumed
+/// session, peer (a PROXY protocol header's client, else TCPREMOTEIP, else the socket `net`
+/// itself: inetd and systemd set no variable).
 pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String {
     let get = |k| desc.get(k).map(|v| v.to_string_lossy().into_owned());
     let mut s = format!(
@@ -155,8 +168,11 @@ pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String
     if let Some(n) = get("SSL_TLS_SNI_SERVERNAME") {
         s.push_str(&format!(" sni={n}"));
     }
-    let peer = std::env::var("TCPREMOTEIP")
-        .ok()
+    if get("SSL_SESSION_RESUMED").is_some() {
+        s.push_str(" resumed");
+    }
+    let peer = get("TCPREMOTEIP")
+        .or_else(|| std::env::var("TCPREMOTEIP").ok())
         .or_else(|| fd::peer_addr(net).map(|a| a.ip().to_string()));
     if let Some(ip) = peer {
         s.push_str(&format!(" peer={ip}"));

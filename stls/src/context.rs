@@ -236,8 +236,26 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
         }
         b.set_verify(mode);
     }
-    // TLS 1.3 tickets: a process that serves one connection can never resume a session.
-    let _ = b.set_num_tickets(0);
+    // Tickets only with keys that other processes share: a process that serves one
+    // connection could never resume a session from a ticket of its own.
+    match &env.tickets.keyfile {
+        Some(path) => {
+            let keys = crate::tickets::Keys::load(path, opts.log)?;
+            let lifetime = env
+                .tickets
+                .lifetime
+                .unwrap_or(crate::tickets::DEFAULT_LIFETIME);
+            // A session made without client certificates must not resume where one is
+            // required, nor the other way round.
+            let sid: &[u8] = match opts.client_cert {
+                ClientCert::None => b"stls/none",
+                ClientCert::Optional => b"stls/optional",
+                ClientCert::Required => b"stls/required",
+            };
+            crate::tickets::enable(&mut b, keys, lifetime, sid)?;
+        }
+        None => crate::tickets::disable(&mut b),
+    }
     let sni_error = Arc::new(Mutex::new(None));
     if opts.sni_level > 0 {
         // Read every named pair now (before the privilege drop), parse only the chosen one.

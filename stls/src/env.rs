@@ -10,7 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 
 /// The variables that carry secrets or privileges, stripped from the child's environment
 /// unless `-Z`: CADIR, CAFILE, CERTFILE, KEYFILE, CERTFILE:*, KEYFILE:*, TLS_UID, TLS_GID,
-/// and the policy and revocation variables (TLS_CIPHERS..., OCSPFILE, OCSPFILE:*, CRLFILE).
+/// and the policy, revocation and ticket variables (TLS_CIPHERS..., OCSPFILE, OCSPFILE:*,
+/// CRLFILE, TICKETKEYFILE, TICKETLIFETIME).
 pub fn is_secret(key: &OsStr) -> bool {
     let k = key.as_bytes();
     matches!(
@@ -20,6 +21,7 @@ pub fn is_secret(key: &OsStr) -> bool {
         || k.starts_with(b"KEYFILE:")
         || crate::policy::is_policy_variable(key)
         || crate::ocsp::is_revocation_variable(key)
+        || crate::tickets::is_ticket_variable(key)
 }
 
 /// A certificate (chain) and key, as file contents.
@@ -221,6 +223,8 @@ pub struct Env {
     pub policy: crate::policy::Policy,
     /// OCSPFILE, OCSPFILE:name, CRLFILE.
     pub revocation: crate::ocsp::Files,
+    /// TICKETKEYFILE, TICKETLIFETIME.
+    pub tickets: crate::tickets::Settings,
 }
 
 fn nonempty(v: OsString) -> Option<OsString> {
@@ -243,6 +247,7 @@ impl Env {
         let mut env = Env {
             policy: crate::policy::Policy::from_vars(vars.iter().map(|(k, v)| (k, v)))?,
             revocation: crate::ocsp::Files::from_vars(vars.iter().map(|(k, v)| (k, v))),
+            tickets: crate::tickets::Settings::from_vars(vars.iter().map(|(k, v)| (k, v)))?,
             ..Env::default()
         };
         let mut certs: Vec<(String, OsString)> = Vec::new();
@@ -374,6 +379,8 @@ mod tests {
             "TLS_GID",
             "TLS_GROUPS",
             "OCSPFILE:x",
+            "TICKETKEYFILE",
+            "TICKETLIFETIME",
         ] {
             assert!(is_secret(OsStr::new(k)));
         }

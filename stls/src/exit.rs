@@ -5,9 +5,11 @@ use std::fmt;
 /// TLS configuration error: unreadable or invalid certificate or key, mismatched key,
 /// missing SNI pair files.
 pub const CONFIG: i32 = 96;
-/// TLS setup or handshake error, including a failed verification.
+/// TLS setup or handshake error, including a failed verification; a missing or malformed
+/// PROXY protocol header under `-L`.
 pub const HANDSHAKE: i32 = 97;
-/// TLS or network error after the handshake, handshake timeout, truncation under `-J`.
+/// TLS or network error after the handshake, handshake timeout (the PROXY protocol
+/// header's included), truncation under `-J`.
 pub const TLS: i32 = 98;
 /// Usage error or missing required variable.
 pub const USAGE: i32 = 100;
@@ -23,11 +25,11 @@ pub const NOT_FOUND: i32 = 127;
 pub const CODES: &[(i32, &str)] = &[
     (
         CONFIG,
-        "TLS configuration error: unreadable or invalid certificate or key, mismatched key",
+        "TLS configuration error: unreadable or invalid certificate or key, mismatched key, bad TICKETKEYFILE",
     ),
     (
         HANDSHAKE,
-        "TLS setup or handshake error, including a failed verification",
+        "TLS setup or handshake error, including a failed verification, or a missing or malformed PROXY protocol header (-L)",
     ),
     (
         TLS,

@@ -15,7 +15,9 @@
 //! privilege drop), [`options`] (the option table behind parsing and `--help`), [`cli`]
 //! (messages, the child's environment, the exit code of a relay), [`session`] (the `SSL_*`
 //! description), [`exit`] (the exit codes), [`fd`], [`process`], [`policy`] (versions,
-//! ciphers, groups, host-name checks) and [`ocsp`] (stapling, CRLs, must-staple). None of
+//! ciphers, groups, host-name checks), [`ocsp`] (stapling, CRLs, must-staple) and
+//! [`proxy`] (the PROXY protocol's header, behind a load balancer), [`tickets`] (session
+//! tickets shared through a key file). None of
 //! them knows a program: the name used in messages is passed in.
 //!
 //! Embedding the engine over a socketpair, with an in-process OpenSSL peer:
@@ -108,7 +110,9 @@ pub mod ocsp;
 pub mod options;
 pub mod policy;
 pub mod process;
+pub mod proxy;
 pub mod session;
+pub mod tickets;
 
 pub use engine::{run, Config, End, Fds, Outcome, BUF};
 pub use handshake::{nonblocking, Io, Tls};

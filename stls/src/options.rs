@@ -27,6 +27,8 @@ impl Groups {
     pub const LISTEN: Groups = Groups(16);
     /// A client that connects itself (`-4`, `-6`, `-T`).
     pub const CONNECT: Groups = Groups(32);
+    /// The PROXY protocol (`-L`), for a server side program that reads it.
+    pub const PROXY: Groups = Groups(64);
 
     /// Both sets of groups.
     pub const fn with(self, other: Groups) -> Groups {
@@ -64,6 +66,7 @@ enum Id {
     ClientCert(ClientCert),
     SniLevel,
     SniLevelIs(u8),
+    ProxyProtocol,
     // the client side
     SendCert(bool),
     ServerName,
@@ -134,6 +137,7 @@ const CLIENT: Groups = Groups::CLIENT;
 const CLIENT_FDS: Groups = Groups::CLIENT_FDS;
 const LISTEN: Groups = Groups::LISTEN;
 const CONNECT: Groups = Groups::CONNECT;
+const PROXY: Groups = Groups::PROXY;
 
 /// Every option of every program. Short letters may mean different things in different
 /// groups (`-k`, `-y`, `-Y`), as in s6-networking; a program never takes two groups that
@@ -165,6 +169,8 @@ pub static OPTIONS: &[Opt] = &[
         "0: always CERTFILE/KEYFILE (default); 1: the CERTFILE:name pair matching SNI, else the default; 2: only named pairs"),
     opt(SERVER, None, "sni", None, Id::SniLevelIs(1), "same as --sni-level=1"),
     opt(SERVER, None, "mandatory-sni", None, Id::SniLevelIs(2), "same as --sni-level=2"),
+    opt(PROXY, Some('L'), "proxy-protocol", None, Id::ProxyProtocol,
+        "read a PROXY protocol header (v1 or v2) before the handshake: the app sees the client's address"),
     opt(CLIENT, Some('y'), "client-cert", None, Id::SendCert(true),
         "send CERTFILE/KEYFILE as a client certificate"),
     opt(CLIENT, Some('Y'), "no-client-cert", None, Id::SendCert(false),
@@ -252,6 +258,8 @@ pub struct Options {
     pub client_cert: ClientCert,
     /// Server `-k`: the SNI level, 0, 1 or 2.
     pub sni_level: u8,
+    /// Server `-L`: read a PROXY protocol header before the handshake.
+    pub proxy_protocol: bool,
     /// Client `-y`/`-Y`: send CERTFILE/KEYFILE as a client certificate.
     pub send_cert: bool,
     /// Client `-k`: the server's name (SNI and verification).
@@ -303,6 +311,7 @@ impl Default for Options {
             version: false,
             client_cert: ClientCert::None,
             sni_level: 0,
+            proxy_protocol: false,
             send_cert: false,
             servername: None,
             read_fd: 6,
@@ -388,6 +397,7 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
             }
         }
         Id::SniLevelIs(n) => opts.sni_level = n,
+        Id::ProxyProtocol => opts.proxy_protocol = true,
         Id::SendCert(b) => opts.send_cert = b,
         Id::ServerName => {
             if v().is_empty() {

@@ -224,8 +224,8 @@ fn apply_common(b: &mut SslContextBuilder, p: &Policy) -> Result<(), Error> {
 /// The server's policy: the lists, server preference with ChaCha20 moved to the top for a
 /// client that lists it first (a client without AES instructions says so that way), and
 /// no TLS 1.2 session tickets: a process that serves one connection can never resume a
-/// session, so a ticket only costs an encryption and bytes on the wire. Whatever later
-/// configures ticket keys clears `NO_TICKET` again.
+/// session, so a ticket only costs an encryption and bytes on the wire. Shared ticket
+/// keys (`TICKETKEYFILE`, the [`tickets`](crate::tickets) module) clear `NO_TICKET` again.
 pub fn apply_server(b: &mut SslContextBuilder, p: &Policy) -> Result<(), Error> {
     apply_common(b, p)?;
     b.set_options(

@@ -23,6 +23,13 @@ pub fn describe(ssl: &SslRef, sni: Option<&str>) -> Description {
         None => ssl.servername(NameType::HOST_NAME).map(str::to_string),
     };
     d.set("SSL_TLS_SNI_SERVERNAME", sni.filter(|s| !s.is_empty()));
+    // Only a server resumes sessions (from a shared ticket key).
+    if ssl.is_server() {
+        d.set(
+            "SSL_SESSION_RESUMED",
+            ssl.session_reused().then(|| "1".to_string()),
+        );
+    }
     let peer = ssl.peer_certificate();
     let hash = peer
         .as_ref()

@@ -3,8 +3,9 @@
 //! in the order a connection takes them:
 //! 1. [`check_network`]: the network is on fd 0/1;
 //! 2. [`launch`]: the launcher forked (it will exec prog with the app's credentials);
-//! 3. [`handshake`]: the engine's credentials dropped, then the handshake on fd 0/1 with a
-//!    context built before (tlsd builds it after the launcher, tlsserver once at start);
+//! 3. [`handshake`]: the engine's credentials dropped, the PROXY protocol header read (`-L`),
+//!    then the handshake on fd 0/1 with a context built before (tlsd builds it after the
+//!    launcher, tlsserver once at start);
 //! 4. [`relay`]: the heap trimmed, prog started with the session's description, the engine
 //!    relaying; the exit code is prog's unless the engine failed.
 
@@ -15,6 +16,7 @@ use stls::context::{Server, ServerSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
 use stls::options::Options;
+use stls::proxy::Proxied;
 use stls::session;
 use stls::{fd, process, Fds, Tls};
 
@@ -55,21 +57,33 @@ pub fn launch(
     Ok((selfpipe, launcher))
 }
 
-/// Drop the engine's privileges and run the handshake on fd 0/1 with `server`'s context.
+/// A finished handshake, and the client a PROXY protocol header named (`-L`).
+pub struct Handshake {
+    /// The session, ready for the engine.
+    pub tls: Tls,
+    /// The header's addresses, for prog's TCP variables.
+    pub proxied: Option<Proxied>,
+}
+
+/// Drop the engine's privileges, read the PROXY protocol header (`-L`), and run the
+/// handshake on fd 0/1 with `server`'s context; the header and the handshake behind it
+/// share one deadline.
 pub fn handshake(
     opts: &Options,
     env: &Env,
     server: &Server,
     launcher: &Launcher,
-) -> Result<Tls, Error> {
+) -> Result<Handshake, Error> {
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
+        let deadline = cli::deadline(opts);
+        let proxied = cli::proxy_header(opts, 0, deadline)?;
         stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
         fd::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
-        tls.handshake(cli::deadline(opts))?;
-        Ok(tls)
+        tls.handshake(deadline)?;
+        Ok(Handshake { tls, proxied })
     };
     run().map_err(|e| server.handshake_error(e))
 }
@@ -79,12 +93,15 @@ pub fn handshake(
 pub fn relay(
     opts: &Options,
     log: Log,
-    mut tls: Tls,
+    Handshake { mut tls, proxied }: Handshake,
     mut launcher: Launcher,
     selfpipe: Selfpipe,
 ) -> i32 {
     process::trim_heap();
-    let desc = session::describe(tls.ssl(), None);
+    let mut desc = session::describe(tls.ssl(), None);
+    if let Some(p) = proxied {
+        stls::proxy::describe(p, &mut desc);
+    }
     log.info(&cli::session_line(&desc, 0));
     launcher.start(&cli::child_description(opts, desc));
     let fds = Fds {
@@ -108,7 +125,7 @@ pub fn serve<S: Borrow<Server>>(
     (selfpipe, launcher): (Selfpipe, Launcher),
 ) -> Result<i32, Error> {
     match server.and_then(|s| handshake(opts, env, s.borrow(), &launcher)) {
-        Ok(tls) => Ok(relay(opts, log, tls, launcher, selfpipe)),
+        Ok(done) => Ok(relay(opts, log, done, launcher, selfpipe)),
         Err(e) => {
             launcher.abort();
             Err(e)

@@ -7,7 +7,8 @@
 //! 1. the command line and the environment, checked before any network I/O;
 //! 2. the launcher forked (it will exec prog with the program's own credentials);
 //! 3. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA;
-//! 4. the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake;
+//! 4. the engine's credentials dropped to TLS_UID/TLS_GID, the PROXY protocol header read
+//!    with -L (the client's address for prog), then the handshake;
 //! 5. the heap trimmed, prog started with the session's description;
 //! 6. the engine relays; the exit code is prog's unless the engine failed.
 
@@ -21,7 +22,7 @@ use stls::{fd, process};
 
 const TLSD: Command = Command {
     name: "tlsd",
-    groups: Groups::COMMON.with(Groups::SERVER),
+    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::PROXY),
     usage: "usage: tlsd [options] [--] prog...\n\
             TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n",
 };

@@ -1,0 +1,409 @@
+//! tlsd -L behind a real HAProxy (`send-proxy`, `send-proxy-v2`) under tcpserver: the app
+//! sees the client's address and port (the client binds 127.0.0.2, or connects over
+//! IPv6), data checked by hash both ways; openssl s_client and curl through HAProxy;
+//! headers written by a test socket: v2 LOCAL and v1 UNKNOWN keep the connection's
+//! addresses; a missing, malformed, oversized, cut or stalled header ends tlsd with one
+//! line and its code, and prog never runs.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use stls_tests::client::{self, ClientOpts, End};
+use stls_tests::listener::{serve_on_free_port, Session, Spawn, TcpServer, TinyListener};
+use stls_tests::payload;
+use stls_tests::peers::{self, one_fatal_line, Tls};
+use stls_tests::proc::{self, Running};
+use stls_tests::{pki, require, scratch};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// prog: the addresses it was given, then an echo of its input.
+const ADDRESSES_THEN_ECHO: &str = "printf 'REMOTE=%s:%s LOCAL=%s:%s PROTO=%s\\n' \
+     \"$TCPREMOTEIP\" \"$TCPREMOTEPORT\" \"$TCPLOCALIP\" \"$TCPLOCALPORT\" \"$PROTO\"; exec cat";
+
+/// prog: an HTTP/1.0 reply whose body is the addresses it was given.
+const ADDRESSES_OVER_HTTP: &str =
+    "printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n\
+     REMOTE=%s:%s LOCAL=%s:%s\\n' \
+     \"$TCPREMOTEIP\" \"$TCPREMOTEPORT\" \"$TCPLOCALIP\" \"$TCPLOCALPORT\"";
+
+fn sh(opts: &[&str], script: &str) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![stls_tests::tlsd().into()];
+    v.extend(opts.iter().map(OsString::from));
+    v.extend(["--", "/bin/sh", "-c", script].map(OsString::from));
+    v
+}
+
+fn pair_env() -> Vec<(&'static str, PathBuf)> {
+    let p = pki();
+    vec![
+        ("CERTFILE", p.ec.cert.clone()),
+        ("KEYFILE", p.ec.key.clone()),
+    ]
+}
+
+/// `tcpserver ... tlsd -L -v 2 -- sh -c script`.
+fn tcpserver_tlsd(script: &str) -> TcpServer {
+    let env = pair_env();
+    let refs: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    TcpServer::start(20, &sh(&["-L", "-v", "2"], script), &refs)
+}
+
+/// `haproxy -db -f CONF` in TCP mode on 127.0.0.1 and ::1 (one port), with one server:
+/// `127.0.0.1:backend` and `server_opts` (`send-proxy`, `send-proxy-v2`, ...).
+fn haproxy(backend: u16, server_opts: &str) -> (Running, u16) {
+    let dir = scratch("haproxy");
+    serve_on_free_port("haproxy", "127.0.0.1", |port| {
+        let conf = dir.join(format!("haproxy-{port}.cfg"));
+        let text = format!(
+            "global\n    maxconn 100\n\
+             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend tls\n    bind 127.0.0.1:{port}\n    bind [::1]:{port}\n    default_backend tlsd\n\
+             backend tlsd\n    server s1 127.0.0.1:{backend} {server_opts}\n"
+        );
+        std::fs::write(&conf, text).expect("write haproxy.cfg");
+        let mut c = Command::new("haproxy");
+        c.arg("-db").arg("-f").arg(&conf);
+        c
+    })
+}
+
+/// A TCP connection to `dst` from `src` (port chosen by the kernel).
+fn connect_from(src: IpAddr, dst: SocketAddr) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr
+    // structures are initialised and live across the calls that read them.
+    unsafe {
+        let fam = if dst.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let fd = libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let with = |a: SocketAddr, f: &mut dyn FnMut(*const libc::sockaddr, u32) -> i32| match a {
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                f(
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of_val(&sa) as u32,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                f(
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of_val(&sa) as u32,
+                )
+            }
+        };
+        let r = with(SocketAddr::new(src, 0), &mut |p, l| libc::bind(fd, p, l));
+        assert_eq!(r, 0, "bind {src}: {}", std::io::Error::last_os_error());
+        let r = with(dst, &mut |p, l| libc::connect(fd, p, l));
+        assert_eq!(r, 0, "connect {dst}: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+fn addr_text(a: SocketAddr) -> String {
+    format!("{}:{}", a.ip(), a.port())
+}
+
+/// Through HAProxy with `send-proxy` (v1) and `send-proxy-v2` (with a CRC32C TLV, which
+/// tlsd skips), from 127.0.0.2 to 127.0.0.1 and from ::1 to ::1: prog's TCPREMOTEIP/PORT
+/// are the client's socket, TCPLOCALIP/PORT HAProxy's listening address; 256 KiB both
+/// ways checked by hash; tlsd's -v 2 line names the client.
+#[test]
+fn haproxy_send_proxy_v1_and_v2_give_the_clients_address() {
+    if !require("haproxy") || !require("tcpserver") {
+        return;
+    }
+    for server_opts in ["send-proxy", "send-proxy-v2 proxy-v2-options crc32c"] {
+        let srv = tcpserver_tlsd(ADDRESSES_THEN_ECHO);
+        let (hap, port) = haproxy(srv.port, server_opts);
+        for (src, dst) in [("127.0.0.2", "127.0.0.1"), ("::1", "::1")] {
+            let what = format!("{server_opts}, {src} -> {dst}");
+            let dst = SocketAddr::new(dst.parse().expect("ip"), port);
+            let tcp = connect_from(src.parse().expect("ip"), dst);
+            let me = tcp.local_addr().expect("local_addr");
+            let mut c = client::handshake(tcp, &ClientOpts::tls13())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let data = payload::bytes(0x9e11 + port as u64, 256 * 1024);
+            let line = format!(
+                "REMOTE={} LOCAL={} PROTO=TCP\n",
+                addr_text(me),
+                addr_text(dst)
+            );
+            let mut want = line.into_bytes();
+            want.extend_from_slice(&data);
+            let (got, end) = c.duplex(&data, true, WAIT);
+            assert_eq!(end, End::CloseNotify, "{what}");
+            assert_eq!(got.len, want.len() as u64, "{what}: length");
+            assert_eq!(got.hex(), payload::sha256_hex(&want), "{what}: hash");
+        }
+        drop(hap);
+        let log = srv.stop();
+        assert!(log.contains("peer=127.0.0.2"), "{server_opts}: {log}");
+        assert!(log.contains("peer=::1"), "{server_opts}: {log}");
+        assert!(!log.contains("fatal"), "{server_opts}: {log}");
+    }
+}
+
+/// Real clients through HAProxy: openssl s_client (TLS 1.2 and 1.3, verifying) over
+/// `send-proxy-v2`, curl from 127.0.0.2 (`--interface`) over `send-proxy`.
+#[test]
+fn s_client_and_curl_through_haproxy() {
+    if !require("haproxy") || !require("tcpserver") || !require("openssl") || !require("curl") {
+        return;
+    }
+    let srv = tcpserver_tlsd(ADDRESSES_OVER_HTTP);
+    let (hap, port) = haproxy(srv.port, "send-proxy-v2");
+    for tls in Tls::both() {
+        let o = peers::s_client(port, tls, &[], b"");
+        assert_eq!(o.code(), 0, "{tls:?}: {}", o.stderr_str());
+        let out = o.stdout_str();
+        let want = format!(" LOCAL=127.0.0.1:{port}\n");
+        assert!(
+            out.contains("REMOTE=127.0.0.1:") && out.contains(&want),
+            "{tls:?}: {out}"
+        );
+    }
+    drop(hap);
+    let (hap, port) = haproxy(srv.port, "send-proxy");
+    for tls in Tls::both() {
+        let (v, max) = match tls {
+            Tls::V12 => ("--tlsv1.2", "1.2"),
+            Tls::V13 => ("--tlsv1.3", "1.3"),
+        };
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30", v, "--tls-max", max])
+            .args(["--interface", "127.0.0.2", "--cacert"])
+            .arg(&pki().ca)
+            .arg("--resolve")
+            .arg(format!("tls.test:{port}:127.0.0.1"))
+            .arg(format!("https://tls.test:{port}/"));
+        let o = proc::run(&mut c, None, WAIT);
+        assert_eq!(o.code(), 0, "curl {tls:?}: {}", o.stderr_str());
+        let out = o.stdout_str();
+        let want = format!(" LOCAL=127.0.0.1:{port}\n");
+        assert!(
+            out.starts_with("REMOTE=127.0.0.2:") && out.ends_with(&want),
+            "curl {tls:?}: {out}"
+        );
+    }
+    drop(hap);
+    let log = srv.stop();
+    assert!(!log.contains("fatal"), "{log}");
+}
+
+/// tlsd -L under the suite's listener (which records each exit code and stderr) with
+/// prog `sh -c script`; the marker file shows whether prog ran.
+fn listener(opts: &[&str], script: &str) -> TinyListener {
+    let mut args: Vec<OsString> = opts.iter().map(OsString::from).collect();
+    args.extend(["--", "/bin/sh", "-c", script].map(OsString::from));
+    let env = pair_env();
+    let refs: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let mut spawn = Spawn::tlsd(&args, &refs);
+    spawn.timeout = WAIT;
+    TinyListener::start(spawn)
+}
+
+/// A v2 LOCAL header (a balancer's health check) and a v1 UNKNOWN header keep the
+/// connection's own addresses; the handshake behind the header follows at once.
+#[test]
+fn v2_local_and_v1_unknown_keep_the_connections_addresses() {
+    let l = listener(&["-L"], ADDRESSES_THEN_ECHO);
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    for (what, header) in [
+        ("v2 LOCAL", local),
+        (
+            "v1 UNKNOWN",
+            b"PROXY UNKNOWN 10.9.9.9 10.8.8.8 1 2\r\n".to_vec(),
+        ),
+    ] {
+        let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), l.addr);
+        let me = tcp.local_addr().expect("local_addr");
+        tcp.write_all(&header).expect("write the header");
+        let mut c =
+            client::handshake(tcp, &ClientOpts::tls12()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let data = payload::bytes(7, 64 * 1024);
+        let mut want = format!(
+            "REMOTE={} LOCAL={} PROTO=TCP\n",
+            addr_text(me),
+            addr_text(l.addr)
+        )
+        .into_bytes();
+        want.extend_from_slice(&data);
+        let (got, end) = c.duplex(&data, true, WAIT);
+        assert_eq!(end, End::CloseNotify, "{what}");
+        assert_eq!(got.hex(), payload::sha256_hex(&want), "{what}");
+        let s = l.next_session(WAIT);
+        assert_eq!(s.code(), 0, "{what}: {}", s.stderr_str());
+    }
+    // A v2 PROXY header from the test socket: its addresses, not the socket's.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 192, 0, 2, 9, 198, 51, 100, 4, 0xc3, 0x50, 1, 187,
+    ]);
+    let mut tcp = l.connect();
+    tcp.write_all(&v2).expect("write the header");
+    let mut c = client::handshake(tcp, &ClientOpts::tls13()).expect("handshake");
+    let (got, _) = c.duplex(b"", true, WAIT);
+    let want = "REMOTE=192.0.2.9:50000 LOCAL=198.51.100.4:443 PROTO=TCP\n";
+    assert_eq!(got.hex(), payload::sha256_hex(want.as_bytes()));
+    assert_eq!(l.next_session(WAIT).code(), 0);
+}
+
+fn assert_refused(s: &Session, code: i32, words: &str, marker: &Path, what: &str) {
+    assert!(!s.killed, "{what}: tlsd hung");
+    let err = s.stderr_str();
+    assert_eq!(s.code(), code, "{what}: {err}");
+    assert!(one_fatal_line(&err, "tlsd"), "{what}: {err:?}");
+    assert!(err.contains(words), "{what}: {err}");
+    assert!(!marker.exists(), "{what}: prog ran");
+}
+
+/// What a test socket sends instead of a good header, and whether it then closes.
+enum Then {
+    Close,
+    Wait,
+}
+
+/// A missing, malformed, oversized or cut header: 97; a stalled one or none at all: 98
+/// at the handshake timeout (-K 1s). One line each, prog never runs.
+#[test]
+fn bad_headers_end_tlsd_before_any_tls() {
+    let dir = scratch("bad-headers");
+    let marker = peers::marker(&dir);
+    let script = format!("touch {}", marker.display());
+    let l = listener(&["-L", "-K", "1s"], &script);
+    let mut oversized = b"PROXY UNKNOWN ".to_vec();
+    oversized.resize(130, b'x');
+    oversized.extend_from_slice(b"\r\n");
+    let sig = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    let with = |tail: &[u8]| -> Vec<u8> { [&sig[..], tail].concat() };
+    let cases: Vec<(&str, Vec<u8>, Then, i32, &str)> = vec![
+        (
+            "EOF at once",
+            Vec::new(),
+            Then::Close,
+            97,
+            "connection closed before the end of the PROXY protocol header",
+        ),
+        (
+            "plain HTTP",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            Then::Wait,
+            97,
+            "no PROXY protocol header",
+        ),
+        (
+            "random bytes",
+            payload::bytes(3, 300),
+            Then::Wait,
+            97,
+            "no PROXY protocol header",
+        ),
+        ("oversized v1", oversized, Then::Wait, 97, "107 bytes"),
+        (
+            "bad v1 port",
+            b"PROXY TCP4 10.0.0.1 10.0.0.2 99999 443\r\n".to_vec(),
+            Then::Wait,
+            97,
+            "malformed PROXY protocol v1",
+        ),
+        (
+            "v2 bad command",
+            with(&[0x23, 0x11, 0, 12]),
+            Then::Wait,
+            97,
+            "malformed PROXY protocol v2",
+        ),
+        (
+            "v2 short addresses",
+            with(&[0x21, 0x21, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Then::Wait,
+            97,
+            "shorter than its addresses",
+        ),
+        (
+            "truncated v2, then EOF",
+            with(&[0x21, 0x11, 0, 12, 127, 0]),
+            Then::Close,
+            97,
+            "connection closed before the end of the PROXY protocol header",
+        ),
+        (
+            "truncated v2, stalled",
+            with(&[0x21, 0x11, 0, 12, 127, 0]),
+            Then::Wait,
+            98,
+            "timed out waiting for the PROXY protocol header",
+        ),
+        (
+            "nothing sent",
+            Vec::new(),
+            Then::Wait,
+            98,
+            "timed out waiting for the PROXY protocol header",
+        ),
+    ];
+    for (what, bytes, then, code, words) in cases {
+        let mut tcp = l.connect();
+        tcp.write_all(&bytes).expect("write");
+        if let Then::Close = then {
+            tcp.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        }
+        let s = l.next_session(Duration::from_secs(20));
+        assert_refused(&s, code, words, &marker, what);
+        if code == 98 {
+            assert!(
+                s.elapsed >= Duration::from_millis(900) && s.elapsed < Duration::from_secs(10),
+                "{what}: {:?}",
+                s.elapsed
+            );
+        }
+    }
+    // A TLS client that sends its ClientHello straight away: no header.
+    let r = client::connect(l.addr, &ClientOpts::tls13());
+    assert!(r.is_err(), "a handshake without a header succeeded");
+    let s = l.next_session(Duration::from_secs(20));
+    assert_refused(&s, 97, "no PROXY protocol header", &marker, "TLS directly");
+}
+
+/// A configuration error is reported before anything is read from the network, with -L
+/// too: a missing key file is 96 at once, not a header timeout.
+#[test]
+fn configuration_errors_come_before_the_header() {
+    let dir = scratch("proxy-config");
+    let mut spawn = Spawn::tlsd(
+        &["-L", "--", "/bin/true"],
+        &[
+            ("CERTFILE", pki().ec.cert.as_path()),
+            ("KEYFILE", dir.join("missing.key").as_path()),
+        ],
+    );
+    spawn.timeout = WAIT;
+    let l = TinyListener::start(spawn);
+    let _tcp = l.connect();
+    let s = l.next_session(Duration::from_secs(20));
+    assert_eq!(s.code(), 96, "{}", s.stderr_str());
+    assert!(
+        one_fatal_line(&s.stderr_str(), "tlsd"),
+        "{}",
+        s.stderr_str()
+    );
+    assert!(s.elapsed < Duration::from_secs(10), "{:?}", s.elapsed);
+}
