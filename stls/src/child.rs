@@ -318,8 +318,9 @@ impl Launcher {
         prep.environ.retain(|e| {
             let kv = e.as_bytes();
             let k = &kv[..kv.iter().position(|&b| b == b'=').unwrap_or(kv.len())];
-            !(strip && crate::env::is_secret(OsStr::from_bytes(k)))
-                && !fds.iter().any(|(n, _)| n.as_bytes() == k)
+            let ours = fds.iter().any(|(n, _)| n.as_bytes() == k);
+            let secret = strip && crate::env::is_secret(OsStr::from_bytes(k));
+            !ours && !secret
         });
         for (n, f) in fds {
             let kv = CString::new(format!("{n}={f}"))

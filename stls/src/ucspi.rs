@@ -81,9 +81,9 @@ pub fn cut(net: (RawFd, RawFd)) {
 pub enum Upgrade {
     /// TLS declined; the app has been reaped: its exit code.
     Declined(i32),
-    /// The handshake is done and answered: the engine relays between the network and the
-    /// app's pipes.
-    Started(Tls, Launcher),
+    /// The handshake is done and answered (the session's description is returned too):
+    /// the engine relays between the network and the app's pipes.
+    Started(Tls, Launcher, Description),
 }
 
 /// The app's command on `ctl`, then the session it asks for: declined, the wrapper lets go
@@ -110,7 +110,7 @@ pub fn upgrade(
         }
         Ok(Some(((tls, desc), describe))) => {
             reply(ctl, describe.then_some(&desc));
-            Ok(Upgrade::Started(tls, launcher))
+            Ok(Upgrade::Started(tls, launcher, desc))
         }
         Err(e) => {
             fd::close(ctl);
