@@ -113,8 +113,15 @@ pub fn upgrade(
             Ok(Upgrade::Started(tls, launcher, desc))
         }
         Err(e) => {
-            fd::close(ctl);
+            // The network and the pipes first: the app learns of the failure from its
+            // control socket, and by then nothing it writes may go anywhere.
             cut(net);
+            let mut launcher = launcher;
+            for f in [&mut launcher.to_app, &mut launcher.from_app] {
+                fd::close(*f);
+                *f = -1;
+            }
+            fd::close(ctl);
             launcher.abort();
             Err(e)
         }

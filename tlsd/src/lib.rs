@@ -148,6 +148,8 @@ pub fn serve_delayed(
     })?;
     Ok(match up {
         stls::ucspi::Upgrade::Declined(code) => code,
-        stls::ucspi::Upgrade::Started(tls, launcher, _) => relay(opts, log, tls, launcher, selfpipe),
+        stls::ucspi::Upgrade::Started(tls, launcher, _) => {
+            relay(opts, log, tls, launcher, selfpipe)
+        }
     })
 }
