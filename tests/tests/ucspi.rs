@@ -519,6 +519,111 @@ fn any_other_command_is_100() {
     assert_eq!(read(&out.join("desc")), b"");
 }
 
+#[test]
+fn prog_exiting_without_a_command_is_its_exit_code() {
+    let l = ucspitlsd(&[], &[Path::new("/bin/sh")], &["-c", "exit 3"]);
+    let mut s = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    // Nobody holds the connection once the app is gone: the client reads EOF.
+    assert_eq!(drain(&mut s), b"");
+    let sess = session(&l);
+    assert_eq!(sess.code(), 3, "{}", sess.stderr_str());
+    assert!(sess.stderr.is_empty(), "{}", sess.stderr_str());
+}
+
+#[test]
+fn failures_before_prog_starts() {
+    let marker = scratch("ucspi-before").join("ran");
+    let script = format!("touch {}", marker.display());
+    // A certificate that cannot be read: 96, and the app never runs.
+    let mut argv: Vec<OsString> = vec!["--".into(), "/bin/sh".into(), "-c".into()];
+    argv.push(script.clone().into());
+    let spawn = Spawn {
+        program: bins::bin("ucspitlsd"),
+        args: argv,
+        env: vec![
+            ("CERTFILE".into(), "/no/such/cert.pem".into()),
+            ("KEYFILE".into(), pki().ec.key.clone().into()),
+        ],
+        groups: None,
+        timeout: Duration::from_secs(60),
+    };
+    let l = TinyListener::start(spawn);
+    let mut s = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    assert_eq!(drain(&mut s), b"");
+    let sess = session(&l);
+    assert_eq!(sess.code(), 96, "{}", sess.stderr_str());
+    assert!(
+        one_fatal_line(&sess.stderr_str(), "ucspitlsd"),
+        "{}",
+        sess.stderr_str()
+    );
+    assert!(!marker.exists(), "the app ran");
+
+    // A program that is not there: 127.
+    let l = ucspitlsd(&[], &[Path::new("/no/such/prog")], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let _ = drain(&mut s);
+    let sess = session(&l);
+    assert_eq!(sess.code(), 127, "{}", sess.stderr_str());
+    assert!(
+        one_fatal_line(&sess.stderr_str(), "ucspitlsd"),
+        "{}",
+        sess.stderr_str()
+    );
+
+    // No network on fd 0/1: 111; no program: 100.
+    for (args, code) in [(&["--", "/bin/true"][..], 111), (&[][..], 100)] {
+        let mut c = Command::new(bins::bin("ucspitlsd"));
+        base(&mut c).args(args);
+        let o = proc::run(&mut c, None, WAIT);
+        assert_eq!(o.code(), code, "{args:?}: {}", o.stderr_str());
+        assert!(
+            one_fatal_line(&o.stderr_str(), "ucspitlsd"),
+            "{}",
+            o.stderr_str()
+        );
+    }
+}
+
+#[test]
+fn engine_drops_privileges_after_the_command_and_the_app_keeps_its_own() {
+    if !bins::is_root() {
+        stls_tests::skip("needs root (TLS_UID)");
+        return;
+    }
+    let out = scratch("ucspi-uid");
+    let o = out.to_string_lossy().into_owned();
+    let mut argv: Vec<OsString> = vec!["--".into(), app("ucspi-smtpd").into_os_string()];
+    argv.extend([OsString::from(&o), "Y".into()]);
+    let spawn = Spawn {
+        program: bins::bin("ucspitlsd"),
+        args: argv,
+        env: vec![
+            ("CERTFILE".into(), pki().ec.cert.clone().into()),
+            ("KEYFILE".into(), pki().ec.key.clone().into()),
+            ("TLS_UID".into(), "65534".into()),
+            ("TLS_GID".into(), "65534".into()),
+        ],
+        groups: None,
+        timeout: Duration::from_secs(60),
+    };
+    let l = TinyListener::start(spawn);
+    let body = mail_body(10, 20);
+    let r = smtplib(l.port(), &body_file("ucspi-uid", &body), true);
+    assert_eq!(r.code(), 0, "smtplib: {}", r.stderr_str());
+    assert_clean(&session(&l), "ucspitlsd with TLS_UID");
+    assert_mail(&out, &body, "tls");
+    assert_eq!(read(&out.join("ids")), b"0 0\n", "the app's ids");
+    assert_eq!(
+        read(&out.join("engine-uid")),
+        b"65534\n",
+        "the engine's uid"
+    );
+}
+
 // --------------------------------------------------------------------- ucspitlsc
 
 /// The client app's argv: the mail file, its output directory, the command.
@@ -653,6 +758,21 @@ fn ucspitlsc_wrong_name_fails_closed_and_sends_nothing_after() {
     // The server saw nothing after STARTTLS.
     assert_eq!(read(&sout.join("log")), b"EHLO\nSTARTTLS\n");
     assert!(!sout.join("mail.1").exists());
+}
+
+#[test]
+fn ucspitlsc_declined_is_the_apps_exit_code() {
+    if !require("tcpclient") {
+        return;
+    }
+    let (l, _out) = smtpd(&[], "decline", "ucspi-client-decline");
+    let sh = OsString::from("/bin/sh");
+    let (c, script) = (OsString::from("-c"), OsString::from("exit 6"));
+    let o = ucspitlsc(l.port(), &["-k", "localhost"], &[&sh, &c, &script]);
+    assert_eq!(o.code(), 6, "ucspitlsc: {}", o.stderr_str());
+    assert!(o.stderr.is_empty(), "{}", o.stderr_str());
+    // The server's app reads EOF in clear text once the client's side let go: it exits 5.
+    assert_eq!(session(&l).code(), 5);
 }
 
 // ----------------------------------------------------- integrity, both programs
