@@ -304,16 +304,11 @@ impl Launcher {
         let (app_r, to_app) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
         let (from_app, app_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
         // With fd 2 closed, an app's end could land on its stderr.
-        let moved = [app_ctl, app_r, app_w].map(above_stdio);
-        let [app_ctl, app_r, app_w] = match moved {
-            [Ok(c), Ok(r), Ok(w)] => [c, r, w],
-            _ => {
-                return Err(sys(
-                    "unable to move a descriptor",
-                    std::io::Error::last_os_error(),
-                ))
-            }
-        };
+        let mut ends = [app_ctl, app_r, app_w];
+        for f in &mut ends {
+            *f = above_stdio(*f).map_err(|e| sys("unable to move a descriptor", e))?;
+        }
+        let [app_ctl, app_r, app_w] = ends;
         let fds = [(CONTROL_FD, app_ctl), (READ_FD, app_r), (WRITE_FD, app_w)];
         prep.environ.retain(|e| {
             let kv = e.as_bytes();
