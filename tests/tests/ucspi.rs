@@ -5,7 +5,7 @@
 //! app (tests/apps/ucspi-smtp) under tcpclient against aiosmtpd (which requires STARTTLS)
 //! and against ucspitlsd; a wrong name fails closed. Random payloads both ways by hash
 //! through the delayed path (tests/apps/ucspi-pipe), with half-close and an app that exits
-//! at once after its last write.
+//! at once after its last write; a reset, a killed app and truncation after the upgrade.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -21,7 +21,7 @@ use stls_tests::listener::{self, Session, Spawn, TcpServer, TinyListener};
 use stls_tests::payload::{self, MIB};
 use stls_tests::peers::one_fatal_line;
 use stls_tests::proc::{self, Running};
-use stls_tests::{pki, require, scratch};
+use stls_tests::{faults, pki, require, scratch};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -843,4 +843,78 @@ fn ucspitlsc_to_ucspitlsd_payloads_both_ways() {
     assert_clean(&session(&l), "ucspitlsd");
     assert_eq!(read(&sout.join("got")), up_hash.as_bytes(), "upload");
     assert_eq!(read(&cout.join("got")), down_hash.as_bytes(), "download");
+}
+
+// ------------------------------------------------------------------ faults
+
+/// An app that asks for TLS at once (`y`) and then runs `then` (Python, with `r` and `w`
+/// its SSLREADFD and SSLWRITEFD).
+fn at_once(opts: &[&str], then: &str) -> TinyListener {
+    let script = format!(
+        "import os, signal, sys\n\
+         ctl = int(os.environ['SSLCTLFD'])\n\
+         os.write(ctl, b'y')\n\
+         os.read(ctl, 1)\n\
+         r, w = int(os.environ['SSLREADFD']), int(os.environ['SSLWRITEFD'])\n\
+         {then}\n"
+    );
+    ucspitlsd(opts, &[Path::new("python3")], &["-c", &script])
+}
+
+#[test]
+fn peer_reset_during_a_download_is_98() {
+    let l = at_once(
+        &[],
+        "data = b'x' * (8 << 20)\ntry:\n    while data:\n        data = data[os.write(w, data):]\n\
+         except BrokenPipeError:\n    sys.exit(0)",
+    );
+    let tcp = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+    let mut t = client::handshake(tcp, &ClientOpts::default()).expect("handshake");
+    let mut buf = vec![0u8; 65536];
+    t.read_some(&mut buf).expect("some data");
+    let tcp = t.stream.get_ref().try_clone().expect("socket");
+    drop(t);
+    faults::reset(tcp);
+    let s = session(&l);
+    assert_eq!(s.code(), 98, "{}", s.stderr_str());
+    assert!(
+        one_fatal_line(&s.stderr_str(), "ucspitlsd"),
+        "{}",
+        s.stderr_str()
+    );
+}
+
+#[test]
+fn app_killed_mid_session_is_128_plus_signal() {
+    let l = at_once(
+        &[],
+        "os.write(w, b'partial')\nos.kill(os.getpid(), signal.SIGKILL)",
+    );
+    let tcp = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+    let mut t = client::handshake(tcp, &ClientOpts::default()).expect("handshake");
+    let (got, end) = t.read_to_end();
+    assert_eq!(got, b"partial");
+    // The app's pipe closed: the engine ends the direction with close_notify.
+    assert_eq!(end, End::CloseNotify);
+    let s = session(&l);
+    assert_eq!(s.code(), 137, "{}", s.stderr_str());
+}
+
+#[test]
+fn truncation_is_eof_by_default_and_98_under_enforcement() {
+    for (opts, code) in [(&[][..], 0), (&["-J"][..], 98)] {
+        let l = at_once(
+            opts,
+            "got = b''\nwhile True:\n    c = os.read(r, 65536)\n    if not c:\n        break\n    got += c\n\
+             sys.exit(0 if got == b'all of it' else 9)",
+        );
+        let tcp = TcpStream::connect(("127.0.0.1", l.port())).expect("connect");
+        let mut t = client::handshake(tcp, &ClientOpts::default()).expect("handshake");
+        t.write_all(b"all of it").expect("write");
+        // A TCP FIN without close_notify.
+        t.shutdown_tcp_write();
+        let _ = t.read_to_end();
+        let s = session(&l);
+        assert_eq!(s.code(), code, "{opts:?}: {}", s.stderr_str());
+    }
 }
