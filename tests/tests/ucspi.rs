@@ -775,6 +775,57 @@ fn ucspitlsc_declined_is_the_apps_exit_code() {
     assert_eq!(session(&l).code(), 5);
 }
 
+#[test]
+fn ucspitlsc_handshake_timeout_counts_from_the_command() {
+    if !require("tcpclient") {
+        return;
+    }
+    // A server slower than -K before STARTTLS, then silent after its 220.
+    let srv = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = srv.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = srv.accept().expect("accept");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut line = |s: &mut TcpStream| {
+            let mut l = Vec::new();
+            let mut b = [0u8; 1];
+            while !l.ends_with(b"\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                l.push(b[0]);
+            }
+            l
+        };
+        s.write_all(b"220 slow ESMTP\r\n").expect("banner");
+        assert!(line(&mut s).starts_with(b"EHLO"));
+        s.write_all(b"250-slow\r\n250 STARTTLS\r\n").expect("EHLO");
+        assert!(line(&mut s).starts_with(b"STARTTLS"));
+        s.write_all(b"220 go ahead\r\n").expect("STARTTLS");
+        let started = Instant::now();
+        let _ = drain(&mut s);
+        started.elapsed()
+    });
+    let file = body_file("ucspi-client-timeout", &mail_body(11, 5));
+    let cout = scratch("ucspi-client-timeout-out");
+    let argv = client_app(&file, &cout);
+    let o = ucspitlsc(
+        port,
+        &["-K", "1000", "-k", "localhost"],
+        &argv.iter().collect::<Vec<_>>(),
+    );
+    assert_eq!(o.code(), 98, "ucspitlsc: {}", o.stderr_str());
+    assert!(
+        o.stderr_str().contains("handshake timed out"),
+        "{}",
+        o.stderr_str()
+    );
+    let waited = server.join().expect("server");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(read(&cout.join("leak")), b"refused refused\n");
+}
+
 // ----------------------------------------------------- integrity, both programs
 
 fn pipe_server(label: &str, send: &Path) -> (TinyListener, PathBuf) {
