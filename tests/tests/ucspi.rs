@@ -787,7 +787,7 @@ fn ucspitlsc_handshake_timeout_counts_from_the_command() {
         let (mut s, _) = srv.accept().expect("accept");
         s.set_read_timeout(Some(WAIT)).expect("timeout");
         std::thread::sleep(Duration::from_millis(1500));
-        let mut line = |s: &mut TcpStream| {
+        let line = |s: &mut TcpStream| {
             let mut l = Vec::new();
             let mut b = [0u8; 1];
             while !l.ends_with(b"\n") && s.read(&mut b).unwrap_or(0) == 1 {
