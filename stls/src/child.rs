@@ -289,8 +289,8 @@ impl Launcher {
     /// socketpair whose other end is returned), `SSLREADFD` (it reads the peer's clear text
     /// there, from [`Launcher::to_app`]) and `SSLWRITEFD` (it writes clear text for the
     /// peer there, to [`Launcher::from_app`]); the secrets are left out of it when `strip`.
-    /// The environment is complete before the fork: the child only moves no fd, clears
-    /// close-on-exec on its three and execs. [`Launcher::start`] has nothing left to do.
+    /// The environment is complete before the fork: the child moves no fd, it only clears
+    /// close-on-exec on its three ends and execs. [`Launcher::start`] has nothing left to do.
     pub fn spawn_ucspi(
         name: &'static str,
         argv: &[OsString],
