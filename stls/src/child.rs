@@ -258,8 +258,12 @@ impl Launcher {
         })
     }
 
-    /// Handshake done: let the app run with `desc` applied to its environment.
+    /// Handshake done: let the app run with `desc` applied to its environment. A launcher
+    /// from [`Launcher::spawn_ucspi`] started the app already: nothing to do.
     pub fn start(&mut self, desc: &Description) {
+        if self.notify < 0 {
+            return;
+        }
         // A launcher that died already shows in its wait status; nothing to report here.
         let _ = fd::write_all(self.notify, &desc.encode());
         fd::close(self.notify);
@@ -279,6 +283,145 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// Fork prog (`argv`) at once, for delayed TLS (UCSPI-TLS): the network stays on its
+    /// fds as the program has it, and its environment gets `SSLCTLFD` (its end of a
+    /// socketpair whose other end is returned), `SSLREADFD` (it reads the peer's clear text
+    /// there, from [`Launcher::to_app`]) and `SSLWRITEFD` (it writes clear text for the
+    /// peer there, to [`Launcher::from_app`]); the secrets are left out of it when `strip`.
+    /// The environment is complete before the fork: the child moves no fd, it only clears
+    /// close-on-exec on its three ends and execs. [`Launcher::start`] has nothing left to do.
+    pub fn spawn_ucspi(
+        name: &'static str,
+        argv: &[OsString],
+        close_in_child: &[RawFd],
+        creds: &Credentials,
+        strip: bool,
+    ) -> Result<(Launcher, RawFd), Error> {
+        let mut prep = Prepared::new(name, argv, creds)?;
+        let sys = |what: &str, e| Error::sys(what, e);
+        let (ctl, app_ctl) = socketpair().map_err(|e| sys("unable to create a socketpair", e))?;
+        let (app_r, to_app) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        let (from_app, app_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        // With fd 2 closed, an app's end could land on its stderr.
+        let mut ends = [app_ctl, app_r, app_w];
+        for f in &mut ends {
+            *f = above_stdio(*f).map_err(|e| sys("unable to move a descriptor", e))?;
+        }
+        let [app_ctl, app_r, app_w] = ends;
+        let fds = [(CONTROL_FD, app_ctl), (READ_FD, app_r), (WRITE_FD, app_w)];
+        prep.environ.retain(|e| {
+            let kv = e.as_bytes();
+            let k = &kv[..kv.iter().position(|&b| b == b'=').unwrap_or(kv.len())];
+            let ours = fds.iter().any(|(n, _)| n.as_bytes() == k);
+            let secret = strip && crate::env::is_secret(OsStr::from_bytes(k));
+            !ours && !secret
+        });
+        for (n, f) in fds {
+            let kv = CString::new(format!("{n}={f}"))
+                .map_err(|_| Error::usage("an environment entry contains a NUL byte"))?;
+            prep.environ.push(kv);
+        }
+        prep.envp = prep.environ.iter().map(|e| e.as_ptr()).collect();
+        prep.envp.push(std::ptr::null());
+        // SAFETY: the child runs only `ucspi_child`, which makes async-signal-safe calls on
+        // memory prepared before the fork, and leaves by execve or _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(sys("unable to fork", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            for f in [ctl, to_app, from_app] {
+                fd::close(f);
+            }
+            ucspi_child(&prep, &[app_ctl, app_r, app_w], close_in_child);
+        }
+        for f in [app_ctl, app_r, app_w] {
+            fd::close(f);
+        }
+        let launcher = Launcher {
+            pid,
+            notify: -1,
+            to_app,
+            from_app,
+        };
+        Ok((launcher, ctl))
+    }
+
+    /// The app goes on without the engine: its pipes closed, it is waited for; its exit
+    /// code (128+signal when killed).
+    pub fn wait(self) -> i32 {
+        for f in [self.notify, self.to_app, self.from_app] {
+            fd::close(f);
+        }
+        let mut st = 0;
+        loop {
+            // SAFETY: waitpid writes the status into a local integer.
+            let r = unsafe { libc::waitpid(self.pid, &mut st, 0) };
+            if r == self.pid {
+                return exit::from_wait_status(st);
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return exit::SYSTEM;
+            }
+        }
+    }
+}
+
+/// The UCSPI-TLS variables: the app's control socket, where it reads the peer's clear
+/// text, where it writes its own.
+pub const CONTROL_FD: &str = "SSLCTLFD";
+/// See [`CONTROL_FD`].
+pub const READ_FD: &str = "SSLREADFD";
+/// See [`CONTROL_FD`].
+pub const WRITE_FD: &str = "SSLWRITEFD";
+
+/// A stream socketpair, both ends close-on-exec.
+fn socketpair() -> std::io::Result<(RawFd, RawFd)> {
+    let mut p = [0; 2];
+    // SAFETY: `p` has room for the two fds socketpair writes.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            p.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((p[0], p[1]))
+}
+
+/// `f` itself when it is 3 or more, else a close-on-exec copy of it there (`f` closed).
+fn above_stdio(f: RawFd) -> std::io::Result<RawFd> {
+    if f > 2 {
+        return Ok(f);
+    }
+    // SAFETY: fcntl duplicates an fd number the caller owns.
+    let g = unsafe { libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 3) };
+    if g < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    fd::close(f);
+    Ok(g)
+}
+
+/// The UCSPI-TLS app, between fork and exec: async-signal-safe calls only.
+fn ucspi_child(prep: &Prepared, keep: &[RawFd], close_in_child: &[RawFd]) -> ! {
+    reset_signals();
+    for &f in close_in_child {
+        fd::close(f);
+    }
+    for &f in keep {
+        if fd::set_cloexec(f, false).is_err() {
+            leave(exit::SYSTEM);
+        }
+    }
+    exec(prep)
+}
+
 /// The launcher's ends of its three pipes, and where the app's two go.
 struct ChildPipes {
     in_r: RawFd,
@@ -296,14 +439,7 @@ fn leave(code: i32) -> ! {
 
 /// The launcher, between fork and exec: async-signal-safe calls only, no allocation.
 fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) -> ! {
-    // SAFETY: sigemptyset, sigprocmask and signal are async-signal-safe; `set` is a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-    }
+    reset_signals();
     for &f in close_in_child {
         fd::close(f);
     }
@@ -327,6 +463,24 @@ fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) 
     if !build_envp(prep) {
         leave(exit::SYSTEM);
     }
+    exec(prep)
+}
+
+/// The app's signal mask and dispositions as a freshly started program expects them.
+fn reset_signals() {
+    // SAFETY: sigemptyset, sigprocmask and signal are async-signal-safe; `set` is a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+}
+
+/// The app's credentials, then execve with `prep`'s path, argv and envp; a failure is one
+/// line on fd 2 and the exit code of a program that cannot run.
+fn exec(prep: &Prepared) -> ! {
     if let Err(errno) = apply_credentials(&prep.creds) {
         let _ = fd::write_all(2, &prep.creds_failed);
         let _ = fd::write_all(2, errno_text(errno).as_bytes());

@@ -8,6 +8,8 @@
 //! - [`Tls`] binds an OpenSSL session to raw fds and runs the handshake with a deadline.
 //! - [`child::Launcher`] forks the process that will exec the app once the handshake is
 //!   done, and [`child::Selfpipe`] turns SIGCHLD into a readable fd for the engine.
+//! - [`ucspi`] runs delayed TLS (UCSPI-TLS): the app, started at once, asks for the
+//!   handshake on a control socket.
 //! - [`context`] builds the server and client `SslContext`s from [`env::Env`] and their
 //!   own settings types.
 //!
@@ -113,6 +115,7 @@ pub mod process;
 pub mod proxy;
 pub mod session;
 pub mod tickets;
+pub mod ucspi;
 
 pub use engine::{run, Config, End, Fds, Outcome, BUF};
 pub use handshake::{nonblocking, Io, Tls};

@@ -14,6 +14,7 @@ use stls::env::{self, Env};
 use stls::exit::{self, Error};
 use stls::options::Options;
 use stls::session;
+use stls::ucspi;
 use stls::{fd, process, Fds, Tls};
 
 /// An IP literal as found in TCPREMOTEIP, -k or an ADDR operand: IPv4, IPv6 with an
@@ -272,36 +273,7 @@ pub fn session(
         Some(l) => (l.from_app, l.to_app),
         None => (0, 1),
     };
-    let handshake = || {
-        env::drop_privileges(env.uid, env.gid)?;
-        stls::nonblocking(&[rfd, wfd, app.0, app.1])?;
-        fd::nodelay(wfd);
-        let mut tls = Tls::new(ctx, rfd, wfd)?;
-        let ssl = tls.ssl_mut();
-        ssl.set_connect_state();
-        if let Some(s) = &peer.sni {
-            ssl.set_hostname(s)
-                .map_err(|_| Error::usage(format!("invalid server name: {s}")))?;
-        }
-        if opts.verify_cert && opts.verify_name {
-            let p = ssl.param_mut();
-            let r = match (peer.ip, &peer.name) {
-                (Some(ip), _) => p.set_ip(ip),
-                (None, Some(n)) => p.set_host(n),
-                (None, None) => Ok(()),
-            };
-            r.map_err(|_| Error::usage("invalid server name"))?;
-        }
-        tls.handshake(cli::deadline(opts))?;
-        let desc = session::describe(tls.ssl(), peer.sni.as_deref());
-        if let Some(n) = opts.notification_fd {
-            let r = fd::write_all(n, &desc.encode());
-            fd::close(n);
-            r.map_err(|e| Error::sys("unable to write the session description", e))?;
-        }
-        Ok((tls, desc))
-    };
-    let (mut tls, desc) = match handshake() {
+    let (tls, desc) = match handshake(opts, env, ctx, peer, (rfd, wfd), app) {
         Ok(t) => t,
         Err(e) => {
             if let Some(l) = launcher {
@@ -310,9 +282,68 @@ pub fn session(
             return Err(e);
         }
     };
+    let fds = Fds {
+        clear_in: app.0,
+        clear_out: app.1,
+        cipher_in: rfd,
+        cipher_out: wfd,
+        selfpipe,
+    };
+    Ok(relay(log, opts, tls, desc, launcher, fds))
+}
 
+/// The handshake on the network fds `net`: the engine's credentials dropped, the session's
+/// fds non-blocking (`app`: the app's ends the engine will use), SNI and verification of
+/// `peer`, the description written to `-d`.
+pub fn handshake(
+    opts: &Options,
+    env: &Env,
+    ctx: &SslContext,
+    peer: &Peer,
+    (rfd, wfd): (RawFd, RawFd),
+    app: (RawFd, RawFd),
+) -> Result<(Tls, session::Description), Error> {
+    env::drop_privileges(env.uid, env.gid)?;
+    stls::nonblocking(&[rfd, wfd, app.0, app.1])?;
+    fd::nodelay(wfd);
+    let mut tls = Tls::new(ctx, rfd, wfd)?;
+    let ssl = tls.ssl_mut();
+    ssl.set_connect_state();
+    if let Some(s) = &peer.sni {
+        ssl.set_hostname(s)
+            .map_err(|_| Error::usage(format!("invalid server name: {s}")))?;
+    }
+    if opts.verify_cert && opts.verify_name {
+        let p = ssl.param_mut();
+        let r = match (peer.ip, &peer.name) {
+            (Some(ip), _) => p.set_ip(ip),
+            (None, Some(n)) => p.set_host(n),
+            (None, None) => Ok(()),
+        };
+        r.map_err(|_| Error::usage("invalid server name"))?;
+    }
+    tls.handshake(cli::deadline(opts))?;
+    let desc = session::describe(tls.ssl(), peer.sni.as_deref());
+    if let Some(n) = opts.notification_fd {
+        let r = fd::write_all(n, &desc.encode());
+        fd::close(n);
+        r.map_err(|e| Error::sys("unable to write the session description", e))?;
+    }
+    Ok((tls, desc))
+}
+
+/// After the handshake: the heap trimmed, prog (if any) started with the description, the
+/// engine relaying over `fds`; the exit code of the whole session.
+pub fn relay(
+    log: Log,
+    opts: &Options,
+    mut tls: Tls,
+    desc: session::Description,
+    mut launcher: Option<Launcher>,
+    fds: Fds,
+) -> i32 {
     process::trim_heap();
-    log.info(&cli::session_line(&desc, rfd));
+    log.info(&cli::session_line(&desc, fds.cipher_in));
     if opts.detach {
         // The caller's stderr must not be held open for the connection's lifetime.
         cli::silence_stderr();
@@ -321,15 +352,60 @@ pub fn session(
         l.start(&cli::child_description(opts, desc));
         l.pid
     });
-    let fds = Fds {
-        clear_in: app.0,
-        clear_out: app.1,
-        cipher_in: rfd,
-        cipher_out: wfd,
-        selfpipe,
-    };
     let out = stls::run(&mut tls, fds, pid, &cli::engine_config(opts));
-    Ok(cli::conclude(&log, out))
+    cli::conclude(&log, out)
+}
+
+/// Delayed TLS: the selfpipe, prog (the operands) started at once with the network on its
+/// fds `-6`/`-7` and the UCSPI-TLS descriptors, and the control socket's end to wait on.
+/// The secrets leave prog's environment unless `-Z`; the notification fd is not prog's.
+pub fn launch_delayed(
+    name: &'static str,
+    opts: &Options,
+) -> Result<(Selfpipe, Launcher, RawFd), Error> {
+    let selfpipe = Selfpipe::install()?;
+    let close: Vec<RawFd> = [Some(selfpipe.rfd), opts.notification_fd]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (launcher, ctl) = Launcher::spawn_ucspi(
+        name,
+        &opts.operands,
+        &close,
+        &child::Credentials::default(),
+        !opts.keep_env,
+    )?;
+    Ok((selfpipe, launcher, ctl))
+}
+
+/// Delayed TLS, after [`launch_delayed`]: prog's command, then the handshake on `net` (its
+/// timeout counted from the command) and the relay, or prog's own exit when it declines
+/// TLS. A failed handshake ends the connection and returns its error once prog is reaped.
+pub fn serve_delayed(
+    log: Log,
+    opts: &Options,
+    env: &Env,
+    ctx: &SslContext,
+    peer: &Peer,
+    net: (RawFd, RawFd),
+    (selfpipe, launcher, ctl): (Selfpipe, Launcher, RawFd),
+) -> Result<i32, Error> {
+    let up = ucspi::upgrade(ctl, launcher, net, |l| {
+        handshake(opts, env, ctx, peer, net, (l.from_app, l.to_app))
+    })?;
+    Ok(match up {
+        ucspi::Upgrade::Declined(code) => code,
+        ucspi::Upgrade::Started(tls, launcher, desc) => {
+            let fds = Fds {
+                clear_in: launcher.from_app,
+                clear_out: launcher.to_app,
+                cipher_in: net.0,
+                cipher_out: net.1,
+                selfpipe: selfpipe.rfd,
+            };
+            relay(log, opts, tls, desc, Some(launcher), fds)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -132,3 +132,41 @@ pub fn serve<S: Borrow<Server>>(
         }
     }
 }
+
+/// Delayed TLS: the selfpipe, prog (the operands) started at once with the network on its
+/// fd 0/1 and the UCSPI-TLS descriptors, and the control socket's end to wait on; `creds`
+/// are the app's. The secrets leave prog's environment unless `-Z`.
+pub fn launch_delayed(
+    name: &'static str,
+    opts: &Options,
+    creds: &Credentials,
+) -> Result<(Selfpipe, Launcher, std::os::unix::io::RawFd), Error> {
+    let selfpipe = Selfpipe::install()?;
+    let (launcher, ctl) =
+        Launcher::spawn_ucspi(name, &opts.operands, &[selfpipe.rfd], creds, !opts.keep_env)?;
+    Ok((selfpipe, launcher, ctl))
+}
+
+/// Delayed TLS, after [`launch_delayed`]: prog's command, then the handshake on fd 0/1
+/// (its timeout counted from the command) and the relay, or prog's own exit when it
+/// declines TLS. A failed handshake ends the connection and returns its error once prog
+/// is reaped.
+pub fn serve_delayed(
+    opts: &Options,
+    env: &Env,
+    log: Log,
+    server: &Server,
+    (selfpipe, launcher, ctl): (Selfpipe, Launcher, std::os::unix::io::RawFd),
+) -> Result<i32, Error> {
+    let up = stls::ucspi::upgrade(ctl, launcher, (0, 1), |l| {
+        let done = handshake(opts, env, server, l)?;
+        let desc = session::describe(done.tls.ssl(), None);
+        Ok((done, desc))
+    })?;
+    Ok(match up {
+        stls::ucspi::Upgrade::Declined(code) => code,
+        stls::ucspi::Upgrade::Started(done, launcher, _) => {
+            relay(opts, log, done, launcher, selfpipe)
+        }
+    })
+}

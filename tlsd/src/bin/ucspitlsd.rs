@@ -1,0 +1,54 @@
+//! ucspitlsd: delayed TLS on the server side of a UCSPI connection (the UCSPI-TLS
+//! protocol, for STARTTLS). The network is on fd 0/1; prog runs at once, as a child, with
+//! the network still on its fd 0/1 and `SSLCTLFD`, `SSLREADFD`, `SSLWRITEFD` in its
+//! environment. When prog writes `Y` or `y` on SSLCTLFD, the handshake runs on fd 0/1 and
+//! the engine relays between the network and prog's two pipes. The interface is
+//! ucspitlsd(1).
+//!
+//! The story of a connection:
+//! 1. the command line and the environment, checked before any network I/O;
+//! 2. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA, before prog
+//!    starts: a configuration error never reaches a client half-way through its session;
+//! 3. prog started, with the program's own credentials and the secrets stripped;
+//! 4. prog's command awaited: EOF declines TLS and ucspitlsd only waits for prog;
+//! 5. the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake, its timeout
+//!    counted from the command; the description on SSLCTLFD after `Y`;
+//! 6. the engine relays; the exit code is prog's unless the engine failed.
+
+use stls::child::Credentials;
+use stls::cli::{self, Log};
+use stls::context;
+use stls::env::Env;
+use stls::exit::Error;
+use stls::options::{Command, Groups};
+use stls::process;
+
+const UCSPITLSD: Command = Command {
+    name: "ucspitlsd",
+    groups: Groups::COMMON.with(Groups::SERVER),
+    usage: "usage: ucspitlsd [options] [--] prog...\n\
+            Delayed TLS (UCSPI-TLS) on the server side: the network on fd 0/1, prog starts at once on it \
+            and asks for TLS on SSLCTLFD.\n",
+};
+
+fn main() {
+    cli::exit_with(UCSPITLSD.name, ucspitlsd())
+}
+
+fn ucspitlsd() -> Result<i32, Error> {
+    let Some(opts) = cli::parse_args(&UCSPITLSD)? else {
+        return Ok(0);
+    };
+    let log = Log::new(&UCSPITLSD, &opts);
+    if opts.operands.is_empty() {
+        return Err(Error::usage(
+            "no program to run (usage: ucspitlsd [options] [--] prog...)",
+        ));
+    }
+    tlsd::check_network()?;
+    let env = Env::from_process()?;
+    process::init_openssl(env.openssl_conf);
+    let server = context::server(&tlsd::settings(&opts, log), &env)?;
+    let launched = tlsd::launch_delayed(UCSPITLSD.name, &opts, &Credentials::default())?;
+    tlsd::serve_delayed(&opts, &env, log, &server, launched)
+}
