@@ -51,14 +51,17 @@ fn load() -> State {
         sni: var("AUTOSSL_SNI"),
         timeout: var("AUTOSSL_TIMEOUT"),
         verbose: var("AUTOSSL_VERBOSE"),
+        names: var("AUTOSSL_NAMES"),
         nested: std::env::var_os("AUTOSSL_NESTED").is_some(),
     };
     let cfg = Config::parse(&v);
     if let Some(why) = &cfg.broken {
         if !cfg.silent && !v.nested {
             let then = match cfg.errno {
-                Some(e) => format!("matching connections fail with errno {e}"),
-                None => "connections are not upgraded".to_string(),
+                Some(e) => format!(
+                    "every connection it could have meant fails with errno {e} (AUTOSSL_ERRNO)"
+                ),
+                None => "connections go out in clear text, not upgraded (set AUTOSSL_ERRNO to make them fail instead)".to_string(),
             };
             message(&format!("bad configuration: {why}; {then}"));
         }
@@ -482,7 +485,7 @@ fn pipe() -> Result<(Fd, Fd), c_int> {
 /// its messages (AUTOSSL_SILENT, or the connection is on fd 2 itself); else the caller's. The
 /// returned descriptor must stay open until the spawn.
 fn quiet_stderr(cfg: &Config, fd: c_int, fds: &mut Vec<(c_int, c_int)>) -> Fd {
-    if !(cfg.silent || fd == 2) {
+    if !(cfg.silent || fd == 2) || fds.iter().any(|f| f.1 == 2) {
         return Fd(-1);
     }
     // SAFETY: open on a constant NUL-terminated path.
@@ -656,21 +659,80 @@ fn connect_tcp(c: &Call) -> Result<(), c_int> {
     res
 }
 
-/// The name to send and verify: AUTOSSL_SNI, else what the program resolved, else the
-/// address.
-fn server_name(c: &Call) -> String {
-    match (&c.cfg().sni, names::lookup(c.t.key)) {
-        (Some(s), _) => s.clone(),
-        (None, Some(n)) => String::from_utf8_lossy(n.as_bytes()).into_owned(),
-        (None, None) => c.ip_text.clone(),
+/// The name to send and verify, and where it came from.
+struct Chosen {
+    name: String,
+    /// None: the user's or the program's name; Some: no name could be told (these are the
+    /// candidates), the address is verified.
+    unknown: Option<names::Candidates>,
+}
+
+/// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; this thread's own lookup; the
+/// process's only name for the address; else the address itself.
+fn server_name(c: &Call) -> Chosen {
+    let cfg = c.cfg();
+    let named = |name: &str| Chosen {
+        name: name.to_string(),
+        unknown: None,
+    };
+    if let Some(s) = &cfg.sni {
+        return named(s);
     }
+    if let Some(n) = cfg.named(c.t.key, c.t.port) {
+        return named(n);
+    }
+    match names::evidence(c.t.key) {
+        names::Evidence::Thread(n) | names::Evidence::Process(n) => named(&n.text()),
+        names::Evidence::Unknown(cands) => Chosen {
+            name: c.ip_text.clone(),
+            unknown: Some(cands),
+        },
+    }
+}
+
+/// `a.test, b.test` (and `and others`).
+fn candidate_list(cands: &names::Candidates) -> String {
+    let mut v: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
+    if cands.more {
+        v.push("others".into());
+    }
+    v.join(", ")
+}
+
+/// Why the address was verified, and what settles it: for a failure message.
+fn unknown_name_advice(c: &Call, cands: &names::Candidates) -> String {
+    let dest = if rules::key_is_v4(c.t.key) {
+        format!("{}:{}", c.ip_text, c.port_text)
+    } else {
+        format!("[{}]:{}", c.ip_text, c.port_text)
+    };
+    let why = if cands.n == 0 && !cands.more {
+        "no host name the program resolved through the C library gave this address".to_string()
+    } else {
+        format!(
+            "several names gave this address ({}) and the connection does not say which",
+            candidate_list(cands)
+        )
+    };
+    format!(
+        "{} port {}: the certificate was checked against the address, because {why}; \
+         set AUTOSSL_SNI=NAME, or AUTOSSL_NAMES=\"NAME={dest}\"",
+        c.ip_text, c.port_text
+    )
 }
 
 /// On the connected socket: tlsc started, its handshake awaited, the swap.
 fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     let cfg = c.cfg();
     let (local, local_len) = sockaddr_bytes(c.fd, false);
-    let name = server_name(c);
+    let chosen = server_name(c);
+    let name = &chosen.name;
+    if let Some(cands) = &chosen.unknown {
+        c.verbose(&format!(
+            ": no single name known ({}): verifying the address",
+            candidate_list(cands)
+        ));
+    }
     let ms = millis(cfg.timeout).to_string();
     let argv = vec![
         tlsc.to_owned(),
@@ -680,29 +742,53 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
         cstr("-d")?,
         cstr("3")?,
         cstr("-k")?,
-        cstr(&name)?,
+        cstr(name)?,
     ];
     let (app, helper) = socketpair()?;
     let (nr, nw) = pipe()?;
+    // tlsc's messages come through a pipe: each is given with the destination, before
+    // connect() returns. (Not when connect() is on fd 2 itself: that is the network.)
+    let relay = !cfg.silent && c.fd != 2;
+    let (er, ew) = if relay { pipe()? } else { (Fd(-1), Fd(-1)) };
     // tlsc's io form on the connected socket (fd 6 and 7), the socketpair as its stdin and
     // stdout, the pipe's writing end as its -d fd; --detach also keeps it off the caller's
     // stderr after the handshake.
-    let fds = [
+    let mut fds = vec![
         (helper.0, 0),
         (helper.0, 1),
         (nw.0, 3),
         (c.fd, 6),
         (c.fd, 7),
     ];
+    if relay {
+        fds.push((ew.0, 2));
+    }
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);
-    let desc = await_description(&nr, cfg.timeout);
+    drop(ew);
+    let (desc, said) = await_description(&nr, relay.then_some(&er), cfg.timeout);
     drop(nr);
+    drop(er);
+    let checked = match chosen.unknown {
+        Some(_) => "the address".to_string(),
+        None => format!("name {name}"),
+    };
+    for line in String::from_utf8_lossy(&said).lines() {
+        if !line.trim().is_empty() {
+            say(
+                cfg,
+                &format!("{} port {} ({checked}): {line}", c.ip_text, c.port_text),
+            );
+        }
+    }
     let desc = match desc {
         Ok(d) => d,
         Err(e) => {
             c.verbose(&format!(" name {name}: TLS failed"));
+            if let (Some(cands), true) = (&chosen.unknown, c.fd != 2) {
+                say(cfg, &unknown_name_advice(c, cands));
+            }
             return Err(e);
         }
     };
@@ -748,40 +834,98 @@ fn start_helper(
 /// writes after a handshake (then it closes the pipe); EOF with nothing written, a failed
 /// handshake (ECONNREFUSED, or ETIMEDOUT when tlsc gave up at its own handshake timeout
 /// `timeout`); nothing within `timeout` and a second, ETIMEDOUT. What does not decode as a
-/// description of at most 4 KiB counts as a failed handshake.
-fn await_description(nr: &Fd, timeout: Duration) -> Result<Description, c_int> {
+/// description of at most 4 KiB counts as a failed handshake. With `er`, tlsc's stderr:
+/// what it wrote until it closed it (at most 4 KiB; a second at most once the outcome is
+/// known), returned with the outcome.
+fn await_description(
+    nr: &Fd,
+    er: Option<&Fd>,
+    timeout: Duration,
+) -> (Result<Description, c_int>, Vec<u8>) {
     let started = Instant::now();
     let deadline = started + timeout + Duration::from_secs(1);
     // One byte more than a description may have: to see that there is more.
     let mut buf = [0u8; MAX_NOTIFICATION + 1];
     let mut got = 0usize;
+    let mut said = Vec::new();
+    let mut outcome: Option<Result<Description, c_int>> = None;
+    let mut err_open = er.is_some();
+    let mut end = deadline;
     loop {
-        poll_until(nr.0, libc::POLLIN, deadline)?;
+        if outcome.is_some() && !err_open {
+            break;
+        }
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let mut p = [
+            libc::pollfd {
+                fd: if outcome.is_none() { nr.0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: match er {
+                    Some(e) if err_open => e.0,
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds, ours.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, millis(end - now).max(1)) };
+        if r < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        if p[1].revents != 0 {
+            if let Some(e) = er {
+                let mut chunk = [0u8; 512];
+                // SAFETY: read writes at most 512 bytes into our buffer.
+                let n = unsafe { libc::read(e.0, chunk.as_mut_ptr() as *mut libc::c_void, 512) };
+                if n > 0 {
+                    let room = 4096usize.saturating_sub(said.len());
+                    said.extend_from_slice(&chunk[..(n as usize).min(room)]);
+                } else if n == 0 || (errno() != libc::EINTR && errno() != libc::EAGAIN) {
+                    err_open = false;
+                }
+            }
+        }
+        if p[0].revents == 0 {
+            continue;
+        }
         let room = &mut buf[got..];
         // SAFETY: read writes at most room.len() bytes into our buffer.
         let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
-        if n < 0 {
+        let done = if n < 0 {
             if errno() == libc::EINTR || errno() == libc::EAGAIN {
                 continue;
             }
-            return Err(libc::ECONNREFUSED);
-        }
-        if n == 0 {
+            Err(libc::ECONNREFUSED)
+        } else if n == 0 {
             if got > 0 {
-                return Description::decode_notification(&buf[..got])
-                    .map_err(|_| libc::ECONNREFUSED);
-            }
-            if started.elapsed() + Duration::from_millis(50) >= timeout {
+                Description::decode_notification(&buf[..got]).map_err(|_| libc::ECONNREFUSED)
+            } else if started.elapsed() + Duration::from_millis(50) >= timeout {
                 // tlsc gave up at its handshake timeout (-K): a timeout.
-                return Err(libc::ETIMEDOUT);
+                Err(libc::ETIMEDOUT)
+            } else {
+                Err(libc::ECONNREFUSED)
             }
-            return Err(libc::ECONNREFUSED);
-        }
-        got += n as usize;
-        if got > MAX_NOTIFICATION {
-            return Err(libc::ECONNREFUSED);
-        }
+        } else {
+            got += n as usize;
+            if got <= MAX_NOTIFICATION {
+                continue;
+            }
+            Err(libc::ECONNREFUSED)
+        };
+        outcome = Some(done);
+        end = end.min(Instant::now() + Duration::from_secs(1));
     }
+    (outcome.unwrap_or(Err(libc::ETIMEDOUT)), said)
 }
 
 /// The swap: the socketpair end `app` takes the place of the caller's descriptor (same
@@ -885,7 +1029,9 @@ mod tests {
         let n = unsafe { libc::write(w.0, d.as_ptr() as *const libc::c_void, d.len()) };
         assert_eq!(n, d.len() as isize);
         drop(w);
-        let got = await_description(&r, Duration::from_secs(5)).expect("description");
+        let got = await_description(&r, None, Duration::from_secs(5))
+            .0
+            .expect("description");
         assert_eq!(
             got.get("SSL_PROTOCOL"),
             Some(std::ffi::OsStr::new("TLSv1.3"))
@@ -896,7 +1042,7 @@ mod tests {
         let (r, w) = pipe().expect("pipe");
         drop(w);
         assert_eq!(
-            await_description(&r, Duration::from_secs(5)).err(),
+            await_description(&r, None, Duration::from_secs(5)).0.err(),
             Some(libc::ECONNREFUSED)
         );
         // Malformed, or longer than 4 KiB: failed too.
@@ -910,14 +1056,16 @@ mod tests {
             assert_eq!(n, bad.len() as isize);
             drop(w);
             assert_eq!(
-                await_description(&r, Duration::from_secs(5)).err(),
+                await_description(&r, None, Duration::from_secs(5)).0.err(),
                 Some(libc::ECONNREFUSED)
             );
         }
         // Nothing at all within the time: a timeout.
         let (r, _w) = pipe().expect("pipe");
         assert_eq!(
-            await_description(&r, Duration::from_millis(1)).err(),
+            await_description(&r, None, Duration::from_millis(1))
+                .0
+                .err(),
             Some(libc::ETIMEDOUT)
         );
     }

@@ -672,13 +672,34 @@ fn bad_configuration_one_line_then_plain_or_errno() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(
-        lines[0].starts_with("autossl: ") && lines[0].contains("nonsense"),
+        lines[0].starts_with("autossl: ")
+            && lines[0].contains("nonsense")
+            && lines[0].contains("clear text"),
         "{err}"
     );
     // With AUTOSSL_ERRNO, what matches fails with it instead; nothing reaches the server.
     vars.push(("AUTOSSL_ERRNO".into(), "111".into()));
     let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
     assert_eq!(o.code(), 7, "{}", o.stderr_str());
+    // A list whose entry for this port is unreadable (`18443,PORTx`): the line names the
+    // entry and says the connection goes out in clear text; with AUTOSSL_ERRNO, any port
+    // could have been meant, so this one fails too.
+    let garbled = format!("18443,{}x", plain.port);
+    let bad = quiet(shim_vars(&garbled));
+    let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &bad, None);
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    let err = o.stderr_str();
+    assert!(
+        err.contains(&format!("not understood: {}x", plain.port)) && err.contains("clear text"),
+        "{err}"
+    );
+    let o = shim::run(
+        &["curl", "-sS", "--max-time", "30", &u],
+        &with(bad, "AUTOSSL_ERRNO", "111"),
+        None,
+    );
+    assert_eq!(o.code(), 7, "{}", o.stderr_str());
+    assert!(o.stderr_str().contains("fails with errno 111"), "{}", o.stderr_str());
     // AUTOSSL_SILENT: not a word.
     vars.push(("AUTOSSL_SILENT".into(), String::new()));
     let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
@@ -712,7 +733,9 @@ fn exports_only_the_hooks() {
         names,
         [
             "connect",
+            "gai_error",
             "getaddrinfo",
+            "getaddrinfo_a",
             "gethostbyname",
             "gethostbyname2",
             "gethostbyname2_r",
@@ -1161,4 +1184,392 @@ fn names_cross_fork_both_ways() {
         let l = out.lines().find(|l| l.starts_with(who)).unwrap_or_default();
         assert!(l.contains(&tag(NAME)), "{who} {out}\n{}", o.stderr_str());
     }
+}
+
+// ------------------------------------------------------------------ virtual hosts on one address
+
+/// Each answer in `dir/0`, `dir/1`, ...: the SNI the server saw, or None (no answer).
+fn answers_in(dir: &Path, n: usize) -> Vec<Option<String>> {
+    (0..n)
+        .map(|i| {
+            std::fs::read_to_string(dir.join(i.to_string()))
+                .ok()
+                .and_then(|t| shim::sni_of(&t))
+        })
+        .collect()
+}
+
+/// Lines `I BODY` (or `I ERR ...`) a client printed: the SNI of each request's answer.
+fn answers_by_line(out: &str, n: usize) -> Vec<Option<String>> {
+    let mut v = vec![None; n];
+    for l in out.lines() {
+        let Some((i, rest)) = l.split_once(' ') else {
+            continue;
+        };
+        if let Ok(i) = i.parse::<usize>() {
+            if i < n && !rest.starts_with("ERR") {
+                v[i] = shim::sni_of(rest);
+            }
+        }
+    }
+    v
+}
+
+/// Three names on one address, one certificate each: curl with its DNS cache (a.test,
+/// b.test, a.test in one run: its resolver thread looks up, the main thread connects), then
+/// `-Z` with all three at once. Every request reaches the host it named or fails closed
+/// with the message that says why and what settles it; the first, when a.test is the only
+/// name known for the address, succeeds.
+#[test]
+fn vhosts_curl_dns_cache_and_parallel() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let vars = s.vars();
+    let seq = ["a.test", "b.test", "a.test"];
+    let dir = scratch("vhost-curl");
+    let mut cmd: Vec<String> = ["curl", "-sS", "--max-time", "10"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    for (i, n) in seq.iter().enumerate() {
+        cmd.extend(["-o".into(), dir.join(i.to_string()).display().to_string()]);
+        cmd.push(s.url(n));
+    }
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let o = shim::run(&args, &vars, None);
+    let err = o.stderr_str();
+    assert!(!err.contains("cannot be preloaded"), "{err}");
+    let got = answers_in(&dir, seq.len());
+    assert_eq!(got[0].as_deref(), Some("a.test"), "{err}");
+    shim::assert_right_hosts("curl a b a", &got, &seq, &err);
+
+    let par = ["a.test", "b.test", "c.wild.test", "b.test"];
+    let dir = scratch("vhost-curl-parallel");
+    let mut cmd: Vec<String> = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-Z",
+        "--parallel-max",
+        "4",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    for (i, n) in par.iter().enumerate() {
+        cmd.extend(["-o".into(), dir.join(i.to_string()).display().to_string()]);
+        cmd.push(s.url(n));
+    }
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let o = shim::run(&args, &vars, None);
+    let err = o.stderr_str();
+    shim::assert_right_hosts("curl -Z", &answers_in(&dir, par.len()), &par, &err);
+}
+
+const NODE_ALL: &str = r#"
+const http = require('http');
+const urls = process.argv.slice(1);
+Promise.all(urls.map((u, i) => new Promise(done => {
+  const r = http.get(u, { timeout: 10000 }, res => {
+    let b = '';
+    res.on('data', d => b += d);
+    res.on('end', () => done(i + ' ' + b.replace(/\s+/g, ' ')));
+  });
+  r.on('timeout', () => r.destroy(new Error('timeout')));
+  r.on('error', e => done(i + ' ERR ' + e.message));
+}))).then(v => console.log(v.join('\n')));
+"#;
+
+/// node resolves on its thread pool and connects on the main thread, all at once.
+#[test]
+fn vhosts_node_promise_all() {
+    if !ready(&["node"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let names = ["a.test", "b.test", "c.wild.test"];
+    let urls: Vec<String> = names.iter().map(|n| s.url(n)).collect();
+    let mut cmd = vec!["node", "-e", NODE_ALL];
+    cmd.extend(urls.iter().map(String::as_str));
+    let o = s.run(&cmd);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    assert_eq!(out.lines().count(), names.len(), "{out}\n{err}");
+    shim::assert_right_hosts("node", &answers_by_line(&out, names.len()), &names, &err);
+    // One name alone on its address: node's lookups in another thread are enough.
+    let o = s.run(&["node", "-e", NODE_ALL, &urls[2], &urls[2]]);
+    let out = o.stdout_str();
+    let got = answers_by_line(&out, 2);
+    assert!(
+        got.iter().all(|g| g.as_deref() == Some("c.wild.test")),
+        "{out}\n{}",
+        o.stderr_str()
+    );
+}
+
+const JAVA_SEQ: &str = r#"
+import java.net.*;
+public class Vhosts {
+    public static void main(String[] a) {
+        for (int i = 0; i < a.length; i++) {
+            try {
+                HttpURLConnection c = (HttpURLConnection) new URL(a[i]).openConnection();
+                c.setConnectTimeout(10000);
+                c.setReadTimeout(10000);
+                String b = new String(c.getInputStream().readAllBytes());
+                System.out.println(i + " " + b.replaceAll("\\s+", " "));
+            } catch (Exception e) {
+                System.out.println(i + " ERR " + e);
+            }
+        }
+    }
+}
+"#;
+
+/// Java in a row, a.test, b.test, a.test: its own thread looks up (the third from
+/// InetAddress's cache, which cannot be told from b.test).
+#[test]
+fn vhosts_java_requests_in_a_row() {
+    if !ready(&["java"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let dir = scratch("vhost-java");
+    let src = dir.join("Vhosts.java");
+    std::fs::write(&src, JAVA_SEQ).expect("source");
+    let names = ["a.test", "b.test", "a.test"];
+    let urls: Vec<String> = names.iter().map(|n| s.url(n)).collect();
+    let src = src.display().to_string();
+    let mut cmd = vec!["java", src.as_str()];
+    cmd.extend(urls.iter().map(String::as_str));
+    let o = s.run(&cmd);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    let got = answers_by_line(&out, names.len());
+    assert_eq!(got[0].as_deref(), Some("a.test"), "{out}\n{err}");
+    assert_eq!(got[1].as_deref(), Some("b.test"), "{out}\n{err}");
+    shim::assert_right_hosts("java", &got, &names, &err);
+}
+
+const AIOHTTP_GATHER: &str = r#"
+import asyncio, sys, aiohttp
+async def one(session, i, u):
+    try:
+        async with session.get(u, timeout=aiohttp.ClientTimeout(total=10)) as r:
+            return "%d %s" % (i, " ".join((await r.text()).split()))
+    except Exception as e:
+        return "%d ERR %r" % (i, e)
+async def main():
+    async with aiohttp.ClientSession() as s:
+        print("\n".join(await asyncio.gather(*[one(s, i, u) for i, u in enumerate(sys.argv[1:])])))
+asyncio.run(main())
+"#;
+
+/// aiohttp resolves in an executor thread, `gather` connects to all at once.
+#[test]
+fn vhosts_aiohttp_gather() {
+    if !ready(&[]) {
+        return;
+    }
+    let py = python_arg();
+    let probe = proc::run(
+        Command::new(&py).args(["-c", "import aiohttp"]),
+        None,
+        Duration::from_secs(30),
+    );
+    if probe.code() != 0 && !stls_tests::bins::skip("python3-aiohttp not installed") {
+        return;
+    }
+    let s = shim::vhost_server();
+    let names = ["a.test", "b.test", "c.wild.test"];
+    let urls: Vec<String> = names.iter().map(|n| s.url(n)).collect();
+    let mut cmd = vec![py.as_str(), "-c", AIOHTTP_GATHER];
+    cmd.extend(urls.iter().map(String::as_str));
+    let o = s.run(&cmd);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    shim::assert_right_hosts("aiohttp", &answers_by_line(&out, names.len()), &names, &err);
+}
+
+const GAI_A_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void get(const char *tag, struct addrinfo *ai) {
+    int s = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (connect(s, ai->ai_addr, ai->ai_addrlen) != 0) {
+        printf("%s ERR connect: %s\n", tag, strerror(errno));
+        close(s);
+        return;
+    }
+    const char *req = "GET / HTTP/1.0\r\n\r\n";
+    if (write(s, req, strlen(req)) < 0) { printf("%s ERR write\n", tag); close(s); return; }
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(s, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    buf[n] = 0;
+    for (size_t i = 0; i < n; i++) if (buf[i] == '\r' || buf[i] == '\n') buf[i] = ' ';
+    printf("%s %s\n", tag, buf);
+    close(s);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    /* GAI_WAIT */
+    struct gaicb a = { .ar_name = "a.test", .ar_service = argv[1], .ar_request = &hints };
+    struct gaicb *list[1] = { &a };
+    if (getaddrinfo_a(GAI_WAIT, list, 1, NULL) != 0 || gai_error(&a) != 0) return 3;
+    get("0", a.ar_result);
+    /* GAI_NOWAIT, then gai_suspend and gai_error */
+    struct gaicb b = { .ar_name = "b.test", .ar_service = argv[1], .ar_request = &hints };
+    list[0] = &b;
+    if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) return 4;
+    for (int i = 0; i < 100 && gai_error(&b) == EAI_INPROGRESS; i++) {
+        const struct gaicb *l[1] = { &b };
+        struct timespec t = { 0, 100000000 };
+        gai_suspend(l, 1, &t);
+    }
+    if (gai_error(&b) != 0) return 5;
+    get("1", b.ar_result);
+    /* a.test's address again with no new lookup: it cannot be told from b.test. */
+    get("2", a.ar_result);
+    return 0;
+}
+"#;
+
+/// A C client that resolves with getaddrinfo_a (waiting, then not waiting).
+#[test]
+fn vhosts_getaddrinfo_a_client() {
+    if !ready(&["cc"]) {
+        return;
+    }
+    let dir = scratch("gai-a");
+    let src = dir.join("client.c");
+    std::fs::write(&src, GAI_A_CLIENT).expect("source");
+    let exe = dir.join("client");
+    let o = proc::run(
+        Command::new("cc")
+            .arg("-O")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .arg("-lanl"),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let s = shim::vhost_server();
+    let port = s.port.to_string();
+    let o = s.run(&[exe.to_str().expect("utf-8"), &port]);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    let names = ["a.test", "b.test", "a.test"];
+    let got = answers_by_line(&out, 3);
+    assert_eq!(got[0].as_deref(), Some("a.test"), "{out}\n{err}");
+    assert_eq!(got[1].as_deref(), Some("b.test"), "{out}\n{err}");
+    assert_eq!(got[2], None, "{out}\n{err}");
+    shim::assert_right_hosts("getaddrinfo_a", &got, &names, &err);
+}
+
+/// aria2c against a certificate with DNS names only: with its getaddrinfo (which it
+/// follows with a numeric lookup of the address), the name; with c-ares (its default, a
+/// resolver the library cannot see), a refusal that names the remedy, and AUTOSSL_NAMES.
+#[test]
+fn vhosts_aria2c_dns_name_only_certificate() {
+    if !ready(&["aria2c"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let dir = scratch("aria2c");
+    let u = s.url("a.test");
+    let d = dir.display().to_string();
+    let fetch = |vars: &[(String, String)], extra: &[&str], out: &str| {
+        let mut cmd = vec![
+            "aria2c",
+            "-q",
+            "--allow-overwrite=true",
+            "--max-tries=1",
+            "--connect-timeout=10",
+            "--timeout=10",
+            "-d",
+            d.as_str(),
+            "-o",
+            out,
+        ];
+        cmd.extend(extra);
+        cmd.push(u.as_str());
+        let o = shim::run(&cmd, vars, None);
+        let body = std::fs::read_to_string(dir.join(out)).unwrap_or_default();
+        (o, shim::sni_of(&body))
+    };
+    let (o, sni) = fetch(&s.vars(), &["--async-dns=false"], "sync");
+    assert_eq!(sni.as_deref(), Some("a.test"), "{}", o.stderr_str());
+    let (o, sni) = fetch(&s.vars(), &[], "cares");
+    let err = o.stderr_str();
+    assert_eq!(sni, None, "{err}");
+    assert!(
+        err.contains("no host name the program resolved") && err.contains("AUTOSSL_NAMES"),
+        "{err}"
+    );
+    let named = with(
+        s.vars(),
+        "AUTOSSL_NAMES",
+        &format!("a.test=127.0.0.1:{}", s.port),
+    );
+    let (o, sni) = fetch(&named, &[], "named");
+    assert_eq!(sni.as_deref(), Some("a.test"), "{}", o.stderr_str());
+}
+
+/// curl --resolve bypasses getaddrinfo: the address alone is verified (and fails against
+/// a DNS-only certificate), AUTOSSL_NAMES names it, a bad entry is one line.
+#[test]
+fn names_map_for_a_resolver_the_library_cannot_see() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let resolve = format!("b.test:{}:127.0.0.1", s.port);
+    let u = s.url("b.test");
+    let cmd = ["curl", "-sS", "--max-time", "10", "--resolve", &resolve, &u];
+    let o = s.run(&cmd);
+    let err = o.stderr_str();
+    assert_ne!(o.code(), 0, "{}", o.stdout_str());
+    assert!(
+        err.contains(&format!("AUTOSSL_NAMES=\"NAME=127.0.0.1:{}\"", s.port)),
+        "{err}"
+    );
+    let names = format!("a.test=127.0.0.1:1 b.test=127.0.0.1:{}", s.port);
+    let o = shim::run(&cmd, &with(s.vars(), "AUTOSSL_NAMES", &names), None);
+    assert_tls(&o, "AUTOSSL_NAMES", "b.test");
+    let o = shim::run(
+        &cmd,
+        &with(quiet(s.vars()), "AUTOSSL_NAMES", "b.test=127.0.0.1:x"),
+        None,
+    );
+    let err = o.stderr_str();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("autossl:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("AUTOSSL_NAMES: not understood: b.test=127.0.0.1:x")
+            && lines[0].contains("clear text"),
+        "{err}"
+    );
 }
