@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::upgrade::{self, Dest, Target};
-use crate::{names, real, rules, socks};
+use crate::{names, real, rules, socks, spawn};
 
 thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
@@ -93,6 +93,9 @@ fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
     if !cfg.engaged() && !socks::any() {
         return Decision::Pass;
     }
+    // Helpers' keepers that have ended (a host that adopts orphans): reaped here, so that
+    // none waits long as a zombie.
+    spawn::reap();
     let Some(t): Option<Target> = dest.target() else {
         return Decision::Pass;
     };

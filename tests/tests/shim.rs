@@ -699,7 +699,11 @@ fn bad_configuration_one_line_then_plain_or_errno() {
         None,
     );
     assert_eq!(o.code(), 7, "{}", o.stderr_str());
-    assert!(o.stderr_str().contains("fails with errno 111"), "{}", o.stderr_str());
+    assert!(
+        o.stderr_str().contains("fails with errno 111"),
+        "{}",
+        o.stderr_str()
+    );
     // AUTOSSL_SILENT: not a word.
     vars.push(("AUTOSSL_SILENT".into(), String::new()));
     let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
@@ -1572,4 +1576,193 @@ fn names_map_for_a_resolver_the_library_cannot_see() {
             && lines[0].contains("clear text"),
         "{err}"
     );
+}
+
+// ------------------------------------------------------------------ PID 1 and subreapers
+
+const PID1_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t chld = 0;
+static void on_chld(int s) { (void)s; chld++; }
+
+/* This process's children in /proc: all of them, and the zombies. */
+static void children(int *all, int *zombies) {
+    *all = 0; *zombies = 0;
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[300], buf[512];
+        snprintf(p, sizeof p, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f) continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *c = strrchr(buf, ')');
+        char st; int ppid;
+        if (!c || sscanf(c + 1, " %c %d", &st, &ppid) != 2) continue;
+        if (ppid != getpid()) continue;
+        (*all)++;
+        if (st == 'Z') (*zombies)++;
+    }
+    closedir(d);
+}
+
+static int fetch(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { close(s); return 0; }
+    const char *req = "GET / HTTP/1.0\r\n\r\n";
+    if (write(s, req, strlen(req)) < 0) { close(s); return 0; }
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(s, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    buf[n] = 0;
+    close(s);
+    return strstr(buf, "proto=TLSv1.3") != NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int port = atoi(argv[1]), count = atoi(argv[2]);
+    if (argc > 3 && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return 3;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_chld;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGCHLD, &sa, NULL);
+    int p[2];
+    if (pipe(p) != 0) return 4;
+    pid_t mine = fork();
+    if (mine == 0) { char c; close(p[1]); while (read(p[0], &c, 1) < 0 && errno == EINTR) {} _exit(7); }
+    close(p[0]);
+    int ok = 0, seen = 0, maxz = 0, all, z;
+    for (int i = 0; i < count; i++) {
+        ok += fetch(port);
+        children(&all, &z);
+        if (z > maxz) maxz = z;
+        int st;
+        if (waitpid(-1, &st, WNOHANG) != 0) seen++;
+    }
+    /* The last helpers end with their connections; one more connect (not upgraded: port 1)
+       lets the library reap what is left. */
+    for (int i = 0; i < 100; i++) {
+        children(&all, &z);
+        if (all - z <= 1) break;
+        struct timespec t = { 0, 50000000 };
+        nanosleep(&t, NULL);
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(1);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(s, (struct sockaddr *)&a, sizeof a);
+    close(s);
+    int endall, endz;
+    children(&endall, &endz);
+    int chld_before = chld;
+    if (write(p[1], "x", 1) != 1) return 5;
+    int st;
+    pid_t w = wait(&st);
+    int own = w == mine && WIFEXITED(st) && WEXITSTATUS(st) == 7;
+    pid_t w2 = wait(&st);
+    int echild = w2 < 0 && errno == ECHILD;
+    printf("pid=%d ok=%d seen=%d maxz=%d endz=%d endall=%d chld_before=%d own=%d echild=%d\n",
+           getpid(), ok, seen, maxz, endz, endall, chld_before, own, echild);
+    return 0;
+}
+"#;
+
+/// A program as PID 1 of a PID namespace (a container without an init), then as a
+/// subreaper, making 200 upgraded connections: no zombie accumulates, no SIGCHLD arrives
+/// for a helper, and its wait() sees only its own child.
+#[test]
+fn pid1_and_subreaper_see_no_helper() {
+    let Some(s) = tls_server(&["cc"], &pki().ec) else {
+        return;
+    };
+    let dir = scratch("pid1");
+    let src = dir.join("pid1.c");
+    std::fs::write(&src, PID1_CLIENT).expect("source");
+    let exe = dir.join("pid1");
+    let o = proc::run(
+        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let port = s.port.to_string();
+    let env: Vec<String> = quiet(s.vars())
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for (what, prefix, extra) in [
+        (
+            "PID 1",
+            &["unshare", "-pf", "--mount-proc", "env"][..],
+            None,
+        ),
+        ("subreaper", &["env"][..], Some("subreaper")),
+    ] {
+        let mut c = Command::new(prefix[0]);
+        c.args(&prefix[1..])
+            .args(&env)
+            .arg(&exe)
+            .arg(&port)
+            .arg("200");
+        if let Some(x) = extra {
+            c.arg(x);
+        }
+        c.env_remove("LD_PRELOAD");
+        let o = proc::run(&mut c, None, Duration::from_secs(180));
+        let out = o.stdout_str();
+        let err = o.stderr_str();
+        assert_eq!(o.code(), 0, "{what}: {out}\n{err}");
+        if extra.is_none() {
+            assert!(out.contains("pid=1 "), "{what}: not PID 1: {out}");
+        }
+        for want in [
+            "ok=200 ",
+            "seen=0 ",
+            "endz=0 ",
+            "endall=1 ",
+            "chld_before=0 ",
+            "own=1 ",
+            "echild=1",
+        ] {
+            assert!(
+                out.contains(want),
+                "{what}: {want:?} expected: {out}\n{err}"
+            );
+        }
+        let maxz: u32 = out
+            .split("maxz=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u32::MAX);
+        assert!(maxz <= 3, "{what}: zombies accumulate: {out}");
+    }
 }
