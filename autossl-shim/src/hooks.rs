@@ -300,6 +300,26 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     unsafe { name_hook(fd, addr, len, false) }
 }
 
+const TCP_ESTABLISHED: u8 = 1;
+
+/// A TCP socket of a family for the kernel's answers about options, closed when dropped.
+struct Scratch(c_int);
+
+impl Scratch {
+    fn new(domain: c_int) -> Option<Scratch> {
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        (fd >= 0).then_some(Scratch(fd))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
 fn ip_level(level: c_int) -> bool {
     level == libc::IPPROTO_TCP || level == libc::IPPROTO_IP || level == libc::IPPROTO_IPV6
 }
@@ -350,23 +370,37 @@ pub unsafe extern "C" fn getsockopt(
                 std::ptr::write_unaligned(val as *mut c_int, v);
                 *len = int as socklen_t;
             }
-            return Some(());
+            return Some(Ok(()));
         }
-        // A TCP/IP-level option: what was set, else zeros (as a fresh socket's defaults).
-        // SAFETY: val has room for `*len` bytes (getsockopt()'s contract).
-        unsafe { std::ptr::write_bytes(val as *mut u8, 0, room) };
-        if room >= int {
-            if let Some(v) = ent.get_opt(level, name) {
-                // SAFETY: val has room for an int (room >= int).
-                unsafe { std::ptr::write_unaligned(val as *mut c_int, v) };
+        // A TCP/IP-level option: the kernel's own answer for a TCP socket of the family
+        // (its size, its defaults, its errors), with what the program set on top; TCP_INFO
+        // says established, as the connection is.
+        let tmp = Scratch::new(ent.domain)?;
+        // SAFETY: the caller's (val, len), valid by getsockopt()'s contract.
+        let r = unsafe { f(tmp.0, level, name, val, len) };
+        if r != 0 {
+            return Some(Err(get_errno()));
+        }
+        // SAFETY: len is valid; the kernel just wrote it.
+        let got = unsafe { *len } as usize;
+        if level == libc::IPPROTO_TCP && name == libc::TCP_INFO {
+            if got >= 1 {
+                // SAFETY: val holds at least the first byte of a struct tcp_info
+                // (tcpi_state): the kernel wrote `got` bytes.
+                unsafe { *(val as *mut u8) = TCP_ESTABLISHED };
             }
-            // SAFETY: len is not null and valid by getsockopt()'s contract.
-            unsafe { *len = int as socklen_t };
+        } else if let (true, Some(v)) = (got == int, ent.get_opt(level, name)) {
+            // SAFETY: val holds an int (the kernel wrote one).
+            unsafe { std::ptr::write_unaligned(val as *mut c_int, v) };
         }
-        Some(())
+        Some(Ok(()))
     });
     match done {
-        Some(()) => 0,
+        Some(Ok(())) => 0,
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
         None => rc,
     }
 }
@@ -392,15 +426,29 @@ pub unsafe extern "C" fn setsockopt(
     }
     let done = guarded(|| {
         let ent = socks::find(fd)?;
+        // The kernel judges the option on a TCP socket of the family (length, value,
+        // permission); what needs a connection is taken as it is.
+        let tmp = Scratch::new(ent.domain)?;
+        // SAFETY: the caller's (val, len), valid by setsockopt()'s contract.
+        if unsafe { f(tmp.0, level, name, val, len) } != 0 {
+            let e = get_errno();
+            if e != libc::ENOTCONN {
+                return Some(Err(e));
+            }
+        }
         if !val.is_null() && len as usize >= std::mem::size_of::<c_int>() {
             // SAFETY: val is valid for `len` bytes (setsockopt()'s contract), an int's.
             let v = unsafe { std::ptr::read_unaligned(val as *const c_int) };
             ent.set_opt(level, name, v);
         }
-        Some(())
+        Some(Ok(()))
     });
     match done {
-        Some(()) => 0,
+        Some(Ok(())) => 0,
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
         None => rc,
     }
 }

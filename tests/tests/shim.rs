@@ -318,7 +318,27 @@ assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
 s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+# The answers have the kernel's sizes (as a TCP socket of the family gives them), its
+# errors, and TCP_INFO says established.
+ref = socket.socket(s.family, socket.SOCK_STREAM)
+for opt, size in ((socket.TCP_INFO, 512), (socket.TCP_MAXSEG, 4), (socket.TCP_CONGESTION, 16)):
+    got, want = s.getsockopt(socket.IPPROTO_TCP, opt, size), ref.getsockopt(socket.IPPROTO_TCP, opt, size)
+    assert len(got) == len(want), (opt, len(got), len(want))
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)[0] == 1, "TCP_INFO: not established"
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) == ref.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+for bad in ((socket.IPPROTO_TCP, 9999, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, -1)):
+    try:
+        s.setsockopt(*bad)
+        raise SystemExit("setsockopt%r succeeded" % (bad,))
+    except OSError as e:
+        try:
+            ref.setsockopt(*bad)
+            raise SystemExit("the kernel took setsockopt%r" % (bad,))
+        except OSError as k:
+            assert e.errno == k.errno, (bad, e, k)
+ref.close()
 try:
     s.connect(peer[:2])
     raise SystemExit("a second connect succeeded")
