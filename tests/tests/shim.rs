@@ -505,6 +505,19 @@ fn untrusted_certificate_or_wrong_name_fails_connect_never_plain() {
     );
     assert!(!o.stdout_str().contains("hello"), "{}", o.stdout_str());
     assert!(upgraded_lines(&o).is_empty());
+    // tlsc's reason, with the destination and the name checked, comes before connect()
+    // returns: before the program's own report of the failure.
+    let py = "import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)\nexcept OSError as e:\n    sys.stderr.write('CONNECT FAILED %s\\n' % e)\n";
+    let o = s.run(&[&python_arg(), "-c", py, NAME4, &s.port.to_string()]);
+    let err = o.stderr_str();
+    let reason = format!(
+        "autossl: 127.0.0.1 port {} (name {NAME4}): tlsc: fatal: ",
+        s.port
+    );
+    let (Some(r), Some(f)) = (err.find(&reason), err.find("CONNECT FAILED")) else {
+        panic!("no reason with the destination, or no failure: {err}");
+    };
+    assert!(r < f, "the reason came after connect() returned: {err}");
     // The server saw a TLS client that gave up in the handshake: tlsd exits 97 and the
     // app never ran.
     let sess = s.sessions(Duration::from_secs(8));
