@@ -521,6 +521,8 @@ struct Call<'a> {
     domain: c_int,
     ip_text: String,
     port_text: String,
+    /// When connect() was called.
+    started: Instant,
 }
 
 impl<'a> Call<'a> {
@@ -542,11 +544,35 @@ impl<'a> Call<'a> {
             domain: int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET),
             ip_text: t.ip().to_string(),
             port_text: t.port.to_string(),
+            started: Instant::now(),
         })
     }
 
     fn cfg(&self) -> &'a Config {
         &self.st.cfg
+    }
+
+    /// Is the caller's socket blocking?
+    fn blocking(&self) -> bool {
+        self.fl & libc::O_NONBLOCK == 0
+    }
+
+    /// The bound on the handshake: AUTOSSL_TIMEOUT; for a blocking socket with a send
+    /// timeout, what is left of it since connect() was called, when that is shorter.
+    fn handshake_timeout(&self) -> Duration {
+        let t = self.cfg().timeout;
+        if !self.blocking() {
+            return t;
+        }
+        match timeo(self.fd, libc::SO_SNDTIMEO) {
+            Some(tv) => {
+                let d = Duration::from_secs(tv.tv_sec.max(0) as u64)
+                    + Duration::from_micros(tv.tv_usec.max(0) as u64);
+                t.min(d.saturating_sub(self.started.elapsed()))
+                    .max(Duration::from_millis(1))
+            }
+            None => t,
+        }
     }
 
     /// The errno connect() returns for a failure after a rule matched: AUTOSSL_ERRNO, else
@@ -611,52 +637,43 @@ fn native_mode(c: &Call) -> Result<(), c_int> {
     };
     // The real connect, on the caller's socket: its errno is the caller's.
     connect_tcp(c)?;
-    // From here on the TCP connection exists: every failure shuts it down (never plain).
+    // From here on the TCP connection exists: every failure shuts it down (never plain),
+    // which also ends tlsc's handshake on it. A signal handler's EINTR stays EINTR.
     over_tcp(c, tlsc).map_err(|e| {
         // SAFETY: shutdown on the caller's socket, which holds the connection made above.
         unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
-        c.fail(e)
+        if e == libc::EINTR {
+            e
+        } else {
+            c.fail(e)
+        }
     })
 }
 
-/// The real TCP connect on the caller's socket (non-blocking underneath), bounded by
-/// AUTOSSL_TIMEOUT and, on a blocking socket, by its own SO_SNDTIMEO when shorter: Ok, or
-/// the real errno.
+/// The real TCP connect on the caller's socket: Ok, or the real errno. A blocking socket
+/// gets the kernel's own blocking connect (its SO_SNDTIMEO, its EINTR and SA_RESTART
+/// rules, exactly as without the library); a non-blocking one is waited for here, bounded
+/// by AUTOSSL_TIMEOUT.
 fn connect_tcp(c: &Call) -> Result<(), c_int> {
     let connect = real::connect().ok_or(libc::ENOSYS)?;
-    let nonblocking = c.fl & libc::O_NONBLOCK != 0;
-    let mut limit = c.cfg().timeout;
-    if !nonblocking {
-        if let Some(tv) = timeo(c.fd, libc::SO_SNDTIMEO) {
-            let d =
-                Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
-            limit = limit.min(d);
-        }
-        set_fl(c.fd, c.fl | libc::O_NONBLOCK);
-    }
     // SAFETY: the caller's own arguments to connect(), valid during the call (Dest).
     let r = unsafe { connect(c.fd, c.dest.addr, c.dest.len) };
-    let res = if r == 0 {
-        Ok(())
-    } else {
-        match errno() {
-            libc::EINPROGRESS | libc::EALREADY | libc::EINTR => {
-                match poll_until(c.fd, libc::POLLOUT, Instant::now() + limit) {
-                    Ok(_) => match int_opt(c.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-                        Some(0) => Ok(()),
-                        Some(e) => Err(e),
-                        None => Err(errno()),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
-            e => Err(e),
-        }
-    };
-    if !nonblocking {
-        set_fl(c.fd, c.fl);
+    if r == 0 {
+        return Ok(());
     }
-    res
+    match errno() {
+        libc::EINPROGRESS | libc::EALREADY if !c.blocking() => {
+            match poll_until(c.fd, libc::POLLOUT, Instant::now() + c.cfg().timeout) {
+                Ok(_) => match int_opt(c.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+                    Some(0) => Ok(()),
+                    Some(e) => Err(e),
+                    None => Err(errno()),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        e => Err(e),
+    }
 }
 
 /// The name to send and verify, and where it came from.
@@ -733,7 +750,8 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
             candidate_list(cands)
         ));
     }
-    let ms = millis(cfg.timeout).to_string();
+    let timeout = c.handshake_timeout();
+    let ms = millis(timeout).to_string();
     let argv = vec![
         tlsc.to_owned(),
         cstr("--detach")?,
@@ -767,7 +785,11 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     drop(helper);
     drop(nw);
     drop(ew);
-    let (desc, said) = await_description(&nr, relay.then_some(&er), cfg.timeout);
+    let (desc, said) = if c.blocking() {
+        await_blocking(&nr, relay.then_some(&er), timeout)
+    } else {
+        await_description(&nr, relay.then_some(&er), timeout)
+    };
     drop(nr);
     drop(er);
     let checked = match chosen.unknown {
@@ -926,6 +948,66 @@ fn await_description(
         end = end.min(Instant::now() + Duration::from_secs(1));
     }
     (outcome.unwrap_or(Err(libc::ETIMEDOUT)), said)
+}
+
+/// [`await_description`] for a blocking socket: the `-d` pipe read with blocking reads, so
+/// that a signal handler interrupts the wait exactly as it would interrupt a blocking
+/// connect (restarted under SA_RESTART, else EINTR); tlsc's own handshake timeout
+/// (`timeout`) bounds it. Then tlsc's stderr as there.
+fn await_blocking(
+    nr: &Fd,
+    er: Option<&Fd>,
+    timeout: Duration,
+) -> (Result<Description, c_int>, Vec<u8>) {
+    let started = Instant::now();
+    let mut buf = [0u8; MAX_NOTIFICATION + 1];
+    let mut got = 0usize;
+    let outcome = loop {
+        let room = &mut buf[got..];
+        // SAFETY: read writes at most room.len() bytes into our buffer.
+        let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
+        if n < 0 {
+            // EINTR: a handler without SA_RESTART ran (with it, the kernel restarts).
+            break Err(if errno() == libc::EINTR {
+                libc::EINTR
+            } else {
+                libc::ECONNREFUSED
+            });
+        }
+        if n == 0 {
+            break if got > 0 {
+                Description::decode_notification(&buf[..got]).map_err(|_| libc::ECONNREFUSED)
+            } else if started.elapsed() + Duration::from_millis(50) >= timeout {
+                Err(libc::ETIMEDOUT)
+            } else {
+                Err(libc::ECONNREFUSED)
+            };
+        }
+        got += n as usize;
+        if got > MAX_NOTIFICATION {
+            break Err(libc::ECONNREFUSED);
+        }
+        // tlsc writes its description at once: complete, it needs no EOF (which a copy of
+        // the pipe inherited by a fork elsewhere in the host would hold back).
+        if let Ok(d) = Description::decode_notification(&buf[..got]) {
+            break Ok(d);
+        }
+    };
+    let mut said = Vec::new();
+    if let (Some(e), false) = (er, outcome == Err(libc::EINTR)) {
+        let end = Instant::now() + Duration::from_secs(1);
+        while poll_until(e.0, libc::POLLIN, end).is_ok() {
+            let mut chunk = [0u8; 512];
+            // SAFETY: read writes at most 512 bytes into our buffer.
+            let n = unsafe { libc::read(e.0, chunk.as_mut_ptr() as *mut libc::c_void, 512) };
+            if n <= 0 {
+                break;
+            }
+            let room = 4096usize.saturating_sub(said.len());
+            said.extend_from_slice(&chunk[..(n as usize).min(room)]);
+        }
+    }
+    (outcome, said)
 }
 
 /// The swap: the socketpair end `app` takes the place of the caller's descriptor (same

@@ -1799,3 +1799,120 @@ fn pid1_and_subreaper_see_no_helper() {
         assert!(maxz <= 3, "{what}: zombies accumulate: {out}");
     }
 }
+
+// ------------------------------------------------------------------ the program's own timing
+
+const TIMING_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static void on_alarm(int s) { (void)s; }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* One blocking connect to 127.0.0.1:port, in one of three ways. */
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int port = atoi(argv[1]);
+    const char *how = argv[2];
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    if (!strcmp(how, "alarm")) {
+        sigaction(SIGALRM, &sa, NULL);
+        alarm(2);
+    } else if (!strcmp(how, "restart")) {
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        alarm(1);
+    } else if (!strcmp(how, "sndtimeo")) {
+        struct timeval tv = { 2, 0 };
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    double t = now();
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    printf("%s r=%d errno=%s after=%.1f\n", how, r, r ? strerror(e) : "0", now() - t);
+    return 0;
+}
+"#;
+
+/// A blocking connect to a server that accepts TCP and never answers TLS keeps the
+/// program's timing: alarm(2) with a handler without SA_RESTART interrupts it (EINTR, the
+/// helper ended), with SA_RESTART it goes on to the handshake timeout, and SO_SNDTIMEO
+/// bounds connection and handshake together.
+#[test]
+fn blocking_connect_keeps_signals_and_send_timeout() {
+    if !ready(&["cc"]) {
+        return;
+    }
+    let dir = scratch("timing");
+    let src = dir.join("timing.c");
+    std::fs::write(&src, TIMING_CLIENT).expect("source");
+    let exe = dir.join("timing");
+    let o = proc::run(
+        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let silent = TinyListener::start_on(
+        "127.0.0.1:0",
+        stls_tests::listener::Spawn {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(60),
+        },
+    );
+    let port = silent.port().to_string();
+    let exe = exe.to_str().expect("utf-8");
+    for (how, timeout, errno, low, high) in [
+        ("alarm", "30s", "Interrupted system call", 1.5, 6.0),
+        ("restart", "3s", "Connection timed out", 2.5, 8.0),
+        ("sndtimeo", "30s", "Connection timed out", 1.5, 6.0),
+    ] {
+        let marker = Marker::new("STLS_TIMING", how, silent.port());
+        let vars = marker.on(with(
+            quiet(port_vars(silent.port())),
+            "AUTOSSL_TIMEOUT",
+            timeout,
+        ));
+        let o = shim::run(&[exe, &port, how], &vars, None);
+        let out = o.stdout_str();
+        assert!(
+            out.contains(&format!("{how} r=-1 errno={errno} ")),
+            "{how}: {out}\n{}",
+            o.stderr_str()
+        );
+        let after: f64 = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("elapsed");
+        assert!((low..high).contains(&after), "{how}: {out}");
+        marker.assert_gone(&format!("{how}: the helper outlived the connect"));
+    }
+}
