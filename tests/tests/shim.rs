@@ -1812,6 +1812,7 @@ const TIMING_CLIENT: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -1824,11 +1825,35 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
-/* One blocking connect to 127.0.0.1:port, in one of three ways. */
+/* A listener on 127.0.0.1:port whose queue is full: further SYNs are dropped, as by a
+   blackhole. Filled with raw connect system calls, which the library does not see. */
+static void blackhole(int port) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 0) != 0) { perror("listen"); exit(3); }
+    for (int i = 0; i < 4; i++) {
+        int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        syscall(SYS_connect, f, (struct sockaddr *)&a, sizeof a);
+    }
+    struct timespec t = { 0, 200000000 };
+    nanosleep(&t, NULL);
+}
+
+/* One blocking connect to 127.0.0.1:port, in one of three ways ("bh-": to a blackhole). */
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     int port = atoi(argv[1]);
     const char *how = argv[2];
+    if (!strncmp(how, "bh-", 3)) {
+        blackhole(port);
+        how += 3;
+    }
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1914,5 +1939,29 @@ fn blocking_connect_keeps_signals_and_send_timeout() {
             .expect("elapsed");
         assert!((low..high).contains(&after), "{how}: {out}");
         marker.assert_gone(&format!("{how}: the helper outlived the connect"));
+    }
+    // The same in the TCP connection itself, to an address that drops the SYN: the
+    // kernel's own EINTR and send timeout (SO_SNDTIMEO's expiry is EINPROGRESS).
+    for (how, errno) in [
+        ("bh-alarm", "Interrupted system call"),
+        ("bh-sndtimeo", "Operation now in progress"),
+    ] {
+        let hole = free_port("127.0.0.1");
+        let vars = quiet(port_vars(hole));
+        let o = shim::run(&[exe, &hole.to_string(), how], &vars, None);
+        let out = o.stdout_str();
+        let short = &how[3..];
+        assert!(
+            out.contains(&format!("{short} r=-1 errno={errno} ")),
+            "{how}: {out}\n{}",
+            o.stderr_str()
+        );
+        let after: f64 = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("elapsed");
+        assert!((1.5..6.0).contains(&after), "{how}: {out}");
     }
 }
