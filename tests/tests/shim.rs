@@ -1729,8 +1729,9 @@ int main(int argc, char **argv) {
 "#;
 
 /// A program as PID 1 of a PID namespace (a container without an init), then as a
-/// subreaper, making 200 upgraded connections: no zombie accumulates, no SIGCHLD arrives
-/// for a helper, and its wait() sees only its own child.
+/// subreaper, making 200 upgraded connections (and as PID 1 in command mode, 50): no
+/// zombie accumulates, no SIGCHLD arrives for a helper, and its wait() sees only its own
+/// child.
 #[test]
 fn pid1_and_subreaper_see_no_helper() {
     let Some(s) = tls_server(&["cc"], &pki().ec) else {
@@ -1751,20 +1752,20 @@ fn pid1_and_subreaper_see_no_helper() {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    for (what, prefix, extra) in [
-        (
-            "PID 1",
-            &["unshare", "-pf", "--mount-proc", "env"][..],
-            None,
-        ),
-        ("subreaper", &["env"][..], Some("subreaper")),
+    let tls_cmd = format!("AUTOSSL_TLS_CMD={}", stls_tests::bins::tlsc().display());
+    let pid1 = &["unshare", "-pf", "--mount-proc", "env"][..];
+    for (what, prefix, extra, n) in [
+        ("PID 1", pid1, None, "200"),
+        ("subreaper", &["env"][..], Some("subreaper"), "200"),
+        // Command mode: the helper command (tlsc ADDR PORT) connects by itself.
+        ("PID 1, command mode", pid1, None, "50"),
     ] {
         let mut c = Command::new(prefix[0]);
-        c.args(&prefix[1..])
-            .args(&env)
-            .arg(&exe)
-            .arg(&port)
-            .arg("200");
+        c.args(&prefix[1..]).args(&env);
+        if what.contains("command") {
+            c.arg(&tls_cmd);
+        }
+        c.arg(&exe).arg(&port).arg(n);
         if let Some(x) = extra {
             c.arg(x);
         }
@@ -1776,8 +1777,9 @@ fn pid1_and_subreaper_see_no_helper() {
         if extra.is_none() {
             assert!(out.contains("pid=1 "), "{what}: not PID 1: {out}");
         }
+        let ok = format!("ok={n} ");
         for want in [
-            "ok=200 ",
+            ok.as_str(),
             "seen=0 ",
             "endz=0 ",
             "endall=1 ",
