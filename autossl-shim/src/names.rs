@@ -283,12 +283,19 @@ fn read_slot(s: &Slot) -> Option<(u128, Name, bool)> {
     None
 }
 
+/// Does a slot hold `ip` (at a glance: [`read_slot`] confirms)? Spares reading the names of
+/// every other address.
+fn holds(s: &Slot, ip: u128) -> bool {
+    s.ip[0].load(Ordering::Relaxed) == (ip >> 64) as u64
+        && s.ip[1].load(Ordering::Relaxed) == ip as u64
+}
+
 fn store(t: &Table, ip: u128, name: &Name) {
     // The pair already there: nothing to add. Another name for the address: every entry of
     // the address is marked ambiguous, and so is the new one.
     let mut present = false;
     let mut other = false;
-    for s in t.slots.iter() {
+    for s in t.slots.iter().filter(|s| holds(s, ip)) {
         let Some((sip, sname, _)) = read_slot(s) else {
             continue;
         };
@@ -302,7 +309,7 @@ fn store(t: &Table, ip: u128, name: &Name) {
         }
     }
     if other {
-        for s in t.slots.iter() {
+        for s in t.slots.iter().filter(|s| holds(s, ip)) {
             if matches!(read_slot(s), Some((sip, _, _)) if sip == ip) {
                 // A race with a rewrite of this slot can only mark another address
                 // ambiguous: it then fails closed, never open.
@@ -358,7 +365,7 @@ fn process_names(ip: u128) -> (Candidates, bool) {
     let mut c = Candidates::NONE;
     let mut amb = false;
     if let Some(t) = table() {
-        for s in t.slots.iter() {
+        for s in t.slots.iter().filter(|s| holds(s, ip)) {
             if let Some((sip, n, a)) = read_slot(s) {
                 if sip == ip {
                     c.add(&n);
