@@ -206,10 +206,27 @@ pub fn spawn_for(pair: Option<&'static Pair>, root: Option<&Path>) -> Spawn {
 /// bind, any connect() on the machine (parallel tests, other builds) could be given
 /// `[::1]:port` as its automatic local address.
 pub fn server(pair: Option<&'static Pair>, root: Option<&Path>) -> Server {
-    let port = free_pair_port();
-    let v4 = TinyListener::start_on(&format!("127.0.0.1:{port}"), spawn_for(pair, root));
-    let v6 = TinyListener::start_on(&format!("[::1]:{port}"), spawn_for(pair, root));
-    Server { v4, v6, port }
+    listen_pair(|| spawn_for(pair, root))
+}
+
+/// Listeners on 127.0.0.1 and ::1 with one port, each running `spawn()`. Other test
+/// processes on the machine pick ports too: one taken between the check and the bind is
+/// given up for the next (bounded).
+fn listen_pair(spawn: impl Fn() -> Spawn) -> Server {
+    for _ in 0..20 {
+        let port = free_pair_port();
+        let start = |ip: &str| {
+            let bind = format!("{ip}:{port}");
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                TinyListener::start_on(&bind, spawn())
+            }))
+            .ok()
+        };
+        if let (Some(v4), Some(v6)) = (start("127.0.0.1"), start("[::1]")) {
+            return Server { v4, v6, port };
+        }
+    }
+    panic!("no port could be bound on both 127.0.0.1 and ::1 after 20 tries");
 }
 
 /// A port free on both 127.0.0.1 and ::1 (see [`server`]).
@@ -255,11 +272,7 @@ pub fn vhost_server() -> Server {
         })
         .collect();
     let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let spawn = || Spawn::tlsd(&a, &env);
-    let port = free_pair_port();
-    let v4 = TinyListener::start_on(&format!("127.0.0.1:{port}"), spawn());
-    let v6 = TinyListener::start_on(&format!("[::1]:{port}"), spawn());
-    Server { v4, v6, port }
+    listen_pair(|| Spawn::tlsd(&a, &env))
 }
 
 /// What happened to each request of a client that fetched `names` (in that order) from the
