@@ -9,10 +9,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::upgrade::{self, Dest, Target};
-use crate::{names, real, rules, socks};
+use crate::{names, real, rules, socks, spawn};
 
 thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// The getaddrinfo_a request (and its result) this thread recorded last.
+    static LAST_REQUEST: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
 struct Guard;
@@ -88,25 +90,33 @@ enum Decision {
 fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
     let st = upgrade::state();
     let cfg = &st.cfg;
-    if !cfg.active() && !socks::any() {
+    if !cfg.engaged() && !socks::any() {
         return Decision::Pass;
     }
+    // Helpers' keepers that have ended (a host that adopts orphans): reaped here, so that
+    // none waits long as a zombie.
+    spawn::reap();
     let Some(t): Option<Target> = dest.target() else {
         return Decision::Pass;
     };
     if upgrade::is_ours(fd) {
         return Decision::Done(Err(libc::EISCONN));
     }
+    if cfg.broken.is_some() {
+        // A configuration that could not be read: with AUTOSSL_ERRNO, whatever it could have
+        // meant fails; without, everything goes out as it is (the message said so).
+        return match cfg.errno {
+            Some(e) if cfg.could_match(t.key, t.port) && upgrade::is_tcp(fd) => {
+                *matched = true;
+                Decision::Done(Err(e))
+            }
+            _ => Decision::Pass,
+        };
+    }
     if !cfg.active() || !cfg.matches(t.key, t.port) || !upgrade::is_tcp(fd) {
         return Decision::Pass;
     }
     *matched = true;
-    if cfg.broken.is_some() {
-        return match cfg.errno {
-            Some(e) => Decision::Done(Err(e)),
-            None => Decision::Pass,
-        };
-    }
     Decision::Done(upgrade::upgrade(st, fd, dest, t))
 }
 
@@ -290,6 +300,26 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     unsafe { name_hook(fd, addr, len, false) }
 }
 
+const TCP_ESTABLISHED: u8 = 1;
+
+/// A TCP socket of a family for the kernel's answers about options, closed when dropped.
+struct Scratch(c_int);
+
+impl Scratch {
+    fn new(domain: c_int) -> Option<Scratch> {
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        (fd >= 0).then_some(Scratch(fd))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
 fn ip_level(level: c_int) -> bool {
     level == libc::IPPROTO_TCP || level == libc::IPPROTO_IP || level == libc::IPPROTO_IPV6
 }
@@ -340,23 +370,37 @@ pub unsafe extern "C" fn getsockopt(
                 std::ptr::write_unaligned(val as *mut c_int, v);
                 *len = int as socklen_t;
             }
-            return Some(());
+            return Some(Ok(()));
         }
-        // A TCP/IP-level option: what was set, else zeros (as a fresh socket's defaults).
-        // SAFETY: val has room for `*len` bytes (getsockopt()'s contract).
-        unsafe { std::ptr::write_bytes(val as *mut u8, 0, room) };
-        if room >= int {
-            if let Some(v) = ent.get_opt(level, name) {
-                // SAFETY: val has room for an int (room >= int).
-                unsafe { std::ptr::write_unaligned(val as *mut c_int, v) };
+        // A TCP/IP-level option: the kernel's own answer for a TCP socket of the family
+        // (its size, its defaults, its errors), with what the program set on top; TCP_INFO
+        // says established, as the connection is.
+        let tmp = Scratch::new(ent.domain)?;
+        // SAFETY: the caller's (val, len), valid by getsockopt()'s contract.
+        let r = unsafe { f(tmp.0, level, name, val, len) };
+        if r != 0 {
+            return Some(Err(get_errno()));
+        }
+        // SAFETY: len is valid; the kernel just wrote it.
+        let got = unsafe { *len } as usize;
+        if level == libc::IPPROTO_TCP && name == libc::TCP_INFO {
+            if got >= 1 {
+                // SAFETY: val holds at least the first byte of a struct tcp_info
+                // (tcpi_state): the kernel wrote `got` bytes.
+                unsafe { *(val as *mut u8) = TCP_ESTABLISHED };
             }
-            // SAFETY: len is not null and valid by getsockopt()'s contract.
-            unsafe { *len = int as socklen_t };
+        } else if let (true, Some(v)) = (got == int, ent.get_opt(level, name)) {
+            // SAFETY: val holds an int (the kernel wrote one).
+            unsafe { std::ptr::write_unaligned(val as *mut c_int, v) };
         }
-        Some(())
+        Some(Ok(()))
     });
     match done {
-        Some(()) => 0,
+        Some(Ok(())) => 0,
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
         None => rc,
     }
 }
@@ -382,15 +426,29 @@ pub unsafe extern "C" fn setsockopt(
     }
     let done = guarded(|| {
         let ent = socks::find(fd)?;
+        // The kernel judges the option on a TCP socket of the family (length, value,
+        // permission); what needs a connection is taken as it is.
+        let tmp = Scratch::new(ent.domain)?;
+        // SAFETY: the caller's (val, len), valid by setsockopt()'s contract.
+        if unsafe { f(tmp.0, level, name, val, len) } != 0 {
+            let e = get_errno();
+            if e != libc::ENOTCONN {
+                return Some(Err(e));
+            }
+        }
         if !val.is_null() && len as usize >= std::mem::size_of::<c_int>() {
             // SAFETY: val is valid for `len` bytes (setsockopt()'s contract), an int's.
             let v = unsafe { std::ptr::read_unaligned(val as *const c_int) };
             ent.set_opt(level, name, v);
         }
-        Some(())
+        Some(Ok(()))
     });
     match done {
-        Some(()) => 0,
+        Some(Ok(())) => 0,
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
         None => rc,
     }
 }
@@ -431,11 +489,104 @@ fn recording() -> bool {
 unsafe fn record(node: *const c_char, ips: &Ips) {
     // SAFETY: our caller's promise.
     let name = unsafe { std::ffi::CStr::from_ptr(node) }.to_bytes();
-    if names::numeric(name).is_some() {
-        names::begin_lookup(name);
-    } else {
-        names::record(name, &ips.v[..ips.n]);
+    names::record(name, &ips.v[..ips.n]);
+}
+
+/// Record the result list `ai` of a successful lookup of `node`.
+///
+/// # Safety
+/// `node` is null or a valid NUL-terminated string; `ai` is null or a list getaddrinfo made
+/// that the caller has not freed.
+unsafe fn record_list(node: *const c_char, mut ai: *const addrinfo) {
+    if node.is_null() || ai.is_null() {
+        return;
     }
+    guarded(|| {
+        if !recording() {
+            return None;
+        }
+        let mut ips = Ips::new();
+        let mut steps = 0;
+        while !ai.is_null() && steps < 256 {
+            // SAFETY: a node of the list (our caller's promise).
+            let a = unsafe { &*ai };
+            // SAFETY: the node's ai_addr is valid for ai_addrlen bytes.
+            if let Some(t) = unsafe { upgrade::target(a.ai_addr, a.ai_addrlen) } {
+                ips.push(t.key);
+            }
+            ai = a.ai_next;
+            steps += 1;
+        }
+        // SAFETY: node is not null: the caller's NUL-terminated name.
+        unsafe { record(node, &ips) };
+        Some(())
+    });
+}
+
+/// Record a finished getaddrinfo_a request.
+///
+/// # Safety
+/// `req` is null or a valid request whose lookup succeeded (its result not yet freed).
+unsafe fn record_request(req: *const real::Gaicb) {
+    // SAFETY: our caller's promise.
+    if let Some(r) = unsafe { req.as_ref() } {
+        // A program polls gai_error: one request's answer counts as one lookup.
+        let key = (req as usize, r.ar_result as usize);
+        if LAST_REQUEST.try_with(|l| l.replace(key)).ok() == Some(key) {
+            return;
+        }
+        // SAFETY: the request's name and result, valid by our caller's promise.
+        unsafe { record_list(r.ar_name, r.ar_result) };
+    }
+}
+
+/// # Safety
+/// The C contract of getaddrinfo_a(3).
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo_a(
+    mode: c_int,
+    list: *mut *mut real::Gaicb,
+    n: c_int,
+    sev: *mut libc::sigevent,
+) -> c_int {
+    let Some(f) = real::getaddrinfo_a() else {
+        return libc::EAI_SYSTEM;
+    };
+    // SAFETY: the real getaddrinfo_a with the caller's own arguments.
+    let rc = unsafe { f(mode, list, n, sev) };
+    // GAI_WAIT (0): the lookups are done; those that succeeded are recorded now. With
+    // GAI_NOWAIT they are recorded when the program asks gai_error about them.
+    if mode == 0 && !list.is_null() {
+        let Some(err) = real::gai_error() else {
+            return rc;
+        };
+        for i in 0..n.clamp(0, 1024) as usize {
+            // SAFETY: list holds n entries (getaddrinfo_a's contract).
+            let req = unsafe { *list.add(i) };
+            // SAFETY: a request of the caller's list, null or valid.
+            if !req.is_null() && unsafe { err(req) } == 0 {
+                // SAFETY: its lookup succeeded and the caller has not freed it yet.
+                unsafe { record_request(req) };
+            }
+        }
+    }
+    rc
+}
+
+/// # Safety
+/// The C contract of gai_error(3).
+#[no_mangle]
+pub unsafe extern "C" fn gai_error(req: *mut real::Gaicb) -> c_int {
+    let Some(f) = real::gai_error() else {
+        return libc::EAI_SYSTEM;
+    };
+    // SAFETY: the real gai_error with the caller's own argument.
+    let rc = unsafe { f(req) };
+    if rc == 0 {
+        // SAFETY: the caller's request, whose lookup succeeded.
+        unsafe { record_request(req) };
+    }
+    rc
 }
 
 /// # Safety
@@ -455,28 +606,8 @@ pub unsafe extern "C" fn getaddrinfo(
     if rc != 0 || node.is_null() || res.is_null() {
         return rc;
     }
-    guarded(|| {
-        if !recording() {
-            return None;
-        }
-        let mut ips = Ips::new();
-        // SAFETY: res is not null and getaddrinfo succeeded: *res is its list.
-        let mut ai = unsafe { *res };
-        let mut steps = 0;
-        while !ai.is_null() && steps < 256 {
-            // SAFETY: a node of the list getaddrinfo just made.
-            let a = unsafe { &*ai };
-            // SAFETY: the node's ai_addr is valid for ai_addrlen bytes.
-            if let Some(t) = unsafe { upgrade::target(a.ai_addr, a.ai_addrlen) } {
-                ips.push(t.key);
-            }
-            ai = a.ai_next;
-            steps += 1;
-        }
-        // SAFETY: node is not null: the caller's NUL-terminated name.
-        unsafe { record(node, &ips) };
-        Some(())
-    });
+    // SAFETY: res is not null and getaddrinfo succeeded: *res is its list.
+    unsafe { record_list(node, *res) };
     rc
 }
 

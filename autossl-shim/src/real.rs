@@ -76,6 +76,17 @@ macro_rules! reals {
     };
 }
 
+/// glibc's `struct gaicb` (getaddrinfo_a's request), as far as the public fields go.
+#[repr(C)]
+pub struct Gaicb {
+    pub ar_name: *const c_char,
+    pub ar_service: *const c_char,
+    pub ar_request: *const addrinfo,
+    pub ar_result: *mut addrinfo,
+    return_: c_int,
+    reserved: [c_int; 5],
+}
+
 reals! {
     connect(c_int, *const sockaddr, socklen_t) -> c_int;
     getpeername(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
@@ -85,6 +96,8 @@ reals! {
     sendto(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t;
     sendmsg(c_int, *const msghdr, c_int) -> ssize_t;
     getaddrinfo(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int;
+    getaddrinfo_a(c_int, *mut *mut Gaicb, c_int, *mut libc::sigevent) -> c_int;
+    gai_error(*mut Gaicb) -> c_int;
     gethostbyname(*const c_char) -> *mut hostent;
     gethostbyname2(*const c_char, c_int) -> *mut hostent;
     gethostbyname_r(

@@ -206,6 +206,64 @@ pub fn parse_ips(var: &'static str, s: &str) -> (Vec<Cidr>, Vec<BadEntry>) {
     (nets, bad)
 }
 
+/// One entry of `AUTOSSL_NAMES`: the server name for a destination (`port` 0: every port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub key: u128,
+    pub port: u16,
+    pub name: String,
+}
+
+/// A destination of `AUTOSSL_NAMES`: `192.0.2.1:443`, `[2001:db8::1]:443`, or an address
+/// alone (`192.0.2.1`, `[2001:db8::1]`, `2001:db8::1`) for every port.
+fn parse_destination(t: &str) -> Option<(u128, u16)> {
+    if let Some(rest) = t.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let ip: Ipv6Addr = ip.parse().ok()?;
+        let port = match after {
+            "" => 0,
+            p => port(p.strip_prefix(':')?)?,
+        };
+        return Some((key_of(IpAddr::V6(ip)), port));
+    }
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Some((key_of(ip), 0));
+    }
+    let (ip, p) = t.rsplit_once(':')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    Some((key_of(IpAddr::V4(ip)), port(p)?))
+}
+
+/// Parse `AUTOSSL_NAMES`: `name=destination` entries. A destination given twice with two
+/// names is refused (it would not say which one).
+pub fn parse_names(var: &'static str, s: &str) -> (Vec<Named>, Vec<BadEntry>) {
+    let mut out: Vec<Named> = Vec::new();
+    let mut bad = Vec::new();
+    for t in tokens(s) {
+        let parsed = t.split_once('=').and_then(|(n, d)| {
+            let name = valid_name(n.as_bytes())?;
+            let (key, port) = parse_destination(d)?;
+            Some(Named {
+                key,
+                port,
+                name: String::from_utf8_lossy(name).into_owned(),
+            })
+        });
+        let clash = parsed.as_ref().is_some_and(|p| {
+            out.iter()
+                .any(|o| o.key == p.key && o.port == p.port && o.name != p.name)
+        });
+        match parsed {
+            Some(p) if !clash => out.push(p),
+            _ => bad.push(BadEntry {
+                var,
+                entry: t.chars().take(64).collect(),
+            }),
+        }
+    }
+    (out, bad)
+}
+
 /// A duration: `30s`, `500ms`, `2m`, or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -268,6 +326,7 @@ pub struct Vars {
     pub sni: Option<String>,
     pub timeout: Option<String>,
     pub verbose: Option<String>,
+    pub names: Option<String>,
     pub nested: bool,
 }
 
@@ -283,8 +342,14 @@ pub struct Config {
     pub verbose: bool,
     pub sni: Option<String>,
     pub timeout: Duration,
+    /// `AUTOSSL_NAMES`: the server name of a destination.
+    pub names: Vec<Named>,
     /// Something could not be parsed: plain connects (or `errno`) for what matches.
     pub broken: Option<String>,
+    /// An entry of the port list, or of the address list, could not be read: with a broken
+    /// configuration, any port (any address) could have been meant.
+    pub ports_unknown: bool,
+    pub ips_unknown: bool,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -301,11 +366,18 @@ impl Config {
                 bad.extend(parse_ports("AUTOSSL_UPGRADE_PORT", s, &mut ports));
             }
         }
+        let ports_unknown = !bad.is_empty();
         let (ips, b) = match &v.ips {
             Some(s) => parse_ips("AUTOSSL_UPGRADE_IPS", s),
             None => (Vec::new(), Vec::new()),
         };
         let ips_all_bad = ips.is_empty() && !b.is_empty();
+        let ips_unknown = !b.is_empty();
+        bad.extend(b);
+        let (names, b) = match &v.names {
+            Some(s) => parse_names("AUTOSSL_NAMES", s),
+            None => (Vec::new(), Vec::new()),
+        };
         bad.extend(b);
         let mut problems: Vec<String> = bad
             .iter()
@@ -351,7 +423,10 @@ impl Config {
             verbose: matches!(v.verbose.as_deref(), Some(x) if !x.is_empty() && x != "0"),
             sni,
             timeout,
+            names,
             broken: None,
+            ports_unknown: ports_unknown && !v.nested,
+            ips_unknown,
         };
         if !problems.is_empty() {
             let mut msg = problems.join("; ");
@@ -381,6 +456,27 @@ impl Config {
     pub fn matches(&self, ip: u128, port: u16) -> bool {
         self.ports.contains(port)
             && (self.ips.is_empty() || self.ips.iter().any(|c| c.contains(ip)))
+    }
+
+    /// With a broken configuration and `AUTOSSL_ERRNO`, the connections that fail: those
+    /// the lists could have meant (any port when a port entry was unreadable, any address
+    /// when an address entry was).
+    pub fn could_match(&self, ip: u128, port: u16) -> bool {
+        (self.ports_unknown || self.ports.contains(port))
+            && (self.ips_unknown || self.ips.is_empty() || self.ips.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Is anything of ours needed in a connect() at all?
+    pub fn engaged(&self) -> bool {
+        self.active() || (self.broken.is_some() && self.errno.is_some() && self.ports_unknown)
+    }
+
+    /// The name `AUTOSSL_NAMES` gives a destination: the entry for its port, else the one
+    /// for every port.
+    pub fn named(&self, ip: u128, port: u16) -> Option<&str> {
+        let exact = self.names.iter().find(|n| n.key == ip && n.port == port);
+        let any = || self.names.iter().find(|n| n.key == ip && n.port == 0);
+        exact.or_else(any).map(|n| n.name.as_str())
     }
 }
 
@@ -547,6 +643,76 @@ mod tests {
 
         let c = Config::parse(&Vars::default());
         assert!(!c.active() && c.broken.is_none());
+
+        // One bad port entry: the rest counts; with AUTOSSL_ERRNO any port could be meant.
+        let c = Config::parse(&Vars {
+            ports: Some("18443,8443x".into()),
+            errno: Some("111".into()),
+            ..Vars::default()
+        });
+        assert!(c.broken.as_deref().is_some_and(|b| b.contains("8443x")));
+        assert!(c.could_match(k("192.0.2.1"), 8443));
+        assert!(c.engaged());
+        let c = Config::parse(&Vars {
+            ports: Some("8443x".into()),
+            errno: Some("111".into()),
+            ..Vars::default()
+        });
+        assert!(!c.active() && c.engaged() && c.could_match(k("::1"), 1));
+        let c = Config::parse(&Vars {
+            ports: Some("443".into()),
+            ips: Some("10.0.0.0/8 bad".into()),
+            errno: Some("13".into()),
+            ..Vars::default()
+        });
+        assert!(c.could_match(k("192.0.2.1"), 443) && !c.could_match(k("192.0.2.1"), 80));
+    }
+
+    #[test]
+    fn names_map() {
+        let (n, bad) = parse_names(
+            "N",
+            "a.test=192.0.2.1:443 b.test.=[2001:db8::1]:8443, c.test=192.0.2.3 d.test=[::1] e.test=::2",
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(n.len(), 5);
+        let c = Config {
+            names: n,
+            ..Config::parse(&Vars::default())
+        };
+        assert_eq!(c.named(k("192.0.2.1"), 443), Some("a.test"));
+        assert_eq!(c.named(k("192.0.2.1"), 444), None);
+        assert_eq!(c.named(k("::ffff:192.0.2.1"), 443), Some("a.test"));
+        assert_eq!(c.named(k("2001:db8::1"), 8443), Some("b.test"));
+        assert_eq!(c.named(k("192.0.2.3"), 1), Some("c.test"));
+        assert_eq!(c.named(k("::1"), 5), Some("d.test"));
+        assert_eq!(c.named(k("::2"), 5), Some("e.test"));
+        for b in [
+            "a.test",
+            "=192.0.2.1:443",
+            "a.test=",
+            "a.test=host:443",
+            "a.test=192.0.2.1:0",
+            "a.test=192.0.2.1:x",
+            "a.test=[192.0.2.1]:443",
+            "a.test=2001:db8::1:443x",
+            "caf\u{e9}.test=192.0.2.1",
+        ] {
+            let (n, bad) = parse_names("N", b);
+            assert!(n.is_empty() && bad.len() == 1, "{b}");
+        }
+        // Two names for one destination: the second is refused.
+        let (n, bad) = parse_names("N", "a.test=192.0.2.1:443 b.test=192.0.2.1:443");
+        assert_eq!((n.len(), bad.len()), (1, 1));
+        let c = Config::parse(&Vars {
+            ports: Some("443".into()),
+            names: Some("a.test=192.0.2.1:443 oops".into()),
+            ..Vars::default()
+        });
+        assert!(c
+            .broken
+            .as_deref()
+            .is_some_and(|b| b.contains("AUTOSSL_NAMES") && b.contains("oops")));
     }
 
     /// A small deterministic generator for the property tests (no external crates).

@@ -51,14 +51,17 @@ fn load() -> State {
         sni: var("AUTOSSL_SNI"),
         timeout: var("AUTOSSL_TIMEOUT"),
         verbose: var("AUTOSSL_VERBOSE"),
+        names: var("AUTOSSL_NAMES"),
         nested: std::env::var_os("AUTOSSL_NESTED").is_some(),
     };
     let cfg = Config::parse(&v);
     if let Some(why) = &cfg.broken {
         if !cfg.silent && !v.nested {
             let then = match cfg.errno {
-                Some(e) => format!("matching connections fail with errno {e}"),
-                None => "connections are not upgraded".to_string(),
+                Some(e) => format!(
+                    "every connection it could have meant fails with errno {e} (AUTOSSL_ERRNO)"
+                ),
+                None => "connections go out in clear text, not upgraded (set AUTOSSL_ERRNO to make them fail instead)".to_string(),
             };
             message(&format!("bad configuration: {why}; {then}"));
         }
@@ -482,7 +485,7 @@ fn pipe() -> Result<(Fd, Fd), c_int> {
 /// its messages (AUTOSSL_SILENT, or the connection is on fd 2 itself); else the caller's. The
 /// returned descriptor must stay open until the spawn.
 fn quiet_stderr(cfg: &Config, fd: c_int, fds: &mut Vec<(c_int, c_int)>) -> Fd {
-    if !(cfg.silent || fd == 2) {
+    if !(cfg.silent || fd == 2) || fds.iter().any(|f| f.1 == 2) {
         return Fd(-1);
     }
     // SAFETY: open on a constant NUL-terminated path.
@@ -518,6 +521,8 @@ struct Call<'a> {
     domain: c_int,
     ip_text: String,
     port_text: String,
+    /// When connect() was called.
+    started: Instant,
 }
 
 impl<'a> Call<'a> {
@@ -539,11 +544,35 @@ impl<'a> Call<'a> {
             domain: int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET),
             ip_text: t.ip().to_string(),
             port_text: t.port.to_string(),
+            started: Instant::now(),
         })
     }
 
     fn cfg(&self) -> &'a Config {
         &self.st.cfg
+    }
+
+    /// Is the caller's socket blocking?
+    fn blocking(&self) -> bool {
+        self.fl & libc::O_NONBLOCK == 0
+    }
+
+    /// The bound on the handshake: AUTOSSL_TIMEOUT; for a blocking socket with a send
+    /// timeout, what is left of it since connect() was called, when that is shorter.
+    fn handshake_timeout(&self) -> Duration {
+        let t = self.cfg().timeout;
+        if !self.blocking() {
+            return t;
+        }
+        match timeo(self.fd, libc::SO_SNDTIMEO) {
+            Some(tv) => {
+                let d = Duration::from_secs(tv.tv_sec.max(0) as u64)
+                    + Duration::from_micros(tv.tv_usec.max(0) as u64);
+                t.min(d.saturating_sub(self.started.elapsed()))
+                    .max(Duration::from_millis(1))
+            }
+            None => t,
+        }
     }
 
     /// The errno connect() returns for a failure after a rule matched: AUTOSSL_ERRNO, else
@@ -608,70 +637,128 @@ fn native_mode(c: &Call) -> Result<(), c_int> {
     };
     // The real connect, on the caller's socket: its errno is the caller's.
     connect_tcp(c)?;
-    // From here on the TCP connection exists: every failure shuts it down (never plain).
+    // From here on the TCP connection exists: every failure shuts it down (never plain),
+    // which also ends tlsc's handshake on it. A signal handler's EINTR stays EINTR.
     over_tcp(c, tlsc).map_err(|e| {
         // SAFETY: shutdown on the caller's socket, which holds the connection made above.
         unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
-        c.fail(e)
+        if e == libc::EINTR {
+            e
+        } else {
+            c.fail(e)
+        }
     })
 }
 
-/// The real TCP connect on the caller's socket (non-blocking underneath), bounded by
-/// AUTOSSL_TIMEOUT and, on a blocking socket, by its own SO_SNDTIMEO when shorter: Ok, or
-/// the real errno.
+/// The real TCP connect on the caller's socket: Ok, or the real errno. A blocking socket
+/// gets the kernel's own blocking connect (its SO_SNDTIMEO, its EINTR and SA_RESTART
+/// rules, exactly as without the library); a non-blocking one is waited for here, bounded
+/// by AUTOSSL_TIMEOUT.
 fn connect_tcp(c: &Call) -> Result<(), c_int> {
     let connect = real::connect().ok_or(libc::ENOSYS)?;
-    let nonblocking = c.fl & libc::O_NONBLOCK != 0;
-    let mut limit = c.cfg().timeout;
-    if !nonblocking {
-        if let Some(tv) = timeo(c.fd, libc::SO_SNDTIMEO) {
-            let d =
-                Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
-            limit = limit.min(d);
-        }
-        set_fl(c.fd, c.fl | libc::O_NONBLOCK);
-    }
     // SAFETY: the caller's own arguments to connect(), valid during the call (Dest).
     let r = unsafe { connect(c.fd, c.dest.addr, c.dest.len) };
-    let res = if r == 0 {
-        Ok(())
-    } else {
-        match errno() {
-            libc::EINPROGRESS | libc::EALREADY | libc::EINTR => {
-                match poll_until(c.fd, libc::POLLOUT, Instant::now() + limit) {
-                    Ok(_) => match int_opt(c.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-                        Some(0) => Ok(()),
-                        Some(e) => Err(e),
-                        None => Err(errno()),
-                    },
-                    Err(e) => Err(e),
-                }
+    if r == 0 {
+        return Ok(());
+    }
+    let res = match errno() {
+        libc::EINPROGRESS | libc::EALREADY if !c.blocking() => {
+            match poll_until(c.fd, libc::POLLOUT, Instant::now() + c.cfg().timeout) {
+                Ok(_) => match int_opt(c.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+                    Some(0) => Ok(()),
+                    Some(e) => Err(e),
+                    None => Err(errno()),
+                },
+                Err(e) => Err(e),
             }
-            e => Err(e),
         }
+        e => Err(e),
     };
-    if !nonblocking {
-        set_fl(c.fd, c.fl);
+    if let Err(libc::EINTR | libc::EINPROGRESS | libc::EALREADY | libc::ETIMEDOUT) = res {
+        // The kernel would go on connecting after these: a connection that completes
+        // later would be plain, so it is aborted instead.
+        // SAFETY: shutdown on the caller's socket; on a connecting one it aborts.
+        unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
     }
     res
 }
 
-/// The name to send and verify: AUTOSSL_SNI, else what the program resolved, else the
-/// address.
-fn server_name(c: &Call) -> String {
-    match (&c.cfg().sni, names::lookup(c.t.key)) {
-        (Some(s), _) => s.clone(),
-        (None, Some(n)) => String::from_utf8_lossy(n.as_bytes()).into_owned(),
-        (None, None) => c.ip_text.clone(),
+/// The name to send and verify, and where it came from.
+struct Chosen {
+    name: String,
+    /// None: the user's or the program's name; Some: no name could be told (these are the
+    /// candidates), the address is verified.
+    unknown: Option<names::Candidates>,
+}
+
+/// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; this thread's own lookup; the
+/// process's only name for the address; else the address itself.
+fn server_name(c: &Call) -> Chosen {
+    let cfg = c.cfg();
+    let named = |name: &str| Chosen {
+        name: name.to_string(),
+        unknown: None,
+    };
+    if let Some(s) = &cfg.sni {
+        return named(s);
     }
+    if let Some(n) = cfg.named(c.t.key, c.t.port) {
+        return named(n);
+    }
+    match names::evidence(c.t.key) {
+        names::Evidence::Thread(n) | names::Evidence::Process(n) => named(&n.text()),
+        names::Evidence::Unknown(cands) => Chosen {
+            name: c.ip_text.clone(),
+            unknown: Some(cands),
+        },
+    }
+}
+
+/// `a.test, b.test` (and `and others`).
+fn candidate_list(cands: &names::Candidates) -> String {
+    let mut v: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
+    if cands.more {
+        v.push("others".into());
+    }
+    v.join(", ")
+}
+
+/// Why the address was verified, and what settles it: for a failure message.
+fn unknown_name_advice(c: &Call, cands: &names::Candidates) -> String {
+    let dest = if rules::key_is_v4(c.t.key) {
+        format!("{}:{}", c.ip_text, c.port_text)
+    } else {
+        format!("[{}]:{}", c.ip_text, c.port_text)
+    };
+    let why = if cands.n == 0 && !cands.more {
+        "no host name the program resolved through the C library gave this address".to_string()
+    } else {
+        format!(
+            "several names gave this address ({}) and the connection does not say which",
+            candidate_list(cands)
+        )
+    };
+    format!(
+        "{} port {}: the certificate was checked against the address, because {why}; \
+         set AUTOSSL_SNI=NAME, or AUTOSSL_NAMES=\"NAME={dest}\"",
+        c.ip_text, c.port_text
+    )
 }
 
 /// On the connected socket: tlsc started, its handshake awaited, the swap.
 fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     let cfg = c.cfg();
     let (local, local_len) = sockaddr_bytes(c.fd, false);
-    let name = server_name(c);
-    let ms = millis(cfg.timeout).to_string();
+    let chosen = server_name(c);
+    let name = &chosen.name;
+    if let Some(cands) = &chosen.unknown {
+        c.verbose(&format!(
+            ": no single name known ({}): verifying the address",
+            candidate_list(cands)
+        ));
+    }
+    let timeout = c.handshake_timeout();
+    let ms = millis(timeout).to_string();
     let argv = vec![
         tlsc.to_owned(),
         cstr("--detach")?,
@@ -680,29 +767,57 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
         cstr("-d")?,
         cstr("3")?,
         cstr("-k")?,
-        cstr(&name)?,
+        cstr(name)?,
     ];
     let (app, helper) = socketpair()?;
     let (nr, nw) = pipe()?;
+    // tlsc's messages come through a pipe: each is given with the destination, before
+    // connect() returns. (Not when connect() is on fd 2 itself: that is the network.)
+    let relay = !cfg.silent && c.fd != 2;
+    let (er, ew) = if relay { pipe()? } else { (Fd(-1), Fd(-1)) };
     // tlsc's io form on the connected socket (fd 6 and 7), the socketpair as its stdin and
     // stdout, the pipe's writing end as its -d fd; --detach also keeps it off the caller's
     // stderr after the handshake.
-    let fds = [
+    let mut fds = vec![
         (helper.0, 0),
         (helper.0, 1),
         (nw.0, 3),
         (c.fd, 6),
         (c.fd, 7),
     ];
+    if relay {
+        fds.push((ew.0, 2));
+    }
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);
-    let desc = await_description(&nr, cfg.timeout);
+    drop(ew);
+    let (desc, said) = if c.blocking() {
+        await_blocking(&nr, relay.then_some(&er), timeout)
+    } else {
+        await_description(&nr, relay.then_some(&er), timeout)
+    };
     drop(nr);
+    drop(er);
+    let checked = match chosen.unknown {
+        Some(_) => "the address".to_string(),
+        None => format!("name {name}"),
+    };
+    for line in String::from_utf8_lossy(&said).lines() {
+        if !line.trim().is_empty() {
+            say(
+                cfg,
+                &format!("{} port {} ({checked}): {line}", c.ip_text, c.port_text),
+            );
+        }
+    }
     let desc = match desc {
         Ok(d) => d,
         Err(e) => {
             c.verbose(&format!(" name {name}: TLS failed"));
+            if let (Some(cands), true) = (&chosen.unknown, c.fd != 2) {
+                say(cfg, &unknown_name_advice(c, cands));
+            }
             return Err(e);
         }
     };
@@ -748,40 +863,158 @@ fn start_helper(
 /// writes after a handshake (then it closes the pipe); EOF with nothing written, a failed
 /// handshake (ECONNREFUSED, or ETIMEDOUT when tlsc gave up at its own handshake timeout
 /// `timeout`); nothing within `timeout` and a second, ETIMEDOUT. What does not decode as a
-/// description of at most 4 KiB counts as a failed handshake.
-fn await_description(nr: &Fd, timeout: Duration) -> Result<Description, c_int> {
+/// description of at most 4 KiB counts as a failed handshake. With `er`, tlsc's stderr:
+/// what it wrote until it closed it (at most 4 KiB; a second at most once the outcome is
+/// known), returned with the outcome.
+fn await_description(
+    nr: &Fd,
+    er: Option<&Fd>,
+    timeout: Duration,
+) -> (Result<Description, c_int>, Vec<u8>) {
     let started = Instant::now();
     let deadline = started + timeout + Duration::from_secs(1);
     // One byte more than a description may have: to see that there is more.
     let mut buf = [0u8; MAX_NOTIFICATION + 1];
     let mut got = 0usize;
+    let mut said = Vec::new();
+    let mut outcome: Option<Result<Description, c_int>> = None;
+    let mut err_open = er.is_some();
+    let mut end = deadline;
     loop {
-        poll_until(nr.0, libc::POLLIN, deadline)?;
+        if outcome.is_some() && !err_open {
+            break;
+        }
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let mut p = [
+            libc::pollfd {
+                fd: if outcome.is_none() { nr.0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: match er {
+                    Some(e) if err_open => e.0,
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds, ours.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, millis(end - now).max(1)) };
+        if r < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        if p[1].revents != 0 {
+            if let Some(e) = er {
+                let mut chunk = [0u8; 512];
+                // SAFETY: read writes at most 512 bytes into our buffer.
+                let n = unsafe { libc::read(e.0, chunk.as_mut_ptr() as *mut libc::c_void, 512) };
+                if n > 0 {
+                    let room = 4096usize.saturating_sub(said.len());
+                    said.extend_from_slice(&chunk[..(n as usize).min(room)]);
+                } else if n == 0 || (errno() != libc::EINTR && errno() != libc::EAGAIN) {
+                    err_open = false;
+                }
+            }
+        }
+        if p[0].revents == 0 {
+            continue;
+        }
+        let room = &mut buf[got..];
+        // SAFETY: read writes at most room.len() bytes into our buffer.
+        let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
+        let done = if n < 0 {
+            if errno() == libc::EINTR || errno() == libc::EAGAIN {
+                continue;
+            }
+            Err(libc::ECONNREFUSED)
+        } else if n == 0 {
+            if got > 0 {
+                Description::decode_notification(&buf[..got]).map_err(|_| libc::ECONNREFUSED)
+            } else if started.elapsed() + Duration::from_millis(50) >= timeout {
+                // tlsc gave up at its handshake timeout (-K): a timeout.
+                Err(libc::ETIMEDOUT)
+            } else {
+                Err(libc::ECONNREFUSED)
+            }
+        } else {
+            got += n as usize;
+            if got <= MAX_NOTIFICATION {
+                continue;
+            }
+            Err(libc::ECONNREFUSED)
+        };
+        outcome = Some(done);
+        end = end.min(Instant::now() + Duration::from_secs(1));
+    }
+    (outcome.unwrap_or(Err(libc::ETIMEDOUT)), said)
+}
+
+/// [`await_description`] for a blocking socket: the `-d` pipe read with blocking reads, so
+/// that a signal handler interrupts the wait exactly as it would interrupt a blocking
+/// connect (restarted under SA_RESTART, else EINTR); tlsc's own handshake timeout
+/// (`timeout`) bounds it. Then tlsc's stderr as there.
+fn await_blocking(
+    nr: &Fd,
+    er: Option<&Fd>,
+    timeout: Duration,
+) -> (Result<Description, c_int>, Vec<u8>) {
+    let started = Instant::now();
+    let mut buf = [0u8; MAX_NOTIFICATION + 1];
+    let mut got = 0usize;
+    let outcome = loop {
         let room = &mut buf[got..];
         // SAFETY: read writes at most room.len() bytes into our buffer.
         let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
         if n < 0 {
-            if errno() == libc::EINTR || errno() == libc::EAGAIN {
-                continue;
-            }
-            return Err(libc::ECONNREFUSED);
+            // EINTR: a handler without SA_RESTART ran (with it, the kernel restarts).
+            break Err(if errno() == libc::EINTR {
+                libc::EINTR
+            } else {
+                libc::ECONNREFUSED
+            });
         }
         if n == 0 {
-            if got > 0 {
-                return Description::decode_notification(&buf[..got])
-                    .map_err(|_| libc::ECONNREFUSED);
-            }
-            if started.elapsed() + Duration::from_millis(50) >= timeout {
-                // tlsc gave up at its handshake timeout (-K): a timeout.
-                return Err(libc::ETIMEDOUT);
-            }
-            return Err(libc::ECONNREFUSED);
+            break if got > 0 {
+                Description::decode_notification(&buf[..got]).map_err(|_| libc::ECONNREFUSED)
+            } else if started.elapsed() + Duration::from_millis(50) >= timeout {
+                Err(libc::ETIMEDOUT)
+            } else {
+                Err(libc::ECONNREFUSED)
+            };
         }
         got += n as usize;
         if got > MAX_NOTIFICATION {
-            return Err(libc::ECONNREFUSED);
+            break Err(libc::ECONNREFUSED);
+        }
+        // tlsc writes its description at once: complete, it needs no EOF (which a copy of
+        // the pipe inherited by a fork elsewhere in the host would hold back).
+        if let Ok(d) = Description::decode_notification(&buf[..got]) {
+            break Ok(d);
+        }
+    };
+    let mut said = Vec::new();
+    if let (Some(e), false) = (er, outcome == Err(libc::EINTR)) {
+        let end = Instant::now() + Duration::from_secs(1);
+        while poll_until(e.0, libc::POLLIN, end).is_ok() {
+            let mut chunk = [0u8; 512];
+            // SAFETY: read writes at most 512 bytes into our buffer.
+            let n = unsafe { libc::read(e.0, chunk.as_mut_ptr() as *mut libc::c_void, 512) };
+            if n <= 0 {
+                break;
+            }
+            let room = 4096usize.saturating_sub(said.len());
+            said.extend_from_slice(&chunk[..(n as usize).min(room)]);
         }
     }
+    (outcome, said)
 }
 
 /// The swap: the socketpair end `app` takes the place of the caller's descriptor (same
@@ -885,7 +1118,9 @@ mod tests {
         let n = unsafe { libc::write(w.0, d.as_ptr() as *const libc::c_void, d.len()) };
         assert_eq!(n, d.len() as isize);
         drop(w);
-        let got = await_description(&r, Duration::from_secs(5)).expect("description");
+        let got = await_description(&r, None, Duration::from_secs(5))
+            .0
+            .expect("description");
         assert_eq!(
             got.get("SSL_PROTOCOL"),
             Some(std::ffi::OsStr::new("TLSv1.3"))
@@ -896,7 +1131,7 @@ mod tests {
         let (r, w) = pipe().expect("pipe");
         drop(w);
         assert_eq!(
-            await_description(&r, Duration::from_secs(5)).err(),
+            await_description(&r, None, Duration::from_secs(5)).0.err(),
             Some(libc::ECONNREFUSED)
         );
         // Malformed, or longer than 4 KiB: failed too.
@@ -910,14 +1145,16 @@ mod tests {
             assert_eq!(n, bad.len() as isize);
             drop(w);
             assert_eq!(
-                await_description(&r, Duration::from_secs(5)).err(),
+                await_description(&r, None, Duration::from_secs(5)).0.err(),
                 Some(libc::ECONNREFUSED)
             );
         }
         // Nothing at all within the time: a timeout.
         let (r, _w) = pipe().expect("pipe");
         assert_eq!(
-            await_description(&r, Duration::from_millis(1)).err(),
+            await_description(&r, None, Duration::from_millis(1))
+                .0
+                .err(),
             Some(libc::ETIMEDOUT)
         );
     }

@@ -21,6 +21,9 @@ use crate::proc::{self, Outcome};
 pub const NAME: &str = "tls.test";
 /// A name that maps to 127.0.0.1 only (for clients that try one address only).
 pub const NAME4: &str = "tls4.test";
+/// Virtual hosts on one address (127.0.0.1 only), each with its own certificate (DNS
+/// names only) in [`vhost_server`]: pki's `a.test`, `b.test` and `*.wild.test`.
+pub const VHOSTS: [&str; 3] = ["a.test", "b.test", "c.wild.test"];
 
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
@@ -203,6 +206,31 @@ pub fn spawn_for(pair: Option<&'static Pair>, root: Option<&Path>) -> Spawn {
 /// bind, any connect() on the machine (parallel tests, other builds) could be given
 /// `[::1]:port` as its automatic local address.
 pub fn server(pair: Option<&'static Pair>, root: Option<&Path>) -> Server {
+    listen_pair(|| spawn_for(pair, root))
+}
+
+/// Listeners on 127.0.0.1 and ::1 with one port, each running `spawn()`. Other test
+/// processes on the machine pick ports too: one taken between the check and the bind is
+/// given up for the next (bounded).
+fn listen_pair(spawn: impl Fn() -> Spawn) -> Server {
+    for _ in 0..20 {
+        let port = free_pair_port();
+        let start = |ip: &str| {
+            let bind = format!("{ip}:{port}");
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                TinyListener::start_on(&bind, spawn())
+            }))
+            .ok()
+        };
+        if let (Some(v4), Some(v6)) = (start("127.0.0.1"), start("[::1]")) {
+            return Server { v4, v6, port };
+        }
+    }
+    panic!("no port could be bound on both 127.0.0.1 and ::1 after 20 tries");
+}
+
+/// A port free on both 127.0.0.1 and ::1 (see [`server`]).
+fn free_pair_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -221,14 +249,69 @@ pub fn server(pair: Option<&'static Pair>, root: Option<&Path>) -> Server {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (first + (base + n * 7_919) % span) as u16;
         let free = |ip: &str| TcpListener::bind((ip, port)).is_ok();
-        if !(free("127.0.0.1") && free("::1")) {
-            continue;
+        if free("127.0.0.1") && free("::1") {
+            return port;
         }
-        let v4 = TinyListener::start_on(&format!("127.0.0.1:{port}"), spawn_for(pair, root));
-        let v6 = TinyListener::start_on(&format!("[::1]:{port}"), spawn_for(pair, root));
-        return Server { v4, v6, port };
     }
     panic!("no port free on both 127.0.0.1 and ::1 after 200 tries");
+}
+
+/// A server for the [`VHOSTS`]: tlsd `-k 2` (only the named pairs: a client that sends no
+/// name, or another one, fails the handshake), on both loopback addresses.
+pub fn vhost_server() -> Server {
+    let p = pki();
+    let mut a: Vec<OsString> = vec!["-k".into(), "2".into(), "--".into()];
+    a.extend([python().into(), "-S".into(), responder().into()]);
+    let env: Vec<(String, &Path)> = [("a.test", &p.a), ("b.test", &p.b), ("*.wild.test", &p.wild)]
+        .iter()
+        .flat_map(|(n, pair)| {
+            [
+                (format!("CERTFILE:{n}"), pair.cert.as_path()),
+                (format!("KEYFILE:{n}"), pair.key.as_path()),
+            ]
+        })
+        .collect();
+    let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    listen_pair(|| Spawn::tlsd(&a, &env))
+}
+
+/// What happened to each request of a client that fetched `names` (in that order) from the
+/// [`VHOSTS`] server, read from `out`: the name the server saw for each answer. Fails if
+/// any answer came from another virtual host than its request named, or if a request that
+/// got no answer has no failure message naming the address check; returns how many were
+/// answered.
+pub fn assert_right_hosts(
+    what: &str,
+    answers: &[Option<String>],
+    names: &[&str],
+    err: &str,
+) -> usize {
+    let mut ok = 0;
+    for (i, want) in names.iter().enumerate() {
+        match answers.get(i).cloned().flatten() {
+            Some(sni) => {
+                assert_eq!(
+                    sni, *want,
+                    "{what}: request {i} for {want} reached the virtual host {sni}\nstderr: {err}"
+                );
+                ok += 1;
+            }
+            None => assert!(
+                err.contains("the certificate was checked against the address")
+                    && err.contains("AUTOSSL_NAMES"),
+                "{what}: request {i} for {want} failed without the documented message\nstderr: {err}"
+            ),
+        }
+    }
+    ok
+}
+
+/// The SNI in a responder's answer (`sni=NAME proto=...`), if the text holds one.
+pub fn sni_of(text: &str) -> Option<String> {
+    let i = text.find("sni=")?;
+    let rest = &text[i + 4..];
+    let name = rest.split_whitespace().next().unwrap_or("");
+    (!name.is_empty() && rest.contains(TLS_TAG)).then(|| name.to_string())
 }
 
 /// Build the library, check the `peers` a test needs and the namespace; false: skipped.
@@ -340,7 +423,8 @@ fn hosts() -> PathBuf {
         std::fs::write(
             &p,
             format!(
-                "127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.0.1 {NAME}\n::1 {NAME}\n127.0.0.1 {NAME4}\n"
+                "127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.0.1 {NAME}\n::1 {NAME}\n127.0.0.1 {NAME4}\n127.0.0.1 {}\n",
+                VHOSTS.join(" ")
             ),
         )
         .expect("writing the hosts file");

@@ -318,7 +318,27 @@ assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
 s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+# The answers have the kernel's sizes (as a TCP socket of the family gives them), its
+# errors, and TCP_INFO says established.
+ref = socket.socket(s.family, socket.SOCK_STREAM)
+for opt, size in ((socket.TCP_INFO, 512), (socket.TCP_MAXSEG, 4), (socket.TCP_CONGESTION, 16)):
+    got, want = s.getsockopt(socket.IPPROTO_TCP, opt, size), ref.getsockopt(socket.IPPROTO_TCP, opt, size)
+    assert len(got) == len(want), (opt, len(got), len(want))
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)[0] == 1, "TCP_INFO: not established"
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) == ref.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+for bad in ((socket.IPPROTO_TCP, 9999, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, -1)):
+    try:
+        s.setsockopt(*bad)
+        raise SystemExit("setsockopt%r succeeded" % (bad,))
+    except OSError as e:
+        try:
+            ref.setsockopt(*bad)
+            raise SystemExit("the kernel took setsockopt%r" % (bad,))
+        except OSError as k:
+            assert e.errno == k.errno, (bad, e, k)
+ref.close()
 try:
     s.connect(peer[:2])
     raise SystemExit("a second connect succeeded")
@@ -485,6 +505,19 @@ fn untrusted_certificate_or_wrong_name_fails_connect_never_plain() {
     );
     assert!(!o.stdout_str().contains("hello"), "{}", o.stdout_str());
     assert!(upgraded_lines(&o).is_empty());
+    // tlsc's reason, with the destination and the name checked, comes before connect()
+    // returns: before the program's own report of the failure.
+    let py = "import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)\nexcept OSError as e:\n    sys.stderr.write('CONNECT FAILED %s\\n' % e)\n";
+    let o = s.run(&[&python_arg(), "-c", py, NAME4, &s.port.to_string()]);
+    let err = o.stderr_str();
+    let reason = format!(
+        "autossl: 127.0.0.1 port {} (name {NAME4}): tlsc: fatal: ",
+        s.port
+    );
+    let (Some(r), Some(f)) = (err.find(&reason), err.find("CONNECT FAILED")) else {
+        panic!("no reason with the destination, or no failure: {err}");
+    };
+    assert!(r < f, "the reason came after connect() returned: {err}");
     // The server saw a TLS client that gave up in the handshake: tlsd exits 97 and the
     // app never ran.
     let sess = s.sessions(Duration::from_secs(8));
@@ -672,13 +705,38 @@ fn bad_configuration_one_line_then_plain_or_errno() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(
-        lines[0].starts_with("autossl: ") && lines[0].contains("nonsense"),
+        lines[0].starts_with("autossl: ")
+            && lines[0].contains("nonsense")
+            && lines[0].contains("clear text"),
         "{err}"
     );
     // With AUTOSSL_ERRNO, what matches fails with it instead; nothing reaches the server.
     vars.push(("AUTOSSL_ERRNO".into(), "111".into()));
     let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
     assert_eq!(o.code(), 7, "{}", o.stderr_str());
+    // A list whose entry for this port is unreadable (`18443,PORTx`): the line names the
+    // entry and says the connection goes out in clear text; with AUTOSSL_ERRNO, any port
+    // could have been meant, so this one fails too.
+    let garbled = format!("18443,{}x", plain.port);
+    let bad = quiet(shim_vars(&garbled));
+    let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &bad, None);
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    let err = o.stderr_str();
+    assert!(
+        err.contains(&format!("not understood: {}x", plain.port)) && err.contains("clear text"),
+        "{err}"
+    );
+    let o = shim::run(
+        &["curl", "-sS", "--max-time", "30", &u],
+        &with(bad, "AUTOSSL_ERRNO", "111"),
+        None,
+    );
+    assert_eq!(o.code(), 7, "{}", o.stderr_str());
+    assert!(
+        o.stderr_str().contains("fails with errno 111"),
+        "{}",
+        o.stderr_str()
+    );
     // AUTOSSL_SILENT: not a word.
     vars.push(("AUTOSSL_SILENT".into(), String::new()));
     let o = shim::run(&["curl", "-sS", "--max-time", "30", &u], &vars, None);
@@ -712,7 +770,9 @@ fn exports_only_the_hooks() {
         names,
         [
             "connect",
+            "gai_error",
             "getaddrinfo",
+            "getaddrinfo_a",
             "gethostbyname",
             "gethostbyname2",
             "gethostbyname2_r",
@@ -1160,5 +1220,750 @@ fn names_cross_fork_both_ways() {
     for who in ["parent:", "child:"] {
         let l = out.lines().find(|l| l.starts_with(who)).unwrap_or_default();
         assert!(l.contains(&tag(NAME)), "{who} {out}\n{}", o.stderr_str());
+    }
+}
+
+// ------------------------------------------------------------------ virtual hosts on one address
+
+/// Each answer in `dir/0`, `dir/1`, ...: the SNI the server saw, or None (no answer).
+fn answers_in(dir: &Path, n: usize) -> Vec<Option<String>> {
+    (0..n)
+        .map(|i| {
+            std::fs::read_to_string(dir.join(i.to_string()))
+                .ok()
+                .and_then(|t| shim::sni_of(&t))
+        })
+        .collect()
+}
+
+/// Lines `I BODY` (or `I ERR ...`) a client printed: the SNI of each request's answer.
+fn answers_by_line(out: &str, n: usize) -> Vec<Option<String>> {
+    let mut v = vec![None; n];
+    for l in out.lines() {
+        let Some((i, rest)) = l.split_once(' ') else {
+            continue;
+        };
+        if let Ok(i) = i.parse::<usize>() {
+            if i < n && !rest.starts_with("ERR") {
+                v[i] = shim::sni_of(rest);
+            }
+        }
+    }
+    v
+}
+
+/// Three names on one address, one certificate each: curl with its DNS cache (a.test,
+/// b.test, a.test in one run: its resolver thread looks up, the main thread connects), then
+/// `-Z` with all three at once. Every request reaches the host it named or fails closed
+/// with the message that says why and what settles it; the first, when a.test is the only
+/// name known for the address, succeeds.
+#[test]
+fn vhosts_curl_dns_cache_and_parallel() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let vars = s.vars();
+    let seq = ["a.test", "b.test", "a.test"];
+    let dir = scratch("vhost-curl");
+    let mut cmd: Vec<String> = ["curl", "-sS", "--max-time", "10"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    for (i, n) in seq.iter().enumerate() {
+        cmd.extend(["-o".into(), dir.join(i.to_string()).display().to_string()]);
+        cmd.push(s.url(n));
+    }
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let o = shim::run(&args, &vars, None);
+    let err = o.stderr_str();
+    assert!(!err.contains("cannot be preloaded"), "{err}");
+    let got = answers_in(&dir, seq.len());
+    assert_eq!(got[0].as_deref(), Some("a.test"), "{err}");
+    shim::assert_right_hosts("curl a b a", &got, &seq, &err);
+
+    let par = ["a.test", "b.test", "c.wild.test", "b.test"];
+    let dir = scratch("vhost-curl-parallel");
+    let mut cmd: Vec<String> = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-Z",
+        "--parallel-max",
+        "4",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    for (i, n) in par.iter().enumerate() {
+        cmd.extend(["-o".into(), dir.join(i.to_string()).display().to_string()]);
+        cmd.push(s.url(n));
+    }
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let o = shim::run(&args, &vars, None);
+    let err = o.stderr_str();
+    shim::assert_right_hosts("curl -Z", &answers_in(&dir, par.len()), &par, &err);
+}
+
+const NODE_ALL: &str = r#"
+const http = require('http');
+const urls = process.argv.slice(1);
+Promise.all(urls.map((u, i) => new Promise(done => {
+  const r = http.get(u, { timeout: 10000 }, res => {
+    let b = '';
+    res.on('data', d => b += d);
+    res.on('end', () => done(i + ' ' + b.replace(/\s+/g, ' ')));
+  });
+  r.on('timeout', () => r.destroy(new Error('timeout')));
+  r.on('error', e => done(i + ' ERR ' + e.message));
+}))).then(v => console.log(v.join('\n')));
+"#;
+
+/// node resolves on its thread pool and connects on the main thread, all at once.
+#[test]
+fn vhosts_node_promise_all() {
+    if !ready(&["node"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let names = ["a.test", "b.test", "c.wild.test"];
+    let urls: Vec<String> = names.iter().map(|n| s.url(n)).collect();
+    let mut cmd = vec!["node", "-e", NODE_ALL];
+    cmd.extend(urls.iter().map(String::as_str));
+    let o = s.run(&cmd);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    assert_eq!(out.lines().count(), names.len(), "{out}\n{err}");
+    shim::assert_right_hosts("node", &answers_by_line(&out, names.len()), &names, &err);
+    // One name alone on its address: node's lookups in another thread are enough.
+    let o = s.run(&["node", "-e", NODE_ALL, &urls[2], &urls[2]]);
+    let out = o.stdout_str();
+    let got = answers_by_line(&out, 2);
+    assert!(
+        got.iter().all(|g| g.as_deref() == Some("c.wild.test")),
+        "{out}\n{}",
+        o.stderr_str()
+    );
+}
+
+const JAVA_SEQ: &str = r#"
+import java.net.*;
+public class Vhosts {
+    public static void main(String[] a) {
+        for (int i = 0; i < a.length; i++) {
+            try {
+                HttpURLConnection c = (HttpURLConnection) new URL(a[i]).openConnection();
+                c.setConnectTimeout(10000);
+                c.setReadTimeout(10000);
+                String b = new String(c.getInputStream().readAllBytes());
+                System.out.println(i + " " + b.replaceAll("\\s+", " "));
+            } catch (Exception e) {
+                System.out.println(i + " ERR " + e);
+            }
+        }
+    }
+}
+"#;
+
+/// Java in a row, a.test, b.test, a.test: its own thread looks up (the third from
+/// InetAddress's cache, which cannot be told from b.test).
+#[test]
+fn vhosts_java_requests_in_a_row() {
+    if !ready(&["java"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let dir = scratch("vhost-java");
+    let src = dir.join("Vhosts.java");
+    std::fs::write(&src, JAVA_SEQ).expect("source");
+    let names = ["a.test", "b.test", "a.test"];
+    let urls: Vec<String> = names.iter().map(|n| s.url(n)).collect();
+    let src = src.display().to_string();
+    let mut cmd = vec!["java", src.as_str()];
+    cmd.extend(urls.iter().map(String::as_str));
+    let o = s.run(&cmd);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    let got = answers_by_line(&out, names.len());
+    assert_eq!(got[0].as_deref(), Some("a.test"), "{out}\n{err}");
+    assert_eq!(got[1].as_deref(), Some("b.test"), "{out}\n{err}");
+    shim::assert_right_hosts("java", &got, &names, &err);
+}
+
+const AIOHTTP_GATHER: &str = r#"
+import asyncio, sys, aiohttp
+async def one(session, i, u):
+    try:
+        async with session.get(u, timeout=aiohttp.ClientTimeout(total=10)) as r:
+            return "%d %s" % (i, " ".join((await r.text()).split()))
+    except Exception as e:
+        return "%d ERR %r" % (i, e)
+async def main():
+    async with aiohttp.ClientSession() as s:
+        print("\n".join(await asyncio.gather(*[one(s, i, u) for i, u in enumerate(sys.argv[1:])])))
+asyncio.run(main())
+"#;
+
+/// aiohttp resolves in an executor thread, `gather` connects to all at once.
+#[test]
+fn vhosts_aiohttp_gather() {
+    if !ready(&[]) {
+        return;
+    }
+    let py = python_arg();
+    let probe = proc::run(
+        Command::new(&py).args(["-c", "import aiohttp"]),
+        None,
+        Duration::from_secs(30),
+    );
+    if probe.code() != 0 && !stls_tests::bins::skip("python3-aiohttp not installed") {
+        return;
+    }
+    let s = shim::vhost_server();
+    let names = ["a.test", "b.test", "c.wild.test"];
+    let urls: Vec<String> = names.iter().map(|n| s.url(n)).collect();
+    let mut cmd = vec![py.as_str(), "-c", AIOHTTP_GATHER];
+    cmd.extend(urls.iter().map(String::as_str));
+    let o = s.run(&cmd);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    shim::assert_right_hosts("aiohttp", &answers_by_line(&out, names.len()), &names, &err);
+}
+
+const GAI_A_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void get(const char *tag, struct addrinfo *ai) {
+    int s = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (connect(s, ai->ai_addr, ai->ai_addrlen) != 0) {
+        printf("%s ERR connect: %s\n", tag, strerror(errno));
+        close(s);
+        return;
+    }
+    const char *req = "GET / HTTP/1.0\r\n\r\n";
+    if (write(s, req, strlen(req)) < 0) { printf("%s ERR write\n", tag); close(s); return; }
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(s, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    buf[n] = 0;
+    for (size_t i = 0; i < n; i++) if (buf[i] == '\r' || buf[i] == '\n') buf[i] = ' ';
+    printf("%s %s\n", tag, buf);
+    close(s);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    /* GAI_WAIT */
+    struct gaicb a = { .ar_name = "a.test", .ar_service = argv[1], .ar_request = &hints };
+    struct gaicb *list[1] = { &a };
+    if (getaddrinfo_a(GAI_WAIT, list, 1, NULL) != 0 || gai_error(&a) != 0) return 3;
+    get("0", a.ar_result);
+    /* GAI_NOWAIT, then gai_suspend and gai_error */
+    struct gaicb b = { .ar_name = "b.test", .ar_service = argv[1], .ar_request = &hints };
+    list[0] = &b;
+    if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) return 4;
+    for (int i = 0; i < 100 && gai_error(&b) == EAI_INPROGRESS; i++) {
+        const struct gaicb *l[1] = { &b };
+        struct timespec t = { 0, 100000000 };
+        gai_suspend(l, 1, &t);
+    }
+    if (gai_error(&b) != 0) return 5;
+    get("1", b.ar_result);
+    /* a.test's address again with no new lookup: it cannot be told from b.test. */
+    get("2", a.ar_result);
+    return 0;
+}
+"#;
+
+/// A C client that resolves with getaddrinfo_a (waiting, then not waiting).
+#[test]
+fn vhosts_getaddrinfo_a_client() {
+    if !ready(&["cc"]) {
+        return;
+    }
+    let dir = scratch("gai-a");
+    let src = dir.join("client.c");
+    std::fs::write(&src, GAI_A_CLIENT).expect("source");
+    let exe = dir.join("client");
+    let o = proc::run(
+        Command::new("cc")
+            .arg("-O")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .arg("-lanl"),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let s = shim::vhost_server();
+    let port = s.port.to_string();
+    let o = s.run(&[exe.to_str().expect("utf-8"), &port]);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{out}\n{err}");
+    let names = ["a.test", "b.test", "a.test"];
+    let got = answers_by_line(&out, 3);
+    assert_eq!(got[0].as_deref(), Some("a.test"), "{out}\n{err}");
+    assert_eq!(got[1].as_deref(), Some("b.test"), "{out}\n{err}");
+    assert_eq!(got[2], None, "{out}\n{err}");
+    shim::assert_right_hosts("getaddrinfo_a", &got, &names, &err);
+}
+
+/// aria2c against a certificate with DNS names only: with its getaddrinfo (which it
+/// follows with a numeric lookup of the address), the name; with c-ares (its default, a
+/// resolver the library cannot see), a refusal that names the remedy, and AUTOSSL_NAMES.
+#[test]
+fn vhosts_aria2c_dns_name_only_certificate() {
+    if !ready(&["aria2c"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let dir = scratch("aria2c");
+    let u = s.url("a.test");
+    let d = dir.display().to_string();
+    let fetch = |vars: &[(String, String)], extra: &[&str], out: &str| {
+        let mut cmd = vec![
+            "aria2c",
+            "-q",
+            "--allow-overwrite=true",
+            "--max-tries=1",
+            "--connect-timeout=10",
+            "--timeout=10",
+            "-d",
+            d.as_str(),
+            "-o",
+            out,
+        ];
+        cmd.extend(extra);
+        cmd.push(u.as_str());
+        let o = shim::run(&cmd, vars, None);
+        let body = std::fs::read_to_string(dir.join(out)).unwrap_or_default();
+        (o, shim::sni_of(&body))
+    };
+    let (o, sni) = fetch(&s.vars(), &["--async-dns=false"], "sync");
+    assert_eq!(sni.as_deref(), Some("a.test"), "{}", o.stderr_str());
+    let (o, sni) = fetch(&s.vars(), &[], "cares");
+    let err = o.stderr_str();
+    assert_eq!(sni, None, "{err}");
+    assert!(
+        err.contains("no host name the program resolved") && err.contains("AUTOSSL_NAMES"),
+        "{err}"
+    );
+    let named = with(
+        s.vars(),
+        "AUTOSSL_NAMES",
+        &format!("a.test=127.0.0.1:{}", s.port),
+    );
+    let (o, sni) = fetch(&named, &[], "named");
+    assert_eq!(sni.as_deref(), Some("a.test"), "{}", o.stderr_str());
+}
+
+/// curl --resolve bypasses getaddrinfo: the address alone is verified (and fails against
+/// a DNS-only certificate), AUTOSSL_NAMES names it, a bad entry is one line.
+#[test]
+fn names_map_for_a_resolver_the_library_cannot_see() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let resolve = format!("b.test:{}:127.0.0.1", s.port);
+    let u = s.url("b.test");
+    let cmd = ["curl", "-sS", "--max-time", "10", "--resolve", &resolve, &u];
+    let o = s.run(&cmd);
+    let err = o.stderr_str();
+    assert_ne!(o.code(), 0, "{}", o.stdout_str());
+    assert!(
+        err.contains(&format!("AUTOSSL_NAMES=\"NAME=127.0.0.1:{}\"", s.port)),
+        "{err}"
+    );
+    let names = format!("a.test=127.0.0.1:1 b.test=127.0.0.1:{}", s.port);
+    let o = shim::run(&cmd, &with(s.vars(), "AUTOSSL_NAMES", &names), None);
+    assert_tls(&o, "AUTOSSL_NAMES", "b.test");
+    let o = shim::run(
+        &cmd,
+        &with(quiet(s.vars()), "AUTOSSL_NAMES", "b.test=127.0.0.1:x"),
+        None,
+    );
+    let err = o.stderr_str();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("autossl:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("AUTOSSL_NAMES: not understood: b.test=127.0.0.1:x")
+            && lines[0].contains("clear text"),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------------ PID 1 and subreapers
+
+const PID1_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t chld = 0;
+static void on_chld(int s) { (void)s; chld++; }
+
+/* This process's children in /proc: all of them, and the zombies. */
+static void children(int *all, int *zombies) {
+    *all = 0; *zombies = 0;
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[300], buf[512];
+        snprintf(p, sizeof p, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f) continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *c = strrchr(buf, ')');
+        char st; int ppid;
+        if (!c || sscanf(c + 1, " %c %d", &st, &ppid) != 2) continue;
+        if (ppid != getpid()) continue;
+        (*all)++;
+        if (st == 'Z') (*zombies)++;
+    }
+    closedir(d);
+}
+
+static int fetch(int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { close(s); return 0; }
+    const char *req = "GET / HTTP/1.0\r\n\r\n";
+    if (write(s, req, strlen(req)) < 0) { close(s); return 0; }
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(s, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    buf[n] = 0;
+    close(s);
+    return strstr(buf, "proto=TLSv1.3") != NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int port = atoi(argv[1]), count = atoi(argv[2]);
+    if (argc > 3 && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return 3;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_chld;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGCHLD, &sa, NULL);
+    int p[2];
+    if (pipe(p) != 0) return 4;
+    pid_t mine = fork();
+    if (mine == 0) { char c; close(p[1]); while (read(p[0], &c, 1) < 0 && errno == EINTR) {} _exit(7); }
+    close(p[0]);
+    int ok = 0, seen = 0, maxz = 0, all, z;
+    for (int i = 0; i < count; i++) {
+        ok += fetch(port);
+        children(&all, &z);
+        if (z > maxz) maxz = z;
+        int st;
+        if (waitpid(-1, &st, WNOHANG) != 0) seen++;
+    }
+    /* The last helpers end with their connections; one more connect (not upgraded: port 1)
+       lets the library reap what is left. */
+    for (int i = 0; i < 100; i++) {
+        children(&all, &z);
+        if (all - z <= 1) break;
+        struct timespec t = { 0, 50000000 };
+        nanosleep(&t, NULL);
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(1);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(s, (struct sockaddr *)&a, sizeof a);
+    close(s);
+    int endall, endz;
+    children(&endall, &endz);
+    int chld_before = chld;
+    if (write(p[1], "x", 1) != 1) return 5;
+    int st;
+    pid_t w = wait(&st);
+    int own = w == mine && WIFEXITED(st) && WEXITSTATUS(st) == 7;
+    pid_t w2 = wait(&st);
+    int echild = w2 < 0 && errno == ECHILD;
+    printf("pid=%d ok=%d seen=%d maxz=%d endz=%d endall=%d chld_before=%d own=%d echild=%d\n",
+           getpid(), ok, seen, maxz, endz, endall, chld_before, own, echild);
+    return 0;
+}
+"#;
+
+/// A program as PID 1 of a PID namespace (a container without an init), then as a
+/// subreaper, making 200 upgraded connections (and as PID 1 in command mode, 50): no
+/// zombie accumulates, no SIGCHLD arrives for a helper, and its wait() sees only its own
+/// child.
+#[test]
+fn pid1_and_subreaper_see_no_helper() {
+    let Some(s) = tls_server(&["cc"], &pki().ec) else {
+        return;
+    };
+    let dir = scratch("pid1");
+    let src = dir.join("pid1.c");
+    std::fs::write(&src, PID1_CLIENT).expect("source");
+    let exe = dir.join("pid1");
+    let o = proc::run(
+        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let port = s.port.to_string();
+    let env: Vec<String> = quiet(s.vars())
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let tls_cmd = format!("AUTOSSL_TLS_CMD={}", stls_tests::bins::tlsc().display());
+    let pid1 = &["unshare", "-pf", "--mount-proc", "env"][..];
+    for (what, prefix, extra, n) in [
+        ("PID 1", pid1, None, "200"),
+        ("subreaper", &["env"][..], Some("subreaper"), "200"),
+        // Command mode: the helper command (tlsc ADDR PORT) connects by itself.
+        ("PID 1, command mode", pid1, None, "50"),
+    ] {
+        let mut c = Command::new(prefix[0]);
+        c.args(&prefix[1..]).args(&env);
+        if what.contains("command") {
+            c.arg(&tls_cmd);
+        }
+        c.arg(&exe).arg(&port).arg(n);
+        if let Some(x) = extra {
+            c.arg(x);
+        }
+        c.env_remove("LD_PRELOAD");
+        let o = proc::run(&mut c, None, Duration::from_secs(180));
+        let out = o.stdout_str();
+        let err = o.stderr_str();
+        assert_eq!(o.code(), 0, "{what}: {out}\n{err}");
+        if extra.is_none() {
+            assert!(out.contains("pid=1 "), "{what}: not PID 1: {out}");
+        }
+        let ok = format!("ok={n} ");
+        for want in [
+            ok.as_str(),
+            "seen=0 ",
+            "endz=0 ",
+            "endall=1 ",
+            "chld_before=0 ",
+            "own=1 ",
+            "echild=1",
+        ] {
+            assert!(
+                out.contains(want),
+                "{what}: {want:?} expected: {out}\n{err}"
+            );
+        }
+        let maxz: u32 = out
+            .split("maxz=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u32::MAX);
+        assert!(maxz <= 3, "{what}: zombies accumulate: {out}");
+    }
+}
+
+// ------------------------------------------------------------------ the program's own timing
+
+const TIMING_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static void on_alarm(int s) { (void)s; }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* A listener on 127.0.0.1:port whose queue is full: further SYNs are dropped, as by a
+   blackhole. Filled with raw connect system calls, which the library does not see. */
+static void blackhole(int port) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 0) != 0) { perror("listen"); exit(3); }
+    for (int i = 0; i < 4; i++) {
+        int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        syscall(SYS_connect, f, (struct sockaddr *)&a, sizeof a);
+    }
+    struct timespec t = { 0, 200000000 };
+    nanosleep(&t, NULL);
+}
+
+/* One blocking connect to 127.0.0.1:port, in one of three ways ("bh-": to a blackhole). */
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int port = atoi(argv[1]);
+    const char *how = argv[2];
+    if (!strncmp(how, "bh-", 3)) {
+        blackhole(port);
+        how += 3;
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    if (!strcmp(how, "alarm")) {
+        sigaction(SIGALRM, &sa, NULL);
+        alarm(2);
+    } else if (!strcmp(how, "restart")) {
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        alarm(1);
+    } else if (!strcmp(how, "sndtimeo")) {
+        struct timeval tv = { 2, 0 };
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    double t = now();
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    printf("%s r=%d errno=%s after=%.1f\n", how, r, r ? strerror(e) : "0", now() - t);
+    return 0;
+}
+"#;
+
+/// A blocking connect to a server that accepts TCP and never answers TLS keeps the
+/// program's timing: alarm(2) with a handler without SA_RESTART interrupts it (EINTR, the
+/// helper ended), with SA_RESTART it goes on to the handshake timeout, and SO_SNDTIMEO
+/// bounds connection and handshake together.
+#[test]
+fn blocking_connect_keeps_signals_and_send_timeout() {
+    if !ready(&["cc"]) {
+        return;
+    }
+    let dir = scratch("timing");
+    let src = dir.join("timing.c");
+    std::fs::write(&src, TIMING_CLIENT).expect("source");
+    let exe = dir.join("timing");
+    let o = proc::run(
+        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let silent = TinyListener::start_on(
+        "127.0.0.1:0",
+        stls_tests::listener::Spawn {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(60),
+        },
+    );
+    let port = silent.port().to_string();
+    let exe = exe.to_str().expect("utf-8");
+    for (how, timeout, errno, low, high) in [
+        ("alarm", "30s", "Interrupted system call", 1.5, 6.0),
+        ("restart", "3s", "Connection timed out", 2.5, 8.0),
+        ("sndtimeo", "30s", "Connection timed out", 1.5, 6.0),
+    ] {
+        let marker = Marker::new("STLS_TIMING", how, silent.port());
+        let vars = marker.on(with(
+            quiet(port_vars(silent.port())),
+            "AUTOSSL_TIMEOUT",
+            timeout,
+        ));
+        let o = shim::run(&[exe, &port, how], &vars, None);
+        let out = o.stdout_str();
+        assert!(
+            out.contains(&format!("{how} r=-1 errno={errno} ")),
+            "{how}: {out}\n{}",
+            o.stderr_str()
+        );
+        let after: f64 = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("elapsed");
+        assert!((low..high).contains(&after), "{how}: {out}");
+        marker.assert_gone(&format!("{how}: the helper outlived the connect"));
+    }
+    // The same in the TCP connection itself, to an address that drops the SYN: the
+    // kernel's own EINTR and send timeout (SO_SNDTIMEO's expiry is EINPROGRESS).
+    for (how, errno) in [
+        ("bh-alarm", "Interrupted system call"),
+        ("bh-sndtimeo", "Operation now in progress"),
+    ] {
+        let hole = free_port("127.0.0.1");
+        let vars = quiet(port_vars(hole));
+        let o = shim::run(&[exe, &hole.to_string(), how], &vars, None);
+        let out = o.stdout_str();
+        let short = &how[3..];
+        assert!(
+            out.contains(&format!("{short} r=-1 errno={errno} ")),
+            "{how}: {out}\n{}",
+            o.stderr_str()
+        );
+        let after: f64 = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("elapsed");
+        assert!((1.5..6.0).contains(&after), "{how}: {out}");
     }
 }
