@@ -6,7 +6,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// Every program and its manual page: the list the documentation tests walk.
-pub const PROGRAMS: &[(&str, &str)] = &[("tlsd", "tlsd.1"), ("tlsc", "tlsc.1")];
+pub const PROGRAMS: &[(&str, &str)] = &[
+    ("tlsd", "tlsd.1"),
+    ("tlsc", "tlsc.1"),
+    ("tlsserver", "tlsserver.1"),
+    ("tlsclient", "tlsclient.1"),
+];
 
 /// `<workspace>/man/<name>`.
 pub fn man_page(name: &str) -> PathBuf {
