@@ -754,3 +754,52 @@ fn verbose_log_lines_for_a_connection() {
     assert!(log.contains("tlsserver: info: TLSv1.3 "), "{log}");
     assert_eq!(srv.stop(), 0);
 }
+
+#[test]
+fn python_ssl_client_both_versions() {
+    if !require("python3") {
+        return;
+    }
+    let srv = Server::start(
+        &[],
+        "127.0.0.1",
+        &sh("read l; echo \"got $l $SSL_PROTOCOL\""),
+    );
+    for tls in Tls::both() {
+        let o = peers::python_client(srv.port, tls, b"py\n");
+        assert_eq!(o.code(), 0, "{tls:?}: {}", o.stderr_str());
+        assert_eq!(
+            o.stdout_str(),
+            format!("got py {}\n", tls.name()),
+            "{tls:?}"
+        );
+    }
+    assert_eq!(srv.stop(), 0);
+}
+
+#[test]
+fn sigint_ends_it_too_and_b_sets_the_listen_queue() {
+    let srv = Server::start(&["-b", "7"], "127.0.0.1", &["cat"]);
+    if require("ss") {
+        let filter = format!("sport = :{}", srv.port);
+        let o = proc::run(Command::new("ss").args(["-ltnH", &filter]), None, WAIT);
+        // LISTEN, Recv-Q, then Send-Q: the backlog of a listening socket.
+        let cols: Vec<String> = o
+            .stdout_str()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            cols.get(2).map(String::as_str),
+            Some("7"),
+            "{}",
+            o.stdout_str()
+        );
+    }
+    let addr = srv.addr();
+    let mut srv = srv;
+    srv.signal(libc::SIGINT);
+    let st = proc::wait_or_kill(&mut srv.child, WAIT, "tlsserver after SIGINT");
+    assert_eq!(proc::exit_code(st), 0);
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err());
+}
