@@ -428,3 +428,84 @@ fn usage_errors_are_100() {
         assert!(one_fatal_line(&o.stderr_str(), "tlsclient"), "{args:?}");
     }
 }
+
+#[test]
+fn python_ssl_server_hash_of_an_upload_both_versions() {
+    if !require("python3") {
+        return;
+    }
+    for tls in peers::Tls::both() {
+        let (srv, port) = peers::python_server(&pki().ec, tls, "hash");
+        let data = payload::bytes(40, 2 * payload::MIB + 5);
+        let o = run(
+            &mut tlsclient(&["localhost", &port.to_string()]),
+            Some(&data),
+        );
+        assert_eq!(o.code(), 0, "{tls:?}: {}", o.stderr_str());
+        assert_eq!(
+            o.stdout_str(),
+            format!("{}\n", payload::sha256_hex(&data)),
+            "{tls:?}"
+        );
+        let so = srv.finish(WAIT);
+        assert!(
+            so.stdout_str().contains(&format!("PROTO {}", tls.name())),
+            "{tls:?}: {}",
+            so.stdout_str()
+        );
+    }
+}
+
+#[test]
+fn against_tlsserver_both_programs_together() {
+    // tlsserver on a port the system picks, read from its -v 2 line.
+    let dir = scratch("with-tlsserver");
+    let log = dir.join("stderr");
+    let p = &pki().ec;
+    let mut c = Command::new(bins::bin("tlsserver"));
+    c.args(["-v", "2", "127.0.0.1", "0", "sh", "-c"])
+        .arg("echo \"$TCPREMOTEIP $TCPREMOTEPORT $SSL_TLS_SNI_SERVERNAME\"; exec sha256sum")
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("CERTFILE", &p.cert)
+        .env("KEYFILE", &p.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let srv = proc::Running::adopt(proc::spawn(&mut c));
+    let mut port = None;
+    proc::wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        port = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tlsserver: info: listening on 127.0.0.1:"))
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        port.is_some()
+    });
+    let port = port.expect("tlsserver said where it listens").to_string();
+    let data = payload::bytes(41, 3 * payload::MIB);
+    let o = run(
+        &mut tlsclient(&[
+            "localhost",
+            &port,
+            "sh",
+            "-c",
+            "cat >&7; exec 7>&-; cat <&6",
+        ]),
+        Some(&data),
+    );
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    let out = o.stdout_str();
+    let mut lines = out.lines();
+    let first: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    assert_eq!(first.first(), Some(&"127.0.0.1"), "{out}");
+    assert_eq!(first.get(2), Some(&"localhost"), "{out}");
+    assert_eq!(
+        lines.next(),
+        Some(&format!("{}  -", payload::sha256_hex(&data))[..]),
+        "{out}"
+    );
+    drop(srv);
+}
