@@ -509,3 +509,21 @@ fn against_tlsserver_both_programs_together() {
     );
     drop(srv);
 }
+
+#[test]
+fn the_session_description_on_d() {
+    let l = tlsd_on("127.0.0.1:0", "echo hi");
+    let (r, w) = proc::pipe();
+    let mut c = tlsclient(&["-d", "3", "-k", "localhost", "127.0.0.1", &port_of(&l)]);
+    use std::os::fd::AsRawFd;
+    proc::map_fds(&mut c, &[(w.as_raw_fd(), 3)]);
+    let o = run(&mut c, None);
+    drop(w);
+    assert_eq!(o.code(), 0, "{}", o.stderr_str());
+    assert_eq!(o.stdout_str(), "hi\n");
+    let mut desc = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut desc).expect("read -d");
+    let text = String::from_utf8_lossy(&desc);
+    assert!(text.contains("SSL_PROTOCOL=TLSv1.3\0"), "{text:?}");
+    assert!(text.ends_with("\0\0"), "{text:?}");
+}

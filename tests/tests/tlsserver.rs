@@ -803,3 +803,45 @@ fn sigint_ends_it_too_and_b_sets_the_listen_queue() {
     assert_eq!(proc::exit_code(st), 0);
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err());
 }
+
+#[test]
+fn sni_pairs_and_client_certificates_from_the_one_context() {
+    let (ec, a, cl) = (&pki().ec, &pki().a, &pki().client);
+    let srv = Server::start_env(
+        &["--sni", "-y"],
+        "127.0.0.1",
+        &sh("echo \"$SSL_TLS_SNI_SERVERNAME $SSL_PEER_CERT_HASH\""),
+        &[
+            ("CERTFILE", &ec.cert),
+            ("KEYFILE", &ec.key),
+            ("CERTFILE:a.test", &a.cert),
+            ("KEYFILE:a.test", &a.key),
+            ("CAFILE", &pki().ca),
+        ],
+    );
+    for (name, served) in [("a.test", &a.hash), ("localhost", &ec.hash)] {
+        let mut o = ClientOpts::default().with_cert(cl);
+        o.sni = Some(name.into());
+        o.verify_name = Some(name.into());
+        let mut c = client::connect(srv.addr(), &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let der = c
+            .peer_cert()
+            .and_then(|x| x.to_der().ok())
+            .unwrap_or_default();
+        let d = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &der).expect("hash");
+        assert_eq!(&format!("SHA256:{}", payload::hex(&d)), served, "{name}");
+        let (out, _) = c.read_to_end();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("{name} {}\n", cl.hash)
+        );
+    }
+    // No client certificate under -y: that connection fails, the server goes on.
+    assert!(client::connect(srv.addr(), &ClientOpts::default())
+        .and_then(|mut c| match c.read_some(&mut [0u8; 16]) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e:?}")),
+        })
+        .is_err());
+    assert_eq!(srv.stop(), 0);
+}
