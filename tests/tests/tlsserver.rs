@@ -845,3 +845,32 @@ fn sni_pairs_and_client_certificates_from_the_one_context() {
         .is_err());
     assert_eq!(srv.stop(), 0);
 }
+
+#[test]
+fn socket_activation_errors_are_100() {
+    use std::os::fd::AsRawFd;
+    let dir = scratch("activation-errors");
+    let unix = std::os::unix::net::UnixListener::bind(dir.join("sock")).expect("unix listener");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp listener");
+    let p = &pki().ec;
+    for (fd, count, what) in [
+        (unix.as_raw_fd(), "1", "fd 3 is not a TCP socket"),
+        (tcp.as_raw_fd(), "2", "LISTEN_FDS=2"),
+    ] {
+        // LISTEN_PID must be tlsserver's own pid: the shell sets it, then becomes tlsserver.
+        let mut c = proc::sh(&format!(
+            "LISTEN_PID=$$ LISTEN_FDS={count} exec '{}' cat",
+            bins::bin("tlsserver").display()
+        ));
+        c.env("CERTFILE", &p.cert).env("KEYFILE", &p.key);
+        proc::map_fds(&mut c, &[(fd, 3)]);
+        let o = proc::run(&mut c, None, WAIT);
+        assert_eq!(o.code(), 100, "{what}: {}", o.stderr_str());
+        assert!(
+            one_fatal_line(&o.stderr_str(), "tlsserver"),
+            "{}",
+            o.stderr_str()
+        );
+        assert!(o.stderr_str().contains(what), "{}", o.stderr_str());
+    }
+}

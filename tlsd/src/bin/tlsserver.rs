@@ -167,6 +167,11 @@ fn socket_activation() -> Result<Option<TcpListener>, Error> {
     let _ = fd::set_cloexec(3, true);
     // SAFETY: fd 3 is the listening socket systemd passed; nothing else in the process owns it.
     let l = unsafe { TcpListener::from_raw_fd(3) };
+    if l.local_addr().is_err() {
+        return Err(Error::usage(
+            "LISTEN_FDS=1 but fd 3 is not a TCP socket (use ListenStream= with an address)",
+        ));
+    }
     l.set_nonblocking(true)
         .map_err(|e| Error::sys("unable to set O_NONBLOCK on fd 3", e))?;
     Ok(Some(l))
