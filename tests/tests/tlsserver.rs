@@ -155,17 +155,6 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                == Some("Z")
-        })
-        .unwrap_or(false)
-}
-
 // ------------------------------------------------------------------ data and peers
 
 #[test]
@@ -387,7 +376,7 @@ fn no_zombies_after_many_connections() {
     let reaped = proc::wait_for(Duration::from_secs(10), || children(pid).is_empty());
     let left: Vec<(u32, bool)> = children(pid)
         .into_iter()
-        .map(|c| (c, is_zombie(c)))
+        .map(|c| (c, !proc::alive(c)))
         .collect();
     assert!(reaped, "children left (pid, zombie): {left:?}");
     assert_eq!(srv.stop(), 0);
