@@ -15,7 +15,7 @@ MANDOC ?= mandoc
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RELEASE := $(TARGET_DIR)/release
 
-MAN1 := man/tlsd.1 man/tlsc.1 man/ucspitlsd.1 man/ucspitlsc.1
+MAN1 := man/tlsd.1 man/tlsc.1 man/tlsserver.1 man/tlsclient.1 man/ucspitlsd.1 man/ucspitlsc.1
 MAN7 := man/stls.7
 MAN8 := man/autossl-shim.8
 MANS := $(MAN1) $(MAN7) $(MAN8)
@@ -40,7 +40,8 @@ demo:
 install: build
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHIMDIR) \
 	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
-	$(INSTALL) -s -m 755 $(RELEASE)/tlsd $(RELEASE)/tlsc $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -s -m 755 $(RELEASE)/tlsd $(RELEASE)/tlsc $(RELEASE)/tlsserver \
+	  $(RELEASE)/tlsclient $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -s -m 755 $(RELEASE)/ucspitlsd $(RELEASE)/ucspitlsc $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -s -m 755 $(RELEASE)/libautossl.so $(DESTDIR)$(SHIMDIR)/libautossl.so
 	ln -sf $(BINDIR)/tlsc $(DESTDIR)$(SHIMDIR)/tlsc
@@ -51,10 +52,12 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tlsd $(DESTDIR)$(BINDIR)/tlsc
 	rm -f $(DESTDIR)$(BINDIR)/ucspitlsd $(DESTDIR)$(BINDIR)/ucspitlsc
+	rm -f $(DESTDIR)$(BINDIR)/tlsserver $(DESTDIR)$(BINDIR)/tlsclient
 	rm -f $(DESTDIR)$(SHIMDIR)/libautossl.so $(DESTDIR)$(SHIMDIR)/tlsc
 	-rmdir $(DESTDIR)$(SHIMDIR)
 	rm -f $(DESTDIR)$(MANDIR)/man1/tlsd.1 $(DESTDIR)$(MANDIR)/man1/tlsc.1
 	rm -f $(DESTDIR)$(MANDIR)/man1/ucspitlsd.1 $(DESTDIR)$(MANDIR)/man1/ucspitlsc.1
+	rm -f $(DESTDIR)$(MANDIR)/man1/tlsserver.1 $(DESTDIR)$(MANDIR)/man1/tlsclient.1
 	rm -f $(DESTDIR)$(MANDIR)/man7/stls.7 $(DESTDIR)$(MANDIR)/man8/autossl-shim.8
 
 # rustfmt, clippy with the workspace's lints, the library's documentation (every public

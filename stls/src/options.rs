@@ -534,7 +534,9 @@ pub fn help(cmd: &Command) -> String {
         s.push_str(&format!("  {forms:<32} {}\n", o.help));
     }
     s.push_str("\nenvironment: ");
-    s.push_str(if cmd.groups.contains(Groups::CLIENT) {
+    s.push_str(if cmd.groups.contains(Groups::CONNECT) {
+        "CERTFILE KEYFILE CADIR CAFILE SSL_CERT_DIR SSL_CERT_FILE TLS_UID TLS_GID"
+    } else if cmd.groups.contains(Groups::CLIENT) {
         "CERTFILE KEYFILE CADIR CAFILE SSL_CERT_DIR SSL_CERT_FILE TCPREMOTEIP TLS_UID TLS_GID"
     } else {
         "CERTFILE KEYFILE CERTFILE:name KEYFILE:name CADIR CAFILE TLS_UID TLS_GID"

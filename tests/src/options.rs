@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub const PROGRAMS: &[(&str, &str)] = &[
     ("tlsd", "tlsd.1"),
     ("tlsc", "tlsc.1"),
+    ("tlsserver", "tlsserver.1"),
+    ("tlsclient", "tlsclient.1"),
     ("ucspitlsd", "ucspitlsd.1"),
     ("ucspitlsc", "ucspitlsc.1"),
 ];

@@ -167,6 +167,11 @@ fn socket_activation() -> Result<Option<TcpListener>, Error> {
     let _ = fd::set_cloexec(3, true);
     // SAFETY: fd 3 is the listening socket systemd passed; nothing else in the process owns it.
     let l = unsafe { TcpListener::from_raw_fd(3) };
+    if l.local_addr().is_err() {
+        return Err(Error::usage(
+            "LISTEN_FDS=1 but fd 3 is not a TCP socket (use ListenStream= with an address)",
+        ));
+    }
     l.set_nonblocking(true)
         .map_err(|e| Error::sys("unable to set O_NONBLOCK on fd 3", e))?;
     Ok(Some(l))
@@ -595,7 +600,10 @@ struct Certs {
     server: Server,
     files: Vec<OsString>,
     stamps: Vec<Stamp>,
-    /// The files' stamps when a reload last failed: that failure is not reported again.
+    /// The files' stamps when a reload failed once: tried again at the next check, since
+    /// a check may fall between the renames of a certificate and its key.
+    pending: Option<Vec<Stamp>>,
+    /// The files' stamps when a reload failed twice and was reported: not tried again.
     failed: Option<Vec<Stamp>>,
     checked: Instant,
 }
@@ -616,13 +624,15 @@ impl Certs {
             server: context::server(settings, env)?,
             files,
             stamps,
+            pending: None,
             failed: None,
             checked: Instant::now(),
         })
     }
 
     /// Build a new context when the files changed (or at SIGHUP, `forced`); one that does
-    /// not build leaves the old one serving, with one warning per version of the files.
+    /// not build leaves the old one serving, with one warning per version of the files
+    /// (at its second failure, or at once at SIGHUP).
     fn reload(&mut self, settings: &ServerSettings, env: &Env, log: Log, forced: bool) {
         self.checked = Instant::now();
         let now: Vec<Stamp> = self.files.iter().map(|f| stamp(f)).collect();
@@ -634,14 +644,17 @@ impl Certs {
             Ok(server) => {
                 self.server = server;
                 self.stamps = now;
+                self.pending = None;
                 self.failed = None;
                 log.info("certificates reloaded");
             }
+            Err(_) if !forced && self.pending.as_ref() != Some(&now) => self.pending = Some(now),
             Err(e) => {
                 log.warn(&format!(
                     "unable to reload the certificates, the previous ones stay in use: {}",
                     e.msg
                 ));
+                self.pending = None;
                 self.failed = Some(now);
             }
         }
