@@ -356,6 +356,44 @@ pub fn accept(fd: RawFd, deadline: Option<Instant>) -> Result<Proxied, crate::ex
     })
 }
 
+/// After a version 2 `LOCAL` header: whether the balancer's connection ends before a byte
+/// follows it (a health check that connects, sends its header and leaves, closing or
+/// resetting). Waits for the first byte or the end, at most until `deadline`; a byte, the
+/// deadline or a failed system call is `false`, and the handshake reports it as usual.
+pub fn ends_after_header(fd: RawFd, deadline: Option<Instant>) -> bool {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        let t = crate::fd::poll_timeout(deadline);
+        if t == 0 {
+            return false;
+        }
+        match crate::fd::poll(&mut p, t) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(_) => return false,
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is valid for one byte; MSG_PEEK leaves it for the handshake.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let gone = matches!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ECONNRESET | libc::EPIPE)
+    );
+    n == 0 || (n < 0 && gone)
+}
+
 /// The environment edits for the app: a proxied TCP connection's addresses replace the
 /// connection's own (`TCPREMOTEIP`, `TCPREMOTEPORT`, `TCPLOCALIP`, `TCPLOCALPORT`, `PROTO`),
 /// and the names a UCSPI server looked up for the balancer's addresses are removed;

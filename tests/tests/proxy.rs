@@ -407,3 +407,72 @@ fn configuration_errors_come_before_the_header() {
     );
     assert!(s.elapsed < Duration::from_secs(10), "{:?}", s.elapsed);
 }
+
+/// A load balancer's health check: a v2 LOCAL header, then the end of the connection (a
+/// close, or a reset as HAProxy's `check` leaves): exit 0 without a fatal line, prog never
+/// runs. A LOCAL header followed by silence is still the handshake timeout (98). Then a
+/// real HAProxy checking a `tlsd -L` backend every 100 ms with `send-proxy-v2`.
+#[test]
+fn health_checks_are_quiet() {
+    let dir = scratch("health");
+    let marker = peers::marker(&dir);
+    let script = format!("touch {}", marker.display());
+    let l = listener(&["-L", "-K", "1s", "-v", "2"], &script);
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    for reset in [false, true] {
+        let mut tcp = l.connect();
+        tcp.write_all(&local).expect("write the header");
+        if reset {
+            // SO_LINGER 0: close sends a reset, as HAProxy's check does.
+            let _ = socket_linger_zero(&tcp);
+        }
+        drop(tcp);
+        let s = l.next_session(WAIT);
+        let err = s.stderr_str();
+        assert_eq!(s.code(), 0, "reset={reset}: {err}");
+        assert!(!err.contains("fatal"), "reset={reset}: {err}");
+        assert!(err.contains("health check"), "reset={reset}: {err}");
+        assert!(!marker.exists(), "reset={reset}: prog ran");
+    }
+    let mut tcp = l.connect();
+    tcp.write_all(&local).expect("write the header");
+    let s = l.next_session(WAIT);
+    assert_eq!(s.code(), 98, "{}", s.stderr_str());
+    drop(tcp);
+    assert!(!marker.exists(), "prog ran");
+
+    if !require("haproxy") || !require("tcpserver") {
+        return;
+    }
+    let srv = tcpserver_tlsd(ADDRESSES_THEN_ECHO);
+    let (hap, _port) = haproxy(srv.port, "send-proxy-v2 check inter 100ms");
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(hap);
+    let log = srv.stop();
+    assert!(log.contains("health check"), "no check seen: {log}");
+    assert!(!log.contains("fatal"), "{log}");
+}
+
+fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` is a valid linger structure for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

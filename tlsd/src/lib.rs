@@ -67,23 +67,27 @@ pub struct Handshake {
 
 /// Drop the engine's privileges, read the PROXY protocol header (`-L`), and run the
 /// handshake on fd 0/1 with `server`'s context; the header and the handshake behind it
-/// share one deadline.
+/// share one deadline. `None`: the connection was a load balancer's health check (a
+/// `LOCAL` header, then the end), which has nothing to serve and is not an error.
 pub fn handshake(
     opts: &Options,
     env: &Env,
     server: &Server,
     launcher: &Launcher,
-) -> Result<Handshake, Error> {
+) -> Result<Option<Handshake>, Error> {
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
         let deadline = cli::deadline(opts);
         let proxied = cli::proxy_header(opts, 0, deadline)?;
+        if proxied == Some(Proxied::Local) && stls::proxy::ends_after_header(0, deadline) {
+            return Ok(None);
+        }
         stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
         fd::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
         tls.handshake(deadline)?;
-        Ok(Handshake { tls, proxied })
+        Ok(Some(Handshake { tls, proxied }))
     };
     run().map_err(|e| server.handshake_error(e))
 }
@@ -125,7 +129,12 @@ pub fn serve<S: Borrow<Server>>(
     (selfpipe, launcher): (Selfpipe, Launcher),
 ) -> Result<i32, Error> {
     match server.and_then(|s| handshake(opts, env, s.borrow(), &launcher)) {
-        Ok(done) => Ok(relay(opts, log, done, launcher, selfpipe)),
+        Ok(Some(done)) => Ok(relay(opts, log, done, launcher, selfpipe)),
+        Ok(None) => {
+            launcher.abort();
+            log.info("a load balancer's health check: its LOCAL header, then the end");
+            Ok(0)
+        }
         Err(e) => {
             launcher.abort();
             Err(e)
@@ -159,7 +168,8 @@ pub fn serve_delayed(
     (selfpipe, launcher, ctl): (Selfpipe, Launcher, std::os::unix::io::RawFd),
 ) -> Result<i32, Error> {
     let up = stls::ucspi::upgrade(ctl, launcher, (0, 1), |l| {
-        let done = handshake(opts, env, server, l)?;
+        let done = handshake(opts, env, server, l)?
+            .ok_or_else(|| Error::handshake("the peer left after its PROXY header"))?;
         let desc = session::describe(done.tls.ssl(), None);
         Ok((done, desc))
     })?;
