@@ -1,7 +1,8 @@
 //! The interface as documented against the interface as built: every option `--help`
 //! lists (it is generated from the option table) is in the program's manual page and every
 //! option the page documents is in `--help`; the exit codes of `--help` (generated from
-//! the exit codes' table) are those of the page, of stls(7) and of the README.
+//! the exit codes' table) are those of the page, of stls(7) and of the README; the README's
+//! package list is the one CI installs.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -85,4 +86,48 @@ fn help_man_pages_and_readme_list_the_same_exit_codes() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The packages `.ci/run` installs (the words of its `packages=(...)` list).
+fn ci_packages(text: &str) -> BTreeSet<String> {
+    let start = text
+        .find("packages=(")
+        .expect(".ci/run has a packages=( list")
+        + 10;
+    let end = start + text[start..].find(')').expect("the list ends with )");
+    text[start..end]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The packages of the README's `apt-get install` line (its continuation lines included).
+fn readme_packages(text: &str) -> BTreeSet<String> {
+    let start = text
+        .find("apt-get install ")
+        .expect("README has an apt-get install line");
+    let mut out = BTreeSet::new();
+    for line in text[start..].lines() {
+        let body = line.trim_end_matches('\\');
+        out.extend(
+            body.split_whitespace()
+                .filter(|w| !w.starts_with('-') && !["apt-get", "install"].contains(w))
+                .map(str::to_string),
+        );
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    out
+}
+
+/// A new user installs what the README says; CI installs what `.ci/run` says: the two
+/// lists must be one, or the tests pass in CI and fail on a fresh machine.
+#[test]
+fn readme_installs_what_ci_installs() {
+    let root = bins::workspace();
+    let ci = ci_packages(&read(&root.join(".ci/run")));
+    let readme = readme_packages(&read(&root.join("README.md")));
+    let diff = differences(&ci, ".ci/run", &readme, "README's apt-get line");
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
 }
