@@ -81,6 +81,7 @@ fn bench_smoke_run() {
         "memory per idle connection",
         "client CPU per GiB",
         "tlsc start",
+        "session resumption",
     ] {
         assert!(stdout.contains(label), "no {label} row:\n{stdout}");
     }
