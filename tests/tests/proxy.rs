@@ -3,7 +3,8 @@
 //! IPv6), data checked by hash both ways; openssl s_client and curl through HAProxy;
 //! headers written by a test socket: v2 LOCAL and v1 UNKNOWN keep the connection's
 //! addresses; a missing, malformed, oversized, cut or stalled header ends tlsd with one
-//! line and its code, and prog never runs.
+//! line and its code, and prog never runs. tlsserver -L behind HAProxy the same way, a bad
+//! header ending only that connection, and -C counting the balancer's address.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -18,6 +19,7 @@ use stls_tests::listener::{serve_on_free_port, Session, Spawn, TcpServer, TinyLi
 use stls_tests::payload;
 use stls_tests::peers::{self, one_fatal_line, Tls};
 use stls_tests::proc::{self, Running};
+use stls_tests::tlsserver::Server;
 use stls_tests::{pki, require, scratch};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -406,4 +408,161 @@ fn configuration_errors_come_before_the_header() {
         s.stderr_str()
     );
     assert!(s.elapsed < Duration::from_secs(10), "{:?}", s.elapsed);
+}
+
+// ------------------------------------------------------------- tlsserver -L
+
+/// `tlsserver -L -v 2 opts... 127.0.0.1 PORT sh -c script` with the test pair.
+fn tlsserver_l(opts: &[&str], script: &str) -> Server {
+    let env = pair_env();
+    let refs: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let mut all = vec!["-L", "-v", "2"];
+    all.extend_from_slice(opts);
+    Server::start_env(&all, "127.0.0.1", &["/bin/sh", "-c", script], &refs)
+}
+
+/// tlsserver -L behind HAProxy (`send-proxy`, `send-proxy-v2`), from 127.0.0.2 and ::1:
+/// prog's TCPREMOTEIP/PORT are the client's socket and TCPLOCALIP/PORT HAProxy's
+/// listening address, not the socket tlsserver accepted (the header's values win over
+/// the ones tlsserver sets); 256 KiB both ways by hash; the session line names the client
+/// while the accept line names the balancer.
+#[test]
+fn tlsserver_behind_haproxy_gives_prog_the_clients_address() {
+    if !require("haproxy") {
+        return;
+    }
+    for server_opts in ["send-proxy", "send-proxy-v2"] {
+        let srv = tlsserver_l(&[], ADDRESSES_THEN_ECHO);
+        let (hap, port) = haproxy(srv.port, server_opts);
+        for (i, (src, dst)) in [("127.0.0.2", "127.0.0.1"), ("::1", "::1")]
+            .into_iter()
+            .enumerate()
+        {
+            let what = format!("{server_opts}, {src} -> {dst}");
+            let dst = SocketAddr::new(dst.parse().expect("ip"), port);
+            let tcp = connect_from(src.parse().expect("ip"), dst);
+            let me = tcp.local_addr().expect("local_addr");
+            let mut c = client::handshake(tcp, &ClientOpts::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let data = payload::bytes(0x5e11 + i as u64, 256 * 1024);
+            let mut want = format!(
+                "REMOTE={} LOCAL={} PROTO=TCP\n",
+                addr_text(me),
+                addr_text(dst)
+            )
+            .into_bytes();
+            want.extend_from_slice(&data);
+            let (got, end) = c.duplex(&data, true, WAIT);
+            assert_eq!(end, End::CloseNotify, "{what}");
+            assert_eq!(got.len, want.len() as u64, "{what}: length");
+            assert_eq!(got.hex(), payload::sha256_hex(&want), "{what}: hash");
+        }
+        drop(hap);
+        assert!(
+            srv.wait_log(" exit 0 ", 2, WAIT),
+            "{server_opts}: {}",
+            srv.log()
+        );
+        let log = srv.log();
+        assert!(log.contains("peer=127.0.0.2"), "{server_opts}: {log}");
+        assert!(log.contains("peer=::1"), "{server_opts}: {log}");
+        assert!(
+            log.contains(" from 127.0.0.1 port "),
+            "{server_opts}: {log}"
+        );
+        assert!(!log.contains("fatal"), "{server_opts}: {log}");
+        assert_eq!(srv.stop(), 0, "{server_opts}");
+    }
+}
+
+/// Bad headers under tlsserver -L: plain HTTP (97), a malformed v1 line (97), a stalled
+/// header (98 at -K 1s); each is that connection's one fatal line and its logged exit
+/// code, prog never runs, and the server goes on serving a good header.
+#[test]
+fn tlsserver_bad_header_ends_that_connection_only() {
+    let dir = scratch("tlsserver-bad-headers");
+    let marker = peers::marker(&dir);
+    let script = format!(
+        "case \"$TCPREMOTEIP\" in 192.0.2.*) echo ok;; *) touch {};; esac",
+        marker.display()
+    );
+    let srv = tlsserver_l(&["-K", "1s"], &script);
+    let cases: [(&str, &[u8], i32, &str); 3] = [
+        (
+            "plain HTTP",
+            b"GET / HTTP/1.0\r\n\r\n",
+            97,
+            "no PROXY protocol header",
+        ),
+        (
+            "bad v1 port",
+            b"PROXY TCP4 10.0.0.1 10.0.0.2 99999 443\r\n",
+            97,
+            "malformed PROXY protocol v1",
+        ),
+        (
+            "stalled v1",
+            b"PROXY TCP4 10.0.0.1",
+            98,
+            "timed out waiting for the PROXY protocol header",
+        ),
+    ];
+    for (n, (what, bytes, code, words)) in cases.into_iter().enumerate() {
+        let mut tcp = TcpStream::connect(srv.addr()).expect("connect");
+        tcp.write_all(bytes).expect("write");
+        let exits = format!(" exit {code} ");
+        let count = if code == 97 { n + 1 } else { 1 };
+        assert!(srv.wait_log(&exits, count, WAIT), "{what}: {}", srv.log());
+        let log = srv.log();
+        let fatal: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("tlsserver: fatal:"))
+            .collect();
+        assert_eq!(fatal.len(), n + 1, "{what}: {log}");
+        assert!(fatal[n].contains(words), "{what}: {log}");
+        assert!(!marker.exists(), "{what}: prog ran");
+    }
+    // The server still serves: a good v2 header, then the handshake.
+    let mut tcp = TcpStream::connect(srv.addr()).expect("connect");
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 192, 0, 2, 9, 198, 51, 100, 4, 0, 80, 1, 187,
+    ]);
+    tcp.write_all(&v2).expect("write the header");
+    let mut c = client::handshake(tcp, &ClientOpts::tls12()).expect("handshake");
+    let (got, end) = c.duplex(b"", true, WAIT);
+    assert_eq!(end, End::CloseNotify);
+    assert_eq!(got.hex(), payload::sha256_hex(b"ok\n"));
+    assert!(!marker.exists(), "prog ran for a bad header");
+    assert_eq!(srv.stop(), 0);
+}
+
+/// -C counts the address tlsserver accepted, the balancer's: behind HAProxy with -C 1,
+/// a second client (from another address) is closed while the first is open, with a
+/// warning naming 127.0.0.1.
+#[test]
+fn tlsserver_maxconn_per_ip_counts_the_balancer() {
+    if !require("haproxy") {
+        return;
+    }
+    let srv = tlsserver_l(&["-C", "1"], "exec cat");
+    let (hap, port) = haproxy(srv.port, "send-proxy-v2");
+    let dst = SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
+    let first = connect_from("127.0.0.2".parse().expect("ip"), dst);
+    let mut first = client::handshake(first, &ClientOpts::default()).expect("first");
+    let second = connect_from("127.0.0.3".parse().expect("ip"), dst);
+    assert!(
+        client::handshake(second, &ClientOpts::default()).is_err(),
+        "a second connection through the balancer was served under -C 1"
+    );
+    let (got, _) = first.duplex(b"still here\n", true, WAIT);
+    assert_eq!(got.hex(), payload::sha256_hex(b"still here\n"));
+    drop(hap);
+    let log = srv.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.starts_with("tlsserver: warning: connection from 127.0.0.1 closed"))
+        .count();
+    assert_eq!(warned, 1, "{log}");
+    assert_eq!(srv.stop(), 0);
 }

@@ -8,10 +8,12 @@
 //! 3. the listening socket: bound now (a privileged port before anything is dropped), or
 //!    fd 3 under socket activation;
 //! 4. the loop: signals (SIGTERM/SIGINT end it, SIGHUP reloads the certificates, SIGCHLD
-//!    reaps), the certificate files checked once a second, and connections accepted up to
-//!    `-c` (and `-C` per address); the accepting process never reads from a client;
+//!    reaps), the certificate and ticket key files checked once a second, and connections
+//!    accepted up to `-c` (and `-C` per address); the accepting process never reads from
+//!    a client;
 //! 5. each connection's process: the socket on fd 0/1, the TCP variables, then tlsd's
-//!    session (launcher, engine privilege drop, handshake, prog, engine).
+//!    session (launcher, engine privilege drop, PROXY protocol header with `-L`,
+//!    handshake, prog, engine).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -31,7 +33,10 @@ use stls::process;
 
 const TLSSERVER: Command = Command {
     name: "tlsserver",
-    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::LISTEN),
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::LISTEN)
+        .with(Groups::PROXY),
     usage: "usage: tlsserver [options] [--] ADDR PORT prog...\n\
             \x20      tlsserver [options] [--] prog...   (socket activation: the listener on fd 3)\n\
             TLS server: listen on ADDR PORT and run prog for every connection with clear text on its fd 0/1.\n",
@@ -550,6 +555,8 @@ struct Tcp {
 }
 
 /// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session.
+/// A PROXY protocol header (`-L`) is read in the session, and
+/// its addresses replace the socket's in prog's environment.
 fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Result<i32, Error> {
     let c = conn.into_raw_fd();
     for n in [0, 1] {
@@ -595,7 +602,8 @@ fn stamp(path: &OsStr) -> Stamp {
     ))
 }
 
-/// The serving context and the certificate files it was built from.
+/// The serving context and the files it was built from: the certificates and keys, and
+/// the ticket key file.
 struct Certs {
     server: Server,
     files: Vec<OsString>,
