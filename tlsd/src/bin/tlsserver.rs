@@ -3,8 +3,8 @@
 //!
 //! The story:
 //! 1. the command line, the app's credentials, prog checked, the environment;
-//! 2. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA: a
-//!    configuration error ends the server here, before it listens;
+//! 2. the context built from CERTFILE/KEYFILE, the SNI pairs, the client CA and the ticket
+//!    keys: a configuration error ends the server here, before it listens;
 //! 3. the listening socket: bound now (a privileged port before anything is dropped), or
 //!    fd 3 under socket activation;
 //! 4. the loop: signals (SIGTERM/SIGINT end it, SIGHUP reloads the certificates, SIGCHLD
@@ -627,6 +627,9 @@ impl Certs {
             files.push(c.clone());
             files.push(k.clone());
         }
+        // A rotated ticket key file is picked up as a renewed certificate is; a reload for
+        // a certificate reads the same keys again, so tickets keep resuming across it.
+        files.extend(env.tickets.keyfile.iter().cloned());
         let stamps = files.iter().map(|f| stamp(f)).collect();
         Ok(Certs {
             server: context::server(settings, env)?,
@@ -654,7 +657,11 @@ impl Certs {
                 self.stamps = now;
                 self.pending = None;
                 self.failed = None;
-                log.info("certificates reloaded");
+                log.info(if env.tickets.keyfile.is_some() {
+                    "certificates and ticket keys reloaded"
+                } else {
+                    "certificates reloaded"
+                });
             }
             Err(_) if !forced && self.pending.as_ref() != Some(&now) => self.pending = Some(now),
             Err(e) => {
