@@ -13,7 +13,8 @@
 //!    a client;
 //! 5. each connection's process: the socket on fd 0/1, the TCP variables, then tlsd's
 //!    session (launcher, engine privilege drop, PROXY protocol header with `-L`,
-//!    handshake, prog, engine).
+//!    handshake, prog, engine), or with `-n` ucspitlsd's (the header, prog at once, its
+//!    command, the handshake, the engine).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -554,9 +555,9 @@ struct Tcp {
     connnum: u32,
 }
 
-/// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session.
-/// A PROXY protocol header (`-L`) is read in the session, and
-/// its addresses replace the socket's in prog's environment.
+/// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session,
+/// or with `-n` ucspitlsd's. A PROXY protocol header (`-L`) is read in the session (with
+/// `-n`, before prog starts), and its addresses replace the socket's in prog's environment.
 fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Result<i32, Error> {
     let c = conn.into_raw_fd();
     for n in [0, 1] {
@@ -566,6 +567,11 @@ fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Resul
         fd::close(c);
     }
     set_tcp_env(tcp);
+    if s.opts.delayed {
+        tlsd::proxy_header_first(s.opts)?;
+        let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
+        return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
+    }
     let launched = tlsd::launch(TLSSERVER.name, s.prog, s.creds)?;
     tlsd::serve(s.opts, s.env, s.log, Ok(server), launched)
 }

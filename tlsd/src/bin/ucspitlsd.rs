@@ -49,6 +49,11 @@ fn ucspitlsd() -> Result<i32, Error> {
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let server = context::server(&tlsd::settings(&opts, log), &env)?;
-    let launched = tlsd::launch_delayed(UCSPITLSD.name, &opts, &Credentials::default())?;
+    let launched = tlsd::launch_delayed(
+        UCSPITLSD.name,
+        &opts.operands,
+        &opts,
+        &Credentials::default(),
+    )?;
     tlsd::serve_delayed(&opts, &env, log, &server, launched)
 }
