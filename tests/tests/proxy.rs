@@ -566,3 +566,185 @@ fn tlsserver_maxconn_per_ip_counts_the_balancer() {
     assert_eq!(warned, 1, "{log}");
     assert_eq!(srv.stop(), 0);
 }
+
+// ------------------------------------------- delayed TLS: ucspitlsd -L, tlsserver -n -L
+
+/// A UCSPI-TLS prog (`python3 -c` this `[MARKER]`; its descriptors may be above 9, which
+/// dash cannot redirect): MARKER created, its addresses in clear text, then `y` on
+/// SSLCTLFD and an echo over TLS.
+const ADDRESSES_THEN_STARTTLS: &str = r#"
+import os, sys
+e = os.environ
+if len(sys.argv) > 1:
+    open(sys.argv[1], "w").close()
+keys = ("TCPREMOTEIP", "TCPREMOTEPORT", "TCPLOCALIP", "TCPLOCALPORT", "PROTO")
+line = "REMOTE=%s:%s LOCAL=%s:%s PROTO=%s\n" % tuple(e.get(k, "") for k in keys)
+os.write(1, line.encode())
+os.write(int(e["SSLCTLFD"]), b"y")
+r, w = int(e["SSLREADFD"]), int(e["SSLWRITEFD"])
+while True:
+    d = os.read(r, 65536)
+    if not d:
+        break
+    while d:
+        d = d[os.write(w, d):]
+"#;
+
+/// One line of clear text, read a byte at a time (what follows is the TLS handshake).
+fn clear_line(tcp: &mut TcpStream) -> String {
+    use std::io::Read;
+    tcp.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\n") && line.len() < 200 {
+        match tcp.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            other => panic!("reading the clear-text line: {other:?} after {line:?}"),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Through HAProxy (`send-proxy`, `send-proxy-v2`) from 127.0.0.2 to a delayed-TLS
+/// server at `backend`: the clear-text line names the client and HAProxy's address (the
+/// header was read before prog started), then TLS after `y` echoes 128 KiB by hash.
+fn delayed_through_haproxy(backend: u16, what: &str) {
+    for server_opts in ["send-proxy", "send-proxy-v2"] {
+        let what = format!("{what}, {server_opts}");
+        let (hap, port) = haproxy(backend, server_opts);
+        let dst = SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
+        let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), dst);
+        let me = tcp.local_addr().expect("local_addr");
+        let want = format!(
+            "REMOTE={} LOCAL={} PROTO=TCP\n",
+            addr_text(me),
+            addr_text(dst)
+        );
+        assert_eq!(clear_line(&mut tcp), want, "{what}");
+        let mut c = client::handshake(tcp, &ClientOpts::default())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let data = payload::bytes(0xde1a + port as u64, 128 * 1024);
+        let (got, end) = c.duplex(&data, true, WAIT);
+        assert_eq!(end, End::CloseNotify, "{what}");
+        assert_eq!(got.len, data.len() as u64, "{what}: length");
+        assert_eq!(got.hex(), payload::sha256_hex(&data), "{what}: hash");
+        drop(hap);
+    }
+}
+
+/// ucspitlsd -L under tcpserver and tlsserver -n -L, behind HAProxy: prog, which talks
+/// first, already sees the client's address; the TLS that follows carries data intact.
+#[test]
+fn delayed_tls_behind_haproxy_gives_prog_the_clients_address() {
+    if !require("haproxy") || !require("tcpserver") || !require("python3") {
+        return;
+    }
+    let env = pair_env();
+    let refs: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let mut argv: Vec<OsString> = vec![stls_tests::bins::bin("ucspitlsd").into()];
+    argv.extend(
+        [
+            "-L",
+            "-v",
+            "2",
+            "--",
+            "python3",
+            "-c",
+            ADDRESSES_THEN_STARTTLS,
+        ]
+        .map(OsString::from),
+    );
+    let srv = TcpServer::start(20, &argv, &refs);
+    delayed_through_haproxy(srv.port, "ucspitlsd -L");
+    let log = srv.stop();
+    assert!(log.contains("peer=127.0.0.2"), "{log}");
+    assert!(!log.contains("fatal"), "{log}");
+
+    let srv = Server::start_env(
+        &["-n", "-L", "-v", "2"],
+        "127.0.0.1",
+        &["python3", "-c", ADDRESSES_THEN_STARTTLS],
+        &refs,
+    );
+    delayed_through_haproxy(srv.port, "tlsserver -n -L");
+    assert!(srv.wait_log(" exit 0 ", 2, WAIT), "{}", srv.log());
+    let log = srv.log();
+    assert!(log.contains("peer=127.0.0.2"), "{log}");
+    assert!(!log.contains("fatal"), "{log}");
+    assert_eq!(srv.stop(), 0);
+}
+
+/// ucspitlsd -L: a client that talks first (no header) is 97, a stalled header 98 at
+/// -K 1s, one line each and prog never runs; after a v2 LOCAL header prog runs with the
+/// connection's own addresses.
+#[test]
+fn ucspitlsd_bad_header_before_prog_starts() {
+    if !require("python3") {
+        return;
+    }
+    let dir = scratch("ucspitlsd-bad-headers");
+    let marker = peers::marker(&dir);
+    let marker_arg = marker.display().to_string();
+    let args = [
+        "-L",
+        "-K",
+        "1s",
+        "--",
+        "python3",
+        "-c",
+        ADDRESSES_THEN_STARTTLS,
+        &marker_arg,
+    ];
+    let spawn = Spawn {
+        program: stls_tests::bins::bin("ucspitlsd"),
+        args: args.map(OsString::from).to_vec(),
+        env: pair_env()
+            .into_iter()
+            .map(|(k, v)| (OsString::from(k), v.into_os_string()))
+            .collect(),
+        groups: None,
+        timeout: WAIT,
+    };
+    let l = TinyListener::start(spawn);
+    for (what, bytes, code, words) in [
+        (
+            "EHLO first",
+            &b"EHLO client.test\r\n"[..],
+            97,
+            "no PROXY protocol header",
+        ),
+        (
+            "stalled v2",
+            &b"\r\n\r\n\0\r\nQUIT\n\x21"[..],
+            98,
+            "timed out waiting for the PROXY protocol header",
+        ),
+    ] {
+        let mut tcp = l.connect();
+        tcp.write_all(bytes).expect("write");
+        let s = l.next_session(Duration::from_secs(20));
+        assert!(!s.killed, "{what}: ucspitlsd hung");
+        let err = s.stderr_str();
+        assert_eq!(s.code(), code, "{what}: {err}");
+        assert!(one_fatal_line(&err, "ucspitlsd"), "{what}: {err:?}");
+        assert!(err.contains(words), "{what}: {err}");
+        assert!(!marker.exists(), "{what}: prog ran");
+    }
+    let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), l.addr);
+    let me = tcp.local_addr().expect("local_addr");
+    tcp.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+        .expect("v2 LOCAL");
+    let want = format!(
+        "REMOTE={} LOCAL={} PROTO=TCP\n",
+        addr_text(me),
+        addr_text(l.addr)
+    );
+    assert_eq!(clear_line(&mut tcp), want);
+    let mut c = client::handshake(tcp, &ClientOpts::default()).expect("handshake");
+    let (got, end) = c.duplex(b"after LOCAL\n", true, WAIT);
+    assert_eq!(end, End::CloseNotify);
+    assert_eq!(got.hex(), payload::sha256_hex(b"after LOCAL\n"));
+    let s = l.next_session(WAIT);
+    assert_eq!(s.code(), 0, "{}", s.stderr_str());
+    assert!(marker.exists(), "prog did not run after a v2 LOCAL header");
+}
