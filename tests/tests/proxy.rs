@@ -477,13 +477,14 @@ fn tlsserver_behind_haproxy_gives_prog_the_clients_address() {
 
 /// Bad headers under tlsserver -L: plain HTTP (97), a malformed v1 line (97), a stalled
 /// header (98 at -K 1s); each is that connection's one fatal line and its logged exit
-/// code, prog never runs, and the server goes on serving a good header.
+/// code, prog never runs, and the server goes on serving a good header: a v2 PROXY
+/// header's addresses, and after a v2 LOCAL one the socket's.
 #[test]
 fn tlsserver_bad_header_ends_that_connection_only() {
     let dir = scratch("tlsserver-bad-headers");
     let marker = peers::marker(&dir);
     let script = format!(
-        "case \"$TCPREMOTEIP\" in 192.0.2.*) echo ok;; *) touch {};; esac",
+        "touch {}; echo \"$TCPREMOTEIP:$TCPREMOTEPORT $TCPLOCALIP:$TCPLOCALPORT\"",
         marker.display()
     );
     let srv = tlsserver_l(&["-K", "1s"], &script);
@@ -532,8 +533,18 @@ fn tlsserver_bad_header_ends_that_connection_only() {
     let mut c = client::handshake(tcp, &ClientOpts::tls12()).expect("handshake");
     let (got, end) = c.duplex(b"", true, WAIT);
     assert_eq!(end, End::CloseNotify);
-    assert_eq!(got.hex(), payload::sha256_hex(b"ok\n"));
-    assert!(!marker.exists(), "prog ran for a bad header");
+    let want = "192.0.2.9:80 198.51.100.4:443\n";
+    assert_eq!(got.hex(), payload::sha256_hex(want.as_bytes()));
+    // A v2 LOCAL header (a health check's): the socket's addresses stand.
+    let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), srv.addr());
+    let me = tcp.local_addr().expect("local_addr");
+    tcp.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+        .expect("v2 LOCAL");
+    let mut c = client::handshake(tcp, &ClientOpts::tls13()).expect("handshake");
+    let (got, end) = c.duplex(b"", true, WAIT);
+    assert_eq!(end, End::CloseNotify);
+    let want = format!("{} {}\n", addr_text(me), addr_text(srv.addr()));
+    assert_eq!(got.hex(), payload::sha256_hex(want.as_bytes()));
     assert_eq!(srv.stop(), 0);
 }
 

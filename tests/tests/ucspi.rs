@@ -1165,3 +1165,41 @@ fn tlsserver_delayed_handshake_timeout_counts_from_the_command() {
     );
     assert_eq!(srv.stop(), 0);
 }
+
+/// tlsserver -n with -u/-g and TLS_UID/TLS_GID: the app runs with its ids from the start
+/// (33), the engine with TLS_UID (65534) once the app asked for TLS.
+#[test]
+fn tlsserver_delayed_app_ids_and_engine_ids() {
+    if !bins::is_root() {
+        stls_tests::skip("needs root (-u, TLS_UID)");
+        return;
+    }
+    let out = scratch("tlsserver-n-ids");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let ec = &pki().ec;
+    let argv: Vec<OsString> = vec![app("ucspi-smtpd").into(), out.clone().into(), "Y".into()];
+    let srv = Server::start_env(
+        &["-n", "-v", "2", "-u", "33", "-g", "33"],
+        "127.0.0.1",
+        &argv,
+        &[
+            ("CERTFILE", ec.cert.as_path()),
+            ("KEYFILE", ec.key.as_path()),
+            ("TLS_UID", Path::new("65534")),
+            ("TLS_GID", Path::new("65534")),
+        ],
+    );
+    let body = mail_body(46, 20);
+    let r = smtplib(srv.port, &body_file("tlsserver-n-ids", &body), true);
+    assert_eq!(r.code(), 0, "smtplib: {}", r.stderr_str());
+    ended(&srv, 1, 0);
+    assert_mail(&out, &body, "tls");
+    assert_eq!(read(&out.join("ids")), b"33 33\n", "the app's ids");
+    assert_eq!(
+        read(&out.join("engine-uid")),
+        b"65534\n",
+        "the engine's uid"
+    );
+    assert_eq!(srv.stop(), 0);
+}
