@@ -23,7 +23,7 @@ impl Groups {
     pub const CLIENT: Groups = Groups(4);
     /// A client that finds its network on fds (`-6`, `-7`, `--detach`).
     pub const CLIENT_FDS: Groups = Groups(8);
-    /// A server that listens and accepts itself (`-c`, `-C`, `-b`, `-u`, `-g`, `-U`).
+    /// A server that listens and accepts itself (`-c`, `-C`, `-b`, `-u`, `-g`, `-U`, `-n`).
     pub const LISTEN: Groups = Groups(16);
     /// A client that connects itself (`-4`, `-6`, `-T`).
     pub const CONNECT: Groups = Groups(32);
@@ -83,6 +83,7 @@ enum Id {
     AppUid,
     AppGid,
     AppFromEnv,
+    Delayed,
     // a client that connects
     Family(Family),
     ConnectTimeout,
@@ -201,6 +202,8 @@ pub static OPTIONS: &[Opt] = &[
         "run prog with group id GID and no supplementary groups (the engine keeps TLS_GID)"),
     opt(LISTEN, Some('U'), "uid-from-env", None, Id::AppFromEnv,
         "run prog with the ids in UID, GID and GIDLIST, as s6-applyuidgid -U"),
+    opt(LISTEN, Some('n'), "delayed", None, Id::Delayed,
+        "delayed TLS (UCSPI-TLS, for STARTTLS): prog starts at once in clear text and asks for TLS on SSLCTLFD"),
     opt(CONNECT, Some('4'), "ipv4", None, Id::Family(Family::V4),
         "connect over IPv4 only"),
     opt(CONNECT, Some('6'), "ipv6", None, Id::Family(Family::V6),
@@ -288,6 +291,8 @@ pub struct Options {
     pub app_gid: Option<u32>,
     /// Server `-U`: the app's ids from UID, GID, GIDLIST.
     pub app_ids_from_env: bool,
+    /// Server `-n`: delayed TLS (UCSPI-TLS) on every connection.
+    pub delayed: bool,
     /// Client `-4`/`-6`: the address families to connect over.
     pub family: Family,
     /// Client `-T`: the time limit of each connection attempt; `None` for none.
@@ -326,6 +331,7 @@ impl Default for Options {
             app_uid: None,
             app_gid: None,
             app_ids_from_env: false,
+            delayed: false,
             family: Family::Any,
             connect_timeout: Some(Duration::from_secs(10)),
             dashdash: false,
@@ -420,6 +426,7 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
         Id::AppUid => opts.app_uid = Some(parse_id(v(), "uid")?),
         Id::AppGid => opts.app_gid = Some(parse_id(v(), "gid")?),
         Id::AppFromEnv => opts.app_ids_from_env = true,
+        Id::Delayed => opts.delayed = true,
         Id::Family(f) => opts.family = f,
         Id::ConnectTimeout => opts.connect_timeout = parse_duration(v())?,
     }

@@ -16,6 +16,7 @@ pub mod peers;
 pub mod pki;
 pub mod proc;
 pub mod shim;
+pub mod tlsserver;
 
 pub use bins::{ci, require, skip, tlsc, tlsd};
 pub use pki::{pki, scratch};

@@ -3,7 +3,8 @@
 //! IPv6), data checked by hash both ways; openssl s_client and curl through HAProxy;
 //! headers written by a test socket: v2 LOCAL and v1 UNKNOWN keep the connection's
 //! addresses; a missing, malformed, oversized, cut or stalled header ends tlsd with one
-//! line and its code, and prog never runs.
+//! line and its code, and prog never runs. tlsserver -L behind HAProxy the same way, a bad
+//! header ending only that connection, and -C counting the balancer's address.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -18,6 +19,7 @@ use stls_tests::listener::{serve_on_free_port, Session, Spawn, TcpServer, TinyLi
 use stls_tests::payload;
 use stls_tests::peers::{self, one_fatal_line, Tls};
 use stls_tests::proc::{self, Running};
+use stls_tests::tlsserver::Server;
 use stls_tests::{pki, require, scratch};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -475,4 +477,356 @@ fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+// ------------------------------------------------------------- tlsserver -L
+
+/// `tlsserver -L -v 2 opts... 127.0.0.1 PORT sh -c script` with the test pair.
+fn tlsserver_l(opts: &[&str], script: &str) -> Server {
+    let env = pair_env();
+    let refs: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let mut all = vec!["-L", "-v", "2"];
+    all.extend_from_slice(opts);
+    Server::start_env(&all, "127.0.0.1", &["/bin/sh", "-c", script], &refs)
+}
+
+/// tlsserver -L behind HAProxy (`send-proxy`, `send-proxy-v2`), from 127.0.0.2 and ::1:
+/// prog's TCPREMOTEIP/PORT are the client's socket and TCPLOCALIP/PORT HAProxy's
+/// listening address, not the socket tlsserver accepted (the header's values win over
+/// the ones tlsserver sets); 256 KiB both ways by hash; the session line names the client
+/// while the accept line names the balancer.
+#[test]
+fn tlsserver_behind_haproxy_gives_prog_the_clients_address() {
+    if !require("haproxy") {
+        return;
+    }
+    for server_opts in ["send-proxy", "send-proxy-v2"] {
+        let srv = tlsserver_l(&[], ADDRESSES_THEN_ECHO);
+        let (hap, port) = haproxy(srv.port, server_opts);
+        for (i, (src, dst)) in [("127.0.0.2", "127.0.0.1"), ("::1", "::1")]
+            .into_iter()
+            .enumerate()
+        {
+            let what = format!("{server_opts}, {src} -> {dst}");
+            let dst = SocketAddr::new(dst.parse().expect("ip"), port);
+            let tcp = connect_from(src.parse().expect("ip"), dst);
+            let me = tcp.local_addr().expect("local_addr");
+            let mut c = client::handshake(tcp, &ClientOpts::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let data = payload::bytes(0x5e11 + i as u64, 256 * 1024);
+            let mut want = format!(
+                "REMOTE={} LOCAL={} PROTO=TCP\n",
+                addr_text(me),
+                addr_text(dst)
+            )
+            .into_bytes();
+            want.extend_from_slice(&data);
+            let (got, end) = c.duplex(&data, true, WAIT);
+            assert_eq!(end, End::CloseNotify, "{what}");
+            assert_eq!(got.len, want.len() as u64, "{what}: length");
+            assert_eq!(got.hex(), payload::sha256_hex(&want), "{what}: hash");
+        }
+        drop(hap);
+        assert!(
+            srv.wait_log(" exit 0 ", 2, WAIT),
+            "{server_opts}: {}",
+            srv.log()
+        );
+        let log = srv.log();
+        assert!(log.contains("peer=127.0.0.2"), "{server_opts}: {log}");
+        assert!(log.contains("peer=::1"), "{server_opts}: {log}");
+        assert!(
+            log.contains(" from 127.0.0.1 port "),
+            "{server_opts}: {log}"
+        );
+        assert!(!log.contains("fatal"), "{server_opts}: {log}");
+        assert_eq!(srv.stop(), 0, "{server_opts}");
+    }
+}
+
+/// Bad headers under tlsserver -L: plain HTTP (97), a malformed v1 line (97), a stalled
+/// header (98 at -K 1s); each is that connection's one fatal line and its logged exit
+/// code, prog never runs, and the server goes on serving a good header: a v2 PROXY
+/// header's addresses, and after a v2 LOCAL one the socket's.
+#[test]
+fn tlsserver_bad_header_ends_that_connection_only() {
+    let dir = scratch("tlsserver-bad-headers");
+    let marker = peers::marker(&dir);
+    let script = format!(
+        "touch {}; echo \"$TCPREMOTEIP:$TCPREMOTEPORT $TCPLOCALIP:$TCPLOCALPORT\"",
+        marker.display()
+    );
+    let srv = tlsserver_l(&["-K", "1s"], &script);
+    let cases: [(&str, &[u8], i32, &str); 3] = [
+        (
+            "plain HTTP",
+            b"GET / HTTP/1.0\r\n\r\n",
+            97,
+            "no PROXY protocol header",
+        ),
+        (
+            "bad v1 port",
+            b"PROXY TCP4 10.0.0.1 10.0.0.2 99999 443\r\n",
+            97,
+            "malformed PROXY protocol v1",
+        ),
+        (
+            "stalled v1",
+            b"PROXY TCP4 10.0.0.1",
+            98,
+            "timed out waiting for the PROXY protocol header",
+        ),
+    ];
+    for (n, (what, bytes, code, words)) in cases.into_iter().enumerate() {
+        let mut tcp = TcpStream::connect(srv.addr()).expect("connect");
+        tcp.write_all(bytes).expect("write");
+        let exits = format!(" exit {code} ");
+        let count = if code == 97 { n + 1 } else { 1 };
+        assert!(srv.wait_log(&exits, count, WAIT), "{what}: {}", srv.log());
+        let log = srv.log();
+        let fatal: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("tlsserver: fatal:"))
+            .collect();
+        assert_eq!(fatal.len(), n + 1, "{what}: {log}");
+        assert!(fatal[n].contains(words), "{what}: {log}");
+        assert!(!marker.exists(), "{what}: prog ran");
+    }
+    // The server still serves: a good v2 header, then the handshake.
+    let mut tcp = TcpStream::connect(srv.addr()).expect("connect");
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 192, 0, 2, 9, 198, 51, 100, 4, 0, 80, 1, 187,
+    ]);
+    tcp.write_all(&v2).expect("write the header");
+    let mut c = client::handshake(tcp, &ClientOpts::tls12()).expect("handshake");
+    let (got, end) = c.duplex(b"", true, WAIT);
+    assert_eq!(end, End::CloseNotify);
+    let want = "192.0.2.9:80 198.51.100.4:443\n";
+    assert_eq!(got.hex(), payload::sha256_hex(want.as_bytes()));
+    // A v2 LOCAL header (a health check's): the socket's addresses stand.
+    let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), srv.addr());
+    let me = tcp.local_addr().expect("local_addr");
+    tcp.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+        .expect("v2 LOCAL");
+    let mut c = client::handshake(tcp, &ClientOpts::tls13()).expect("handshake");
+    let (got, end) = c.duplex(b"", true, WAIT);
+    assert_eq!(end, End::CloseNotify);
+    let want = format!("{} {}\n", addr_text(me), addr_text(srv.addr()));
+    assert_eq!(got.hex(), payload::sha256_hex(want.as_bytes()));
+    assert_eq!(srv.stop(), 0);
+}
+
+/// -C counts the address tlsserver accepted, the balancer's: behind HAProxy with -C 1,
+/// a second client (from another address) is closed while the first is open, with
+/// warnings naming 127.0.0.1.
+#[test]
+fn tlsserver_maxconn_per_ip_counts_the_balancer() {
+    if !require("haproxy") {
+        return;
+    }
+    let srv = tlsserver_l(&["-C", "1"], "exec cat");
+    let (hap, port) = haproxy(srv.port, "send-proxy-v2");
+    let dst = SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
+    let first = connect_from("127.0.0.2".parse().expect("ip"), dst);
+    let mut first = client::handshake(first, &ClientOpts::default()).expect("first");
+    let second = connect_from("127.0.0.3".parse().expect("ip"), dst);
+    assert!(
+        client::handshake(second, &ClientOpts::default()).is_err(),
+        "a second connection through the balancer was served under -C 1"
+    );
+    let (got, _) = first.duplex(b"still here\n", true, WAIT);
+    assert_eq!(got.hex(), payload::sha256_hex(b"still here\n"));
+    drop(hap);
+    let log = srv.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.starts_with("tlsserver: warning: connection from 127.0.0.1 closed"))
+        .count();
+    // HAProxy may retry a server connection closed before any byte (its `retries`):
+    // one warning per attempt, each naming the balancer.
+    assert!(warned >= 1, "{log}");
+    assert_eq!(srv.stop(), 0);
+}
+
+// ------------------------------------------- delayed TLS: ucspitlsd -L, tlsserver -n -L
+
+/// A UCSPI-TLS prog (`python3 -c` this `[MARKER]`; its descriptors may be above 9, which
+/// dash cannot redirect): MARKER created, its addresses in clear text, then `y` on
+/// SSLCTLFD and an echo over TLS.
+const ADDRESSES_THEN_STARTTLS: &str = r#"
+import os, sys
+e = os.environ
+if len(sys.argv) > 1:
+    open(sys.argv[1], "w").close()
+keys = ("TCPREMOTEIP", "TCPREMOTEPORT", "TCPLOCALIP", "TCPLOCALPORT", "PROTO")
+line = "REMOTE=%s:%s LOCAL=%s:%s PROTO=%s\n" % tuple(e.get(k, "") for k in keys)
+os.write(1, line.encode())
+os.write(int(e["SSLCTLFD"]), b"y")
+r, w = int(e["SSLREADFD"]), int(e["SSLWRITEFD"])
+while True:
+    d = os.read(r, 65536)
+    if not d:
+        break
+    while d:
+        d = d[os.write(w, d):]
+"#;
+
+/// One line of clear text, read a byte at a time (what follows is the TLS handshake).
+fn clear_line(tcp: &mut TcpStream) -> String {
+    use std::io::Read;
+    tcp.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\n") && line.len() < 200 {
+        match tcp.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            other => panic!("reading the clear-text line: {other:?} after {line:?}"),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Through HAProxy (`send-proxy`, `send-proxy-v2`) from 127.0.0.2 to a delayed-TLS
+/// server at `backend`: the clear-text line names the client and HAProxy's address (the
+/// header was read before prog started), then TLS after `y` echoes 128 KiB by hash.
+fn delayed_through_haproxy(backend: u16, what: &str) {
+    for server_opts in ["send-proxy", "send-proxy-v2"] {
+        let what = format!("{what}, {server_opts}");
+        let (hap, port) = haproxy(backend, server_opts);
+        let dst = SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
+        let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), dst);
+        let me = tcp.local_addr().expect("local_addr");
+        let want = format!(
+            "REMOTE={} LOCAL={} PROTO=TCP\n",
+            addr_text(me),
+            addr_text(dst)
+        );
+        assert_eq!(clear_line(&mut tcp), want, "{what}");
+        let mut c = client::handshake(tcp, &ClientOpts::default())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let data = payload::bytes(0xde1a + port as u64, 128 * 1024);
+        let (got, end) = c.duplex(&data, true, WAIT);
+        assert_eq!(end, End::CloseNotify, "{what}");
+        assert_eq!(got.len, data.len() as u64, "{what}: length");
+        assert_eq!(got.hex(), payload::sha256_hex(&data), "{what}: hash");
+        drop(hap);
+    }
+}
+
+/// ucspitlsd -L under tcpserver and tlsserver -n -L, behind HAProxy: prog, which talks
+/// first, already sees the client's address; the TLS that follows carries data intact.
+#[test]
+fn delayed_tls_behind_haproxy_gives_prog_the_clients_address() {
+    if !require("haproxy") || !require("tcpserver") || !require("python3") {
+        return;
+    }
+    let env = pair_env();
+    let refs: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let mut argv: Vec<OsString> = vec![stls_tests::bins::bin("ucspitlsd").into()];
+    argv.extend(
+        [
+            "-L",
+            "-v",
+            "2",
+            "--",
+            "python3",
+            "-c",
+            ADDRESSES_THEN_STARTTLS,
+        ]
+        .map(OsString::from),
+    );
+    let srv = TcpServer::start(20, &argv, &refs);
+    delayed_through_haproxy(srv.port, "ucspitlsd -L");
+    let log = srv.stop();
+    assert!(log.contains("peer=127.0.0.2"), "{log}");
+    assert!(!log.contains("fatal"), "{log}");
+
+    let srv = Server::start_env(
+        &["-n", "-L", "-v", "2"],
+        "127.0.0.1",
+        &["python3", "-c", ADDRESSES_THEN_STARTTLS],
+        &refs,
+    );
+    delayed_through_haproxy(srv.port, "tlsserver -n -L");
+    assert!(srv.wait_log(" exit 0 ", 2, WAIT), "{}", srv.log());
+    let log = srv.log();
+    assert!(log.contains("peer=127.0.0.2"), "{log}");
+    assert!(!log.contains("fatal"), "{log}");
+    assert_eq!(srv.stop(), 0);
+}
+
+/// ucspitlsd -L: a client that talks first (no header) is 97, a stalled header 98 at
+/// -K 1s, one line each and prog never runs; after a v2 LOCAL header prog runs with the
+/// connection's own addresses.
+#[test]
+fn ucspitlsd_bad_header_before_prog_starts() {
+    if !require("python3") {
+        return;
+    }
+    let dir = scratch("ucspitlsd-bad-headers");
+    let marker = peers::marker(&dir);
+    let marker_arg = marker.display().to_string();
+    let args = [
+        "-L",
+        "-K",
+        "1s",
+        "--",
+        "python3",
+        "-c",
+        ADDRESSES_THEN_STARTTLS,
+        &marker_arg,
+    ];
+    let spawn = Spawn {
+        program: stls_tests::bins::bin("ucspitlsd"),
+        args: args.map(OsString::from).to_vec(),
+        env: pair_env()
+            .into_iter()
+            .map(|(k, v)| (OsString::from(k), v.into_os_string()))
+            .collect(),
+        groups: None,
+        timeout: WAIT,
+    };
+    let l = TinyListener::start(spawn);
+    for (what, bytes, code, words) in [
+        (
+            "EHLO first",
+            &b"EHLO client.test\r\n"[..],
+            97,
+            "no PROXY protocol header",
+        ),
+        (
+            "stalled v2",
+            &b"\r\n\r\n\0\r\nQUIT\n\x21"[..],
+            98,
+            "timed out waiting for the PROXY protocol header",
+        ),
+    ] {
+        let mut tcp = l.connect();
+        tcp.write_all(bytes).expect("write");
+        let s = l.next_session(Duration::from_secs(20));
+        assert!(!s.killed, "{what}: ucspitlsd hung");
+        let err = s.stderr_str();
+        assert_eq!(s.code(), code, "{what}: {err}");
+        assert!(one_fatal_line(&err, "ucspitlsd"), "{what}: {err:?}");
+        assert!(err.contains(words), "{what}: {err}");
+        assert!(!marker.exists(), "{what}: prog ran");
+    }
+    let mut tcp = connect_from("127.0.0.2".parse().expect("ip"), l.addr);
+    let me = tcp.local_addr().expect("local_addr");
+    tcp.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+        .expect("v2 LOCAL");
+    let want = format!(
+        "REMOTE={} LOCAL={} PROTO=TCP\n",
+        addr_text(me),
+        addr_text(l.addr)
+    );
+    assert_eq!(clear_line(&mut tcp), want);
+    let mut c = client::handshake(tcp, &ClientOpts::default()).expect("handshake");
+    let (got, end) = c.duplex(b"after LOCAL\n", true, WAIT);
+    assert_eq!(end, End::CloseNotify);
+    assert_eq!(got.hex(), payload::sha256_hex(b"after LOCAL\n"));
+    let s = l.next_session(WAIT);
+    assert_eq!(s.code(), 0, "{}", s.stderr_str());
+    assert!(marker.exists(), "prog did not run after a v2 LOCAL header");
 }

@@ -4,7 +4,9 @@
 //! ticket and [new] alone gives a full handshake; the lifetime bounds resumption; exactly
 //! one TLS 1.3 ticket per connection, none without the file; a bad file is 96 at start;
 //! a root-only file works with TLS_UID/TLS_GID; HAProxy round robin over two servers
-//! sharing the file (the README's example) resumes every reconnection.
+//! sharing the file (the README's example) resumes every reconnection. The same for two
+//! tlsserver instances, directly and behind HAProxy; tlsserver keeps its ticket keys
+//! across a certificate reload and re-reads a replaced key file.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +19,7 @@ use stls_tests::bins::is_root;
 use stls_tests::listener::{serve_on_free_port, Spawn, TcpServer, TinyListener};
 use stls_tests::peers::{self, one_fatal_line, Tls};
 use stls_tests::proc::{self, Outcome, Running};
+use stls_tests::tlsserver::Server;
 use stls_tests::{pki, require, scratch, skip};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -548,4 +551,158 @@ fn haproxy_round_robin_over_two_servers_resumes_every_reconnection() {
     drop(hap);
     let log = s1.stop() + &s2.stop();
     assert!(!log.contains("fatal"), "{log}");
+}
+
+// ------------------------------------------------------------------ tlsserver
+
+/// `tlsserver -v 2 opts... 127.0.0.1 PORT sh -c REPORT` with the test pair and `env`.
+fn tlsserver(opts: &[&str], env: &[(&str, &Path)]) -> Server {
+    let p = pki();
+    let mut all: Vec<(&str, &Path)> = vec![
+        ("CERTFILE", p.ec.cert.as_path()),
+        ("KEYFILE", p.ec.key.as_path()),
+    ];
+    all.extend_from_slice(env);
+    let mut o = vec!["-v", "2"];
+    o.extend_from_slice(opts);
+    Server::start_env(&o, "127.0.0.1", &["/bin/sh", "-c", REPORT], &all)
+}
+
+/// Two tlsserver instances sharing the key file: a session made with one resumes with
+/// the other (TLS 1.3 and 1.2), prog sees SSL_SESSION_RESUMED=1, one TLS 1.3 ticket per
+/// connection. Then both behind HAProxy round robin (`-L`, `send-proxy-v2`): the first
+/// connection through the balancer is a full handshake, every reconnection resumes, on
+/// both servers.
+#[test]
+fn two_tlsservers_sharing_the_key_file_and_haproxy_round_robin() {
+    if !require("openssl") {
+        return;
+    }
+    let dir = scratch("tickets-tlsserver");
+    let keys = key_file(&dir, "tickets.key", &[key(61)]);
+    let env = |tag: &'static str| [("TICKETKEYFILE", keys.as_path()), ("TAG", Path::new(tag))];
+    let (a, b) = (tlsserver(&[], &env("a")), tlsserver(&[], &env("b")));
+    for tls in Tls::both() {
+        let sess = dir.join(format!("direct-{tls:?}.pem"));
+        let first = seen(&s_client(a.port, tls, None, Some(&sess)), tls);
+        assert!(!first.reused && !first.prog_resumed, "{tls:?}: {first:?}");
+        assert_eq!(first.tickets, 1, "{tls:?}: one ticket per connection");
+        let again = seen(&s_client(b.port, tls, Some(&sess), None), tls);
+        assert!(again.reused && again.prog_resumed, "{tls:?}: {again:?}");
+        assert_eq!(again.tag, "b", "{tls:?}");
+    }
+    let log = a.log() + &b.log();
+    assert!(!log.contains("fatal") && !log.contains("warning"), "{log}");
+    assert_eq!(a.stop() + b.stop(), 0);
+
+    if !require("haproxy") {
+        return;
+    }
+    // The README's command line, on loopback.
+    let (s1, s2) = (
+        tlsserver(&["-L", "-c", "100"], &env("s1")),
+        tlsserver(&["-L", "-c", "100"], &env("s2")),
+    );
+    let (hap, port) = haproxy([s1.port, s2.port]);
+    for tls in Tls::both() {
+        let mut sess = dir.join(format!("{tls:?}-0.pem"));
+        let first = seen(&s_client(port, tls, None, Some(&sess)), tls);
+        assert!(!first.reused, "{tls:?}: {first:?}");
+        let mut tags = vec![first.tag];
+        for i in 1..=4 {
+            let next = dir.join(format!("{tls:?}-{i}.pem"));
+            let s = seen(&s_client(port, tls, Some(&sess), Some(&next)), tls);
+            assert!(s.reused && s.prog_resumed, "{tls:?} #{i}: {s:?}");
+            tags.push(s.tag);
+            if next.exists() {
+                sess = next;
+            }
+        }
+        assert!(
+            tags.iter().any(|t| t == "s1") && tags.iter().any(|t| t == "s2"),
+            "{tls:?}: {tags:?}"
+        );
+    }
+    drop(hap);
+    let log = s1.log() + &s2.log();
+    assert!(!log.contains("fatal"), "{log}");
+    assert_eq!(s1.stop() + s2.stop(), 0);
+}
+
+/// Write `keys` to the key file by a rename over it, as a rotation job does.
+fn replace_keys(path: &Path, keys: &[Vec<u8>]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, keys.concat()).expect("write the new keys");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::rename(&tmp, path).expect("rename the new keys");
+}
+
+/// tlsserver keeps the ticket keys across a certificate reload (SIGHUP) and re-reads a
+/// replaced TICKETKEYFILE at its once-a-second check: [new, old] still resumes an old
+/// ticket, [new] alone gives it a full handshake and resumes the new key's; a key file
+/// of the wrong size at a reload is one warning and the keys in use stay.
+#[test]
+fn tlsserver_reloads_keep_and_reread_the_ticket_keys() {
+    if !require("openssl") {
+        return;
+    }
+    let dir = scratch("tickets-tlsserver-reload");
+    let (old, new) = (key(71), key(72));
+    let keys = key_file(&dir, "tickets.key", std::slice::from_ref(&old));
+    let srv = tlsserver(&[], &[("TICKETKEYFILE", keys.as_path())]);
+    let reloaded = "info: certificates and ticket keys reloaded";
+    let mut reloads = 0;
+    let mut reload = |what: &str| {
+        reloads += 1;
+        assert!(
+            srv.wait_log(reloaded, reloads, WAIT),
+            "{what}: no reload: {}",
+            srv.log()
+        );
+    };
+    let resumes = |sess: &Path, tls: Tls| seen(&s_client(srv.port, tls, Some(sess), None), tls);
+    let made = |name: &str, tls: Tls| {
+        let p = dir.join(format!("{name}-{tls:?}.pem"));
+        assert!(!seen(&s_client(srv.port, tls, None, Some(&p)), tls).reused);
+        p
+    };
+    let olds: Vec<(Tls, PathBuf)> = Tls::both().map(|t| (t, made("old", t))).to_vec();
+
+    srv.signal(libc::SIGHUP);
+    reload("SIGHUP");
+    for (tls, sess) in &olds {
+        let s = resumes(sess, *tls);
+        assert!(s.reused && s.prog_resumed, "{tls:?} after SIGHUP: {s:?}");
+    }
+
+    replace_keys(&keys, &[new.clone(), old.clone()]);
+    reload("[new, old]");
+    for (tls, sess) in &olds {
+        let s = resumes(sess, *tls);
+        assert!(s.reused && s.prog_resumed, "{tls:?} [new, old]: {s:?}");
+    }
+    let news: Vec<(Tls, PathBuf)> = Tls::both().map(|t| (t, made("new", t))).to_vec();
+
+    replace_keys(&keys, std::slice::from_ref(&new));
+    reload("[new]");
+    for ((tls, old_sess), (_, new_sess)) in olds.iter().zip(&news) {
+        let s = resumes(old_sess, *tls);
+        assert!(!s.reused && !s.prog_resumed, "{tls:?} [new]: old {s:?}");
+        let s = resumes(new_sess, *tls);
+        assert!(s.reused && s.prog_resumed, "{tls:?} [new]: new {s:?}");
+    }
+
+    // A broken file at a reload: reported once (after its retry), the keys in use stay.
+    std::fs::write(&keys, &new[..50]).expect("a short file");
+    let warned = "warning: unable to reload the certificates, the previous ones stay in use";
+    assert!(srv.wait_log(warned, 1, WAIT), "{}", srv.log());
+    for (tls, sess) in &news {
+        let s = resumes(sess, *tls);
+        assert!(s.reused && s.prog_resumed, "{tls:?} broken file: {s:?}");
+    }
+    let log = srv.log();
+    assert_eq!(log.matches(warned).count(), 1, "{log}");
+    assert!(log.contains("50 bytes"), "{log}");
+    assert!(!log.contains("fatal"), "{log}");
+    assert_eq!(srv.stop(), 0);
 }

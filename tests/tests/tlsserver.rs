@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,115 +20,10 @@ use stls_tests::client::{self, ClientOpts, End, TlsClient};
 use stls_tests::listener::{free_port, pid_listens};
 use stls_tests::payload::{self, MIB};
 use stls_tests::peers::{self, one_fatal_line, Tls};
+use stls_tests::tlsserver::{base_command, Server};
 use stls_tests::{bins, jobs, pki, proc, require, scratch, skip};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A running tlsserver: its stderr goes to a file, read while it runs.
-struct Server {
-    child: Child,
-    port: u16,
-    ip: &'static str,
-    log: PathBuf,
-}
-
-fn base_command(prog: &Path) -> Command {
-    let mut c = Command::new(prog);
-    c.env_clear().env(
-        "PATH",
-        std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-    );
-    c
-}
-
-impl Server {
-    /// `tlsserver opts... IP PORT argv...` on a free port with the ECDSA pair (or `env`),
-    /// waited for until that process listens.
-    fn start(opts: &[&str], ip: &'static str, argv: &[&str]) -> Server {
-        let p = &pki().ec;
-        Server::start_env(
-            opts,
-            ip,
-            argv,
-            &[("CERTFILE", &p.cert), ("KEYFILE", &p.key)],
-        )
-    }
-
-    fn start_env(opts: &[&str], ip: &'static str, argv: &[&str], env: &[(&str, &Path)]) -> Server {
-        let dir = scratch("tlsserver");
-        let mut last = String::new();
-        for attempt in 0..5 {
-            let port = free_port(ip);
-            let log = dir.join(format!("stderr-{attempt}"));
-            let err = fs::File::create(&log).expect("creating the log");
-            let mut c = base_command(&bins::bin("tlsserver"));
-            c.args(opts).arg(ip).arg(port.to_string()).args(argv);
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
-            let mut child = proc::spawn(&mut c);
-            let pid = child.id();
-            let listening = proc::wait_for(Duration::from_secs(10), || {
-                pid_listens(pid, port) || matches!(child.try_wait(), Ok(Some(_)))
-            });
-            if listening && pid_listens(pid, port) {
-                return Server {
-                    child,
-                    port,
-                    ip,
-                    log,
-                };
-            }
-            proc::kill_group(&mut child);
-            let _ = child.wait();
-            last = fs::read_to_string(&log).unwrap_or_default();
-        }
-        panic!("tlsserver did not start listening: {last}");
-    }
-
-    fn addr(&self) -> SocketAddr {
-        let ip = if self.ip == "::" {
-            "127.0.0.1"
-        } else {
-            self.ip
-        };
-        SocketAddr::new(ip.parse().expect("ip"), self.port)
-    }
-
-    fn addr6(&self) -> SocketAddr {
-        SocketAddr::new("::1".parse().expect("ip"), self.port)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the server's own pid.
-        unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
-    }
-
-    /// SIGTERM, then the exit code (bounded).
-    fn stop(mut self) -> i32 {
-        self.signal(libc::SIGTERM);
-        let st = proc::wait_or_kill(&mut self.child, WAIT, "tlsserver after SIGTERM");
-        proc::exit_code(st)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            proc::kill_group(&mut self.child);
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn sh(script: &str) -> Vec<&str> {
     vec!["/bin/sh", "-c", script]

@@ -6,6 +6,8 @@
 //! and against ucspitlsd; a wrong name fails closed. Random payloads both ways by hash
 //! through the delayed path (tests/apps/ucspi-pipe), with half-close and an app that exits
 //! at once after its last write; a reset, a killed app and truncation after the upgrade.
+//! tlsserver -n: the same protocol on every connection (curl, swaks, a declined session,
+//! garbage after STARTTLS with the server going on, the handshake timeout).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -21,6 +23,7 @@ use stls_tests::listener::{self, Session, Spawn, TcpServer, TinyListener};
 use stls_tests::payload::{self, MIB};
 use stls_tests::peers::one_fatal_line;
 use stls_tests::proc::{self, Running};
+use stls_tests::tlsserver::Server;
 use stls_tests::{faults, pki, require, scratch};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -968,4 +971,235 @@ fn truncation_is_eof_by_default_and_98_under_enforcement() {
         let s = session(&l);
         assert_eq!(s.code(), code, "{opts:?}: {}", s.stderr_str());
     }
+}
+
+// ------------------------------------------------------------ tlsserver -n
+
+/// `tlsserver -n -v 2 -c 100 opts... 127.0.0.1 PORT ucspi-smtpd OUT command` with the
+/// ECDSA pair; the app's files go to the returned directory.
+fn tlsserver_smtpd(opts: &[&str], command: &str, label: &str) -> (Server, PathBuf) {
+    let out = scratch(label);
+    let ec = &pki().ec;
+    let mut all = vec!["-n", "-v", "2", "-c", "100"];
+    all.extend_from_slice(opts);
+    let argv: Vec<OsString> = vec![
+        app("ucspi-smtpd").into(),
+        out.clone().into(),
+        command.into(),
+    ];
+    let srv = Server::start_env(
+        &all,
+        "127.0.0.1",
+        &argv,
+        &[
+            ("CERTFILE", ec.cert.as_path()),
+            ("KEYFILE", ec.key.as_path()),
+        ],
+    );
+    (srv, out)
+}
+
+/// The server logged the end of `n` connections, the last with exit `code`.
+fn ended(srv: &Server, n: usize, code: i32) -> String {
+    assert!(srv.wait_log(": info: end pid ", n, WAIT), "{}", srv.log());
+    let log = srv.log();
+    let last = log
+        .lines()
+        .filter(|l| l.contains(": info: end pid "))
+        .nth(n - 1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains(&format!(" exit {code} ")), "{log}");
+    log
+}
+
+fn curl_mail(port: u16, file: &Path) -> proc::Outcome {
+    let mut c = Command::new("curl");
+    base(&mut c)
+        .args(["-sS", "--max-time", "30", "--ssl-reqd", "--cacert"])
+        .arg(&pki().ca)
+        .arg(format!("smtp://127.0.0.1:{port}"))
+        .args([
+            "--mail-from",
+            "a@client.test",
+            "--mail-rcpt",
+            "b@server.test",
+        ])
+        .arg("-T")
+        .arg(file);
+    proc::run(&mut c, None, WAIT)
+}
+
+/// tlsserver -n (the README's and tlsserver(1)'s command line, on loopback): curl sends a
+/// mail with `--ssl-reqd` twice, each connection in its own process with the context
+/// built once: the app gets it over TLS by hash, and the description after `Y`.
+#[test]
+fn tlsserver_delayed_curl_sends_mails() {
+    if !require("curl") {
+        return;
+    }
+    let (srv, out) = tlsserver_smtpd(&[], "Y", "tlsserver-n-curl");
+    for i in 1..=2 {
+        let body = mail_body(40 + i, 300);
+        let file = body_file("tlsserver-n-curl-mail", &body);
+        let o = curl_mail(srv.port, &file);
+        assert_eq!(o.code(), 0, "curl #{i}: {}", o.stderr_str());
+        let log = ended(&srv, i as usize, 0);
+        assert_mail(&out, &body, "tls");
+        assert_described(&out);
+        assert!(!log.contains("fatal") && !log.contains("warning"), "{log}");
+    }
+    assert_eq!(srv.stop(), 0);
+}
+
+#[test]
+fn tlsserver_delayed_swaks_tls() {
+    if !require("swaks") {
+        return;
+    }
+    let (srv, out) = tlsserver_smtpd(&[], "Y", "tlsserver-n-swaks");
+    let body = mail_body(43, 200);
+    let file = body_file("tlsserver-n-swaks", &body);
+    let mut c = Command::new("swaks");
+    base(&mut c)
+        .args(["--server", "127.0.0.1", "--port"])
+        .arg(srv.port.to_string())
+        .args([
+            "--tls",
+            "--tls-verify",
+            "--tls-sni",
+            "localhost",
+            "--tls-ca-path",
+        ])
+        .arg(&pki().ca)
+        .args(["--from", "a@client.test", "--to", "b@server.test", "--data"])
+        .arg(format!("@{}", file.display()));
+    let o = proc::run(&mut c, None, WAIT);
+    assert_eq!(o.code(), 0, "swaks: {}{}", o.stdout_str(), o.stderr_str());
+    ended(&srv, 1, 0);
+    let mut sent = body.clone();
+    sent.extend_from_slice(b"\r\n");
+    assert_mail(&out, &sent, "tls");
+    let d = assert_described(&out);
+    assert_eq!(
+        d.get("SSL_TLS_SNI_SERVERNAME").map(String::as_str),
+        Some("localhost")
+    );
+    assert_eq!(srv.stop(), 0);
+}
+
+/// A declined session stays plain: the mail arrives in clear text and the server logs
+/// the app's exit code (7); the app's environment has the UCSPI-TLS descriptors and no
+/// secrets.
+#[test]
+fn tlsserver_delayed_declined_is_the_apps_exit_code() {
+    let (srv, out) = tlsserver_smtpd(&[], "decline", "tlsserver-n-decline");
+    let body = mail_body(44, 100);
+    let o = smtplib(srv.port, &body_file("tlsserver-n-decline", &body), false);
+    assert_eq!(o.code(), 0, "smtplib: {}", o.stderr_str());
+    let log = ended(&srv, 1, 7);
+    assert!(!log.contains("fatal"), "{log}");
+    assert_mail(&out, &body, "plain");
+    let env = String::from_utf8_lossy(&read(&out.join("env"))).into_owned();
+    let names: Vec<&str> = env.lines().collect();
+    for k in ["SSLCTLFD", "SSLREADFD", "SSLWRITEFD", "TCPREMOTEIP"] {
+        assert!(names.contains(&k), "{k} missing: {names:?}");
+    }
+    for k in ["CERTFILE", "KEYFILE"] {
+        assert!(!names.contains(&k), "{k} kept: {names:?}");
+    }
+    assert_eq!(srv.stop(), 0);
+}
+
+/// Garbage after STARTTLS: that connection's one fatal line and exit 97, no hang, no
+/// description for the app; the server goes on and the next client's STARTTLS works.
+#[test]
+fn tlsserver_delayed_garbage_after_starttls_is_97_and_the_server_goes_on() {
+    let (srv, out) = tlsserver_smtpd(&[], "Y", "tlsserver-n-garbage");
+    let t0 = Instant::now();
+    let mut s = starttls(srv.port);
+    s.write_all(b"EHLO again\r\nMAIL FROM:<x@y>\r\n")
+        .expect("garbage");
+    let _ = drain(&mut s);
+    let log = ended(&srv, 1, 97);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let fatal: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("tlsserver: fatal:"))
+        .collect();
+    assert_eq!(fatal.len(), 1, "{log}");
+    assert_eq!(read(&out.join("desc")), b"");
+    assert_eq!(read(&out.join("log")), b"EHLO\nSTARTTLS\n");
+
+    let body = mail_body(45, 200);
+    let o = smtplib(srv.port, &body_file("tlsserver-n-after", &body), true);
+    assert_eq!(o.code(), 0, "smtplib: {}", o.stderr_str());
+    ended(&srv, 2, 0);
+    assert_mail(&out, &body, "tls");
+    assert_described(&out);
+    assert_eq!(srv.stop(), 0);
+}
+
+/// Under tlsserver -n the handshake timeout counts from the app's command: STARTTLS and
+/// then silence is 98 about -K after it, for that connection only.
+#[test]
+fn tlsserver_delayed_handshake_timeout_counts_from_the_command() {
+    let (srv, _out) = tlsserver_smtpd(&["-K", "1000"], "Y", "tlsserver-n-timeout");
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    assert!(reply(&mut s).starts_with("220 "));
+    // Longer than -K in clear text: nothing times out before the command.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.write_all(b"EHLO client.test\r\n").expect("EHLO");
+    assert!(reply(&mut s).contains("STARTTLS"));
+    s.write_all(b"STARTTLS\r\n").expect("STARTTLS");
+    assert!(reply(&mut s).starts_with("220 "));
+    let t0 = Instant::now();
+    let _ = drain(&mut s);
+    let waited = t0.elapsed();
+    let log = ended(&srv, 1, 98);
+    assert!(log.contains("handshake timed out"), "{log}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(srv.stop(), 0);
+}
+
+/// tlsserver -n with -u/-g and TLS_UID/TLS_GID: the app runs with its ids from the start
+/// (33), the engine with TLS_UID (65534) once the app asked for TLS.
+#[test]
+fn tlsserver_delayed_app_ids_and_engine_ids() {
+    if !bins::is_root() {
+        stls_tests::skip("needs root (-u, TLS_UID)");
+        return;
+    }
+    let out = scratch("tlsserver-n-ids");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let ec = &pki().ec;
+    let argv: Vec<OsString> = vec![app("ucspi-smtpd").into(), out.clone().into(), "Y".into()];
+    let srv = Server::start_env(
+        &["-n", "-v", "2", "-u", "33", "-g", "33"],
+        "127.0.0.1",
+        &argv,
+        &[
+            ("CERTFILE", ec.cert.as_path()),
+            ("KEYFILE", ec.key.as_path()),
+            ("TLS_UID", Path::new("65534")),
+            ("TLS_GID", Path::new("65534")),
+        ],
+    );
+    let body = mail_body(46, 20);
+    let r = smtplib(srv.port, &body_file("tlsserver-n-ids", &body), true);
+    assert_eq!(r.code(), 0, "smtplib: {}", r.stderr_str());
+    ended(&srv, 1, 0);
+    assert_mail(&out, &body, "tls");
+    assert_eq!(read(&out.join("ids")), b"33 33\n", "the app's ids");
+    assert_eq!(
+        read(&out.join("engine-uid")),
+        b"65534\n",
+        "the engine's uid"
+    );
+    assert_eq!(srv.stop(), 0);
 }

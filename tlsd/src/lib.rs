@@ -8,6 +8,10 @@
 //!    launcher, tlsserver once at start);
 //! 4. [`relay`]: the heap trimmed, prog started with the session's description, the engine
 //!    relaying; the exit code is prog's unless the engine failed.
+//!
+//! Delayed TLS (UCSPI-TLS) takes other steps: [`proxy_header_first`] (`-L`: the header is
+//! the first thing on the connection, before prog's clear text), [`launch_delayed`] (prog
+//! running at once), then [`serve_delayed`] (prog's command, the handshake, the relay).
 
 use std::borrow::Borrow;
 use stls::child::{Credentials, Launcher, Selfpipe};
@@ -75,10 +79,26 @@ pub fn handshake(
     server: &Server,
     launcher: &Launcher,
 ) -> Result<Option<Handshake>, Error> {
+    tls_handshake(opts, env, server, launcher, opts.proxy_protocol)
+}
+
+/// [`handshake`], the header read only when `header` (delayed TLS has read it before prog
+/// started).
+fn tls_handshake(
+    opts: &Options,
+    env: &Env,
+    server: &Server,
+    launcher: &Launcher,
+    header: bool,
+) -> Result<Option<Handshake>, Error> {
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
         let deadline = cli::deadline(opts);
-        let proxied = cli::proxy_header(opts, 0, deadline)?;
+        let proxied = if header {
+            cli::proxy_header(opts, 0, deadline)?
+        } else {
+            None
+        };
         if proxied == Some(Proxied::Local) && stls::proxy::ends_after_header(0, deadline) {
             return Ok(None);
         }
@@ -142,24 +162,44 @@ pub fn serve<S: Borrow<Server>>(
     }
 }
 
-/// Delayed TLS: the selfpipe, prog (the operands) started at once with the network on its
-/// fd 0/1 and the UCSPI-TLS descriptors, and the control socket's end to wait on; `creds`
-/// are the app's. The secrets leave prog's environment unless `-Z`.
+/// Delayed TLS with `-L`: the PROXY protocol header, read before prog starts (prog talks
+/// first, in clear text, so the header is the first thing on the connection), bounded by
+/// the handshake timeout; the client it names goes into this process's environment
+/// (`TCPREMOTEIP`, ...), which prog inherits. Nothing without `-L`.
+pub fn proxy_header_first(opts: &Options) -> Result<(), Error> {
+    let Some(p) = cli::proxy_header(opts, 0, cli::deadline(opts))? else {
+        return Ok(());
+    };
+    let mut edits = stls::session::Description::default();
+    stls::proxy::describe(p, &mut edits);
+    for (k, v) in edits.vars {
+        match v {
+            Some(v) => std::env::set_var(k, v),
+            None => std::env::remove_var(k),
+        }
+    }
+    Ok(())
+}
+
+/// Delayed TLS: the selfpipe, `prog` started at once with the network on its fd 0/1 and
+/// the UCSPI-TLS descriptors, and the control socket's end to wait on; `creds` are the
+/// app's. The secrets leave prog's environment unless `-Z`.
 pub fn launch_delayed(
     name: &'static str,
+    prog: &[std::ffi::OsString],
     opts: &Options,
     creds: &Credentials,
 ) -> Result<(Selfpipe, Launcher, std::os::unix::io::RawFd), Error> {
     let selfpipe = Selfpipe::install()?;
     let (launcher, ctl) =
-        Launcher::spawn_ucspi(name, &opts.operands, &[selfpipe.rfd], creds, !opts.keep_env)?;
+        Launcher::spawn_ucspi(name, prog, &[selfpipe.rfd], creds, !opts.keep_env)?;
     Ok((selfpipe, launcher, ctl))
 }
 
 /// Delayed TLS, after [`launch_delayed`]: prog's command, then the handshake on fd 0/1
-/// (its timeout counted from the command) and the relay, or prog's own exit when it
-/// declines TLS. A failed handshake ends the connection and returns its error once prog
-/// is reaped.
+/// (its timeout counted from the command; the PROXY protocol header was read before, by
+/// [`proxy_header_first`]) and the relay, or prog's own exit when it declines TLS. A
+/// failed handshake ends the connection and returns its error once prog is reaped.
 pub fn serve_delayed(
     opts: &Options,
     env: &Env,
@@ -168,7 +208,7 @@ pub fn serve_delayed(
     (selfpipe, launcher, ctl): (Selfpipe, Launcher, std::os::unix::io::RawFd),
 ) -> Result<i32, Error> {
     let up = stls::ucspi::upgrade(ctl, launcher, (0, 1), |l| {
-        let done = handshake(opts, env, server, l)?
+        let done = tls_handshake(opts, env, server, l, false)?
             .ok_or_else(|| Error::handshake("the peer left after its PROXY header"))?;
         let desc = session::describe(done.tls.ssl(), None);
         Ok((done, desc))

@@ -3,15 +3,18 @@
 //!
 //! The story:
 //! 1. the command line, the app's credentials, prog checked, the environment;
-//! 2. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA: a
-//!    configuration error ends the server here, before it listens;
+//! 2. the context built from CERTFILE/KEYFILE, the SNI pairs, the client CA and the ticket
+//!    keys: a configuration error ends the server here, before it listens;
 //! 3. the listening socket: bound now (a privileged port before anything is dropped), or
 //!    fd 3 under socket activation;
 //! 4. the loop: signals (SIGTERM/SIGINT end it, SIGHUP reloads the certificates, SIGCHLD
-//!    reaps), the certificate files checked once a second, and connections accepted up to
-//!    `-c` (and `-C` per address); the accepting process never reads from a client;
+//!    reaps), the certificate and ticket key files checked once a second, and connections
+//!    accepted up to `-c` (and `-C` per address); the accepting process never reads from
+//!    a client;
 //! 5. each connection's process: the socket on fd 0/1, the TCP variables, then tlsd's
-//!    session (launcher, engine privilege drop, handshake, prog, engine).
+//!    session (launcher, engine privilege drop, PROXY protocol header with `-L`,
+//!    handshake, prog, engine), or with `-n` ucspitlsd's (the header, prog at once, its
+//!    command, the handshake, the engine).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -31,7 +34,10 @@ use stls::process;
 
 const TLSSERVER: Command = Command {
     name: "tlsserver",
-    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::LISTEN),
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::LISTEN)
+        .with(Groups::PROXY),
     usage: "usage: tlsserver [options] [--] ADDR PORT prog...\n\
             \x20      tlsserver [options] [--] prog...   (socket activation: the listener on fd 3)\n\
             TLS server: listen on ADDR PORT and run prog for every connection with clear text on its fd 0/1.\n",
@@ -549,7 +555,9 @@ struct Tcp {
     connnum: u32,
 }
 
-/// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session.
+/// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session,
+/// or with `-n` ucspitlsd's. A PROXY protocol header (`-L`) is read in the session (with
+/// `-n`, before prog starts), and its addresses replace the socket's in prog's environment.
 fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Result<i32, Error> {
     let c = conn.into_raw_fd();
     for n in [0, 1] {
@@ -559,6 +567,11 @@ fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Resul
         fd::close(c);
     }
     set_tcp_env(tcp);
+    if s.opts.delayed {
+        tlsd::proxy_header_first(s.opts)?;
+        let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
+        return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
+    }
     let launched = tlsd::launch(TLSSERVER.name, s.prog, s.creds)?;
     tlsd::serve(s.opts, s.env, s.log, Ok(server), launched)
 }
@@ -595,7 +608,8 @@ fn stamp(path: &OsStr) -> Stamp {
     ))
 }
 
-/// The serving context and the certificate files it was built from.
+/// The serving context and the files it was built from: the certificates and keys, and
+/// the ticket key file.
 struct Certs {
     server: Server,
     files: Vec<OsString>,
@@ -619,6 +633,9 @@ impl Certs {
             files.push(c.clone());
             files.push(k.clone());
         }
+        // A rotated ticket key file is picked up as a renewed certificate is; a reload for
+        // a certificate reads the same keys again, so tickets keep resuming across it.
+        files.extend(env.tickets.keyfile.iter().cloned());
         let stamps = files.iter().map(|f| stamp(f)).collect();
         Ok(Certs {
             server: context::server(settings, env)?,
@@ -646,7 +663,11 @@ impl Certs {
                 self.stamps = now;
                 self.pending = None;
                 self.failed = None;
-                log.info("certificates reloaded");
+                log.info(if env.tickets.keyfile.is_some() {
+                    "certificates and ticket keys reloaded"
+                } else {
+                    "certificates reloaded"
+                });
             }
             Err(_) if !forced && self.pending.as_ref() != Some(&now) => self.pending = Some(now),
             Err(e) => {

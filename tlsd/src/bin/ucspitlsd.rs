@@ -9,11 +9,13 @@
 //! 1. the command line and the environment, checked before any network I/O;
 //! 2. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA, before prog
 //!    starts: a configuration error never reaches a client half-way through its session;
-//! 3. prog started, with the program's own credentials and the secrets stripped;
-//! 4. prog's command awaited: EOF declines TLS and ucspitlsd only waits for prog;
-//! 5. the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake, its timeout
+//! 3. with -L, the PROXY protocol header read (the first bytes on the connection, before
+//!    prog's clear text) and the client it names put in prog's TCP variables;
+//! 4. prog started, with the program's own credentials and the secrets stripped;
+//! 5. prog's command awaited: EOF declines TLS and ucspitlsd only waits for prog;
+//! 6. the engine's credentials dropped to TLS_UID/TLS_GID, then the handshake, its timeout
 //!    counted from the command; the description on SSLCTLFD after `Y`;
-//! 6. the engine relays; the exit code is prog's unless the engine failed.
+//! 7. the engine relays; the exit code is prog's unless the engine failed.
 
 use stls::child::Credentials;
 use stls::cli::{self, Log};
@@ -25,7 +27,7 @@ use stls::process;
 
 const UCSPITLSD: Command = Command {
     name: "ucspitlsd",
-    groups: Groups::COMMON.with(Groups::SERVER),
+    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::PROXY),
     usage: "usage: ucspitlsd [options] [--] prog...\n\
             Delayed TLS (UCSPI-TLS) on the server side: the network on fd 0/1, prog starts at once on it \
             and asks for TLS on SSLCTLFD.\n",
@@ -49,6 +51,12 @@ fn ucspitlsd() -> Result<i32, Error> {
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let server = context::server(&tlsd::settings(&opts, log), &env)?;
-    let launched = tlsd::launch_delayed(UCSPITLSD.name, &opts, &Credentials::default())?;
+    tlsd::proxy_header_first(&opts)?;
+    let launched = tlsd::launch_delayed(
+        UCSPITLSD.name,
+        &opts.operands,
+        &opts,
+        &Credentials::default(),
+    )?;
     tlsd::serve_delayed(&opts, &env, log, &server, launched)
 }
