@@ -286,7 +286,7 @@ fn redis_cli_second_connect() {
 // ------------------------------------------------------------------ the socket API after the swap
 
 const API_SCRIPT: &str = r#"
-import errno, fcntl, os, signal, socket, sys
+import errno, fcntl, os, select, signal, socket, sys
 name, port = sys.argv[1], int(sys.argv[2])
 chld = [0]
 signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
@@ -357,11 +357,17 @@ assert b.getpeername() == ("127.0.0.1", port), b.getpeername()
 show("blocking:", request(b))
 b.close()
 
-# Non-blocking connect: returns 0 (the handshake is done when connect returns).
+# Non-blocking connect: EINPROGRESS, as the kernel; a second connect EALREADY while the
+# handshake goes on (tlsc has not even started yet); writable once it is done, then
+# SO_ERROR 0 and a connect EISCONN.
 n = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 n.setblocking(False)
-assert n.connect_ex(("127.0.0.1", port)) == 0
+assert n.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+assert n.connect_ex(("127.0.0.1", port)) == errno.EALREADY
 assert nonblocking(n.fileno())
+assert select.select([], [n], [], 20)[1] == [n], "never writable"
+assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+assert n.connect_ex(("127.0.0.1", port)) == errno.EISCONN
 n.setblocking(True)
 show("nonblocking:", request(n))
 n.close()
