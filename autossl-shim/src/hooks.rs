@@ -8,8 +8,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use crate::upgrade::{self, Dest, Target};
 use crate::pending::{self, Outcome};
+use crate::upgrade::{self, Dest, Target};
 use crate::{names, real, rules, socks, spawn};
 
 thread_local! {

@@ -429,7 +429,10 @@ mod tests {
         // Connected: pending until the description, then no longer in the table.
         let (app, _peer) = pair();
         let (r, w) = pair();
-        reserve().expect("room").publish(app, r, info()).expect("published");
+        reserve()
+            .expect("room")
+            .publish(app, r, info())
+            .expect("published");
         assert_eq!(check(app, true), Some(Outcome::Pending));
         write(w, b"SSL_PROTOCOL=TLSv1.3\0\0");
         assert_eq!(check(app, false), Some(Outcome::Connected));
@@ -439,7 +442,10 @@ mod tests {
         // A TCP errno: given once to SO_ERROR, always to connect().
         let (app2, _peer2) = pair();
         let (r, w) = pair();
-        reserve().expect("room").publish(app2, r, info()).expect("published");
+        reserve()
+            .expect("room")
+            .publish(app2, r, info())
+            .expect("published");
         write(w, b"!111 unable to connect: Connection refused");
         close(w);
         let refused = |fresh| Some(Outcome::Failed { errno: 111, fresh });
@@ -451,7 +457,10 @@ mod tests {
         for said in [&b""[..], &b"!0 handshake failed"[..]] {
             let (app3, _peer3) = pair();
             let (r, w) = pair();
-            reserve().expect("room").publish(app3, r, info()).expect("published");
+            reserve()
+                .expect("room")
+                .publish(app3, r, info())
+                .expect("published");
             write(w, said);
             close(w);
             assert_eq!(

@@ -560,8 +560,7 @@ impl Blackhole {
         let mut queued = Vec::new();
         // The first connection fills the queue; the next ones' SYNs are dropped already.
         for _ in 0..3 {
-            if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
-            {
+            if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
                 queued.push(s);
             }
         }

@@ -2021,7 +2021,10 @@ fn nonblocking_connects_keep_the_programs_timeout() {
             "{what}: python: {}",
             o.stderr_str()
         );
-        assert!((1.5..6.0).contains(&took), "{what}: python took {took:.1} s");
+        assert!(
+            (1.5..6.0).contains(&took),
+            "{what}: python took {took:.1} s"
+        );
         marker.assert_gone(&format!("{what}: a helper outlived the program's socket"));
     }
 }
@@ -2048,7 +2051,11 @@ fn happy_eyeballs_fall_back_at_curls_own_pace() {
     let (o, took) = timed_run(&["curl", "-sSv", "--max-time", "20", &u], &vars);
     assert_eq!(o.code(), 0, "curl: {}", o.stderr_str());
     assert!(o.stdout_str().contains(&tag(NAME)), "{}", o.stdout_str());
-    assert!(o.stderr_str().contains("::1"), "no IPv6 attempt: {}", o.stderr_str());
+    assert!(
+        o.stderr_str().contains("::1"),
+        "no IPv6 attempt: {}",
+        o.stderr_str()
+    );
     let up = upgraded_lines(&o);
     assert!(
         !up.is_empty() && up.iter().all(|l| l.contains("127.0.0.1")),
@@ -2168,10 +2175,18 @@ fn nonblocking_c_client_with_poll_and_epoll() {
         let data = payload::bytes(0x6e62 + i as u64, 1 << 20);
         let o = shim::run(&[exe, NAME, &port, how], &s.vars(), Some(&data));
         assert_eq!(o.code(), 0, "{how}: {}", o.stderr_str());
-        assert!(o.stderr_str().contains("connected: EINPROGRESS"), "{how}: {}", o.stderr_str());
+        assert!(
+            o.stderr_str().contains("connected: EINPROGRESS"),
+            "{how}: {}",
+            o.stderr_str()
+        );
         let head = format!("{} len={}\n", tag(NAME), data.len());
         let out = &o.stdout;
-        assert!(out.starts_with(head.as_bytes()), "{how}: {:?}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+        assert!(
+            out.starts_with(head.as_bytes()),
+            "{how}: {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
         assert_eq!(
             payload::sha256_hex(&out[head.len()..]),
             payload::sha256_hex(&data),

@@ -301,17 +301,29 @@ pub fn watch_clear_side() {
 
 /// `--discard=N`: read and drop the first `n` bytes of clear input (`fd`, non-blocking),
 /// within `deadline`: the filler the caller wrote before tlsc started.
-pub fn discard(fd_in: RawFd, mut n: usize, deadline: Option<std::time::Instant>) -> Result<(), Error> {
+pub fn discard(
+    fd_in: RawFd,
+    mut n: usize,
+    deadline: Option<std::time::Instant>,
+) -> Result<(), Error> {
     let mut buf = vec![0u8; n.min(64 * 1024)];
     while n > 0 {
         let want = n.min(buf.len());
         match fd::read(fd_in, &mut buf[..want]) {
-            Ok(0) => return Err(Error::new(exit::SYSTEM, "the clear side closed during the handshake")),
+            Ok(0) => {
+                return Err(Error::new(
+                    exit::SYSTEM,
+                    "the clear side closed during the handshake",
+                ))
+            }
             Ok(k) => n -= k,
             Err(e) if fd::would_block(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
                 let t = fd::poll_timeout(deadline);
                 if t == 0 {
-                    return Err(Error::new(exit::SYSTEM, "the clear side's filler did not come"));
+                    return Err(Error::new(
+                        exit::SYSTEM,
+                        "the clear side's filler did not come",
+                    ));
                 }
                 let mut p = [libc::pollfd {
                     fd: fd_in,
