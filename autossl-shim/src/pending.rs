@@ -29,7 +29,9 @@
 //! upgraded sockets by the `(st_dev, st_ino)` of the program's end. One thread at a time
 //! holds an entry (compare-and-swap to `BUSY`); no lock, nothing a fork could leave held.
 //! Eviction: when a connect reserves an entry, every entry whose descriptor number no
-//! longer holds its socket (the program closed it) is freed and its pipe closed. A live
+//! longer holds its socket (the program closed it) is freed and its pipe closed, and an
+//! entry whose outcome has come is settled (a connected one freed, a failed one keeps
+//! only its errno): a program that uses its socket without asking still frees it. A live
 //! entry is never evicted: with the table full of them, the next non-blocking connect is
 //! completed inside connect(), as a blocking one is.
 //!
@@ -141,19 +143,25 @@ pub struct Reservation {
     published: bool,
 }
 
-/// Hold an entry for a new pending connect, after freeing the entries of closed sockets;
-/// None when every entry is live.
+/// Hold an entry for a new pending connect, after freeing the entries of closed sockets
+/// and settling those whose outcome has come (a program that uses its socket without
+/// asking SO_ERROR); None when every entry is live.
 pub fn reserve() -> Option<Reservation> {
     for s in TABLE.iter() {
         let st = s.state.load(Ordering::Acquire);
         if st != PENDING && st != FAILED {
             continue;
         }
+        let fd = s.fd.load(Ordering::Relaxed);
         let k = (s.dev.load(Ordering::Relaxed), s.ino.load(Ordering::Relaxed));
-        if identity(s.fd.load(Ordering::Relaxed)) != Some(k) && claim(s, st) {
-            close_pipe(s);
-            s.ino.store(0, Ordering::Relaxed);
-            s.state.store(FREE, Ordering::Release);
+        if identity(fd) != Some(k) {
+            if claim(s, st) {
+                close_pipe(s);
+                s.ino.store(0, Ordering::Relaxed);
+                s.state.store(FREE, Ordering::Release);
+            }
+        } else if st == PENDING && claim(s, PENDING) {
+            settle(s, fd);
         }
     }
     TABLE
@@ -244,26 +252,32 @@ pub fn check(fd: c_int, take: bool) -> Option<Outcome> {
         // Another thread is reading it (or it is being set up): still in progress.
         _ => return Some(Outcome::Pending),
     }
+    Some(match settle(s, fd) {
+        Read::Pending => Outcome::Pending,
+        Read::Connected => Outcome::Connected,
+        Read::Failed(_) => failed(s),
+    })
+}
+
+/// Read the outcome of the held entry `s` of `fd`, and leave the entry as it says:
+/// pending again, freed (connected), or failed with the errno.
+fn settle(s: &Slot, fd: c_int) -> Read {
     let o = read_outcome(s, fd);
     match o {
-        Read::Pending => {
-            s.state.store(PENDING, Ordering::Release);
-            Some(Outcome::Pending)
-        }
+        Read::Pending => s.state.store(PENDING, Ordering::Release),
         Read::Connected => {
             close_pipe(s);
             s.ino.store(0, Ordering::Relaxed);
             s.state.store(FREE, Ordering::Release);
-            Some(Outcome::Connected)
         }
         Read::Failed(e) => {
             close_pipe(s);
             s.errno.store(e, Ordering::Relaxed);
             s.seen.store(false, Ordering::Relaxed);
             s.state.store(FAILED, Ordering::Release);
-            Some(failed(s))
         }
     }
+    o
 }
 
 enum Read {
