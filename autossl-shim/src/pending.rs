@@ -35,6 +35,9 @@
 //! entry is never evicted: with the table full of them, the next non-blocking connect is
 //! completed inside connect(), as a blocking one is.
 //!
+//! After a fork, only the process that made the connect reads its pipe; the other one
+//! answers from what the socket shows.
+//!
 //! In the host: one pipe end per pending connect (close-on-exec), closed when the outcome
 //! is read. It is checked by identity before each read: a program that closed it (a
 //! closefrom) and reused the number loses the report, never its data; the outcome is then
@@ -77,6 +80,9 @@ pub struct Info {
 
 struct Slot {
     state: AtomicU32,
+    /// The process that made the connect: only it reads the pipe (a forked child has a
+    /// copy of the table and of the pipe, and must not take its parent's report).
+    owner: AtomicI32,
     fd: AtomicI32,
     dev: AtomicU64,
     ino: AtomicU64,
@@ -92,6 +98,7 @@ struct Slot {
 #[allow(clippy::declare_interior_mutable_const)]
 const SLOT: Slot = Slot {
     state: AtomicU32::new(FREE),
+    owner: AtomicI32::new(0),
     fd: AtomicI32::new(-1),
     dev: AtomicU64::new(0),
     ino: AtomicU64::new(0),
@@ -160,7 +167,7 @@ pub fn reserve() -> Option<Reservation> {
                 s.ino.store(0, Ordering::Relaxed);
                 s.state.store(FREE, Ordering::Release);
             }
-        } else if st == PENDING && claim(s, PENDING) {
+        } else if st == PENDING && owned(s) && claim(s, PENDING) {
             settle(s, fd);
         }
     }
@@ -186,6 +193,8 @@ impl Reservation {
             libc::fcntl(pipe, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
         let s = self.slot;
+        // SAFETY: getpid has no preconditions.
+        s.owner.store(unsafe { libc::getpid() }, Ordering::Relaxed);
         s.fd.store(fd, Ordering::Relaxed);
         s.dev.store(dev, Ordering::Relaxed);
         s.ino.store(ino, Ordering::Relaxed);
@@ -248,6 +257,17 @@ pub fn check(fd: c_int, take: bool) -> Option<Outcome> {
     };
     match s.state.load(Ordering::Acquire) {
         FAILED => return Some(failed(s)),
+        // Another process's connect (we were forked from it): what the socket shows.
+        PENDING if !owned(s) => {
+            return Some(match from_socket(fd) {
+                Read::Pending => Outcome::Pending,
+                Read::Connected => Outcome::Connected,
+                Read::Failed(_) => Outcome::Failed {
+                    errno: libc::ECONNREFUSED,
+                    fresh: true,
+                },
+            })
+        }
         PENDING if claim(s, PENDING) => {}
         // Another thread is reading it (or it is being set up): still in progress.
         _ => return Some(Outcome::Pending),
@@ -257,6 +277,12 @@ pub fn check(fd: c_int, take: bool) -> Option<Outcome> {
         Read::Connected => Outcome::Connected,
         Read::Failed(_) => failed(s),
     })
+}
+
+/// Was the entry's connect made by this process?
+fn owned(s: &Slot) -> bool {
+    // SAFETY: getpid has no preconditions.
+    s.owner.load(Ordering::Relaxed) == unsafe { libc::getpid() }
 }
 
 /// Read the outcome of the held entry `s` of `fd`, and leave the entry as it says:
@@ -300,7 +326,10 @@ fn read_outcome(s: &Slot, fd: c_int) -> Read {
         s.pipe_ino.load(Ordering::Relaxed),
     );
     if pipe < 0 || identity(pipe) != Some(key) {
-        return from_socket(fd, info);
+        return match from_socket(fd) {
+            Read::Failed(_) => failed_tls(info, None),
+            r => r,
+        };
     }
     // A description, or a failure with its message: one more byte to see an overlong one.
     let mut buf = [0u8; MAX_NOTIFICATION + 1];
@@ -349,8 +378,8 @@ fn read_outcome(s: &Slot, fd: c_int) -> Read {
     }
 }
 
-/// The pipe is gone: what the program's end shows (tlsc hung up, or drained the filler).
-fn from_socket(fd: c_int, info: &Info) -> Read {
+/// Without the pipe: what the program's end shows (tlsc hung up, or drained the filler).
+fn from_socket(fd: c_int) -> Read {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLOUT,
@@ -361,7 +390,7 @@ fn from_socket(fd: c_int, info: &Info) -> Read {
     if r <= 0 {
         Read::Pending
     } else if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
-        failed_tls(info, None)
+        Read::Failed(libc::ECONNREFUSED)
     } else {
         Read::Connected
     }

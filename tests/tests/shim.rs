@@ -2199,3 +2199,58 @@ fn nonblocking_c_client_with_poll_and_epoll() {
         assert_eq!(upgraded_lines(&o).len(), 1, "{how}: {}", o.stderr_str());
     }
 }
+
+const FORK_PENDING: &str = r#"
+import errno, os, select, socket, sys
+port = int(sys.argv[1])
+def request(s):
+    s.setblocking(True)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return " ".join(data.decode().split())
+        data += d
+def connect():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    assert s.connect_ex(("localhost", port)) == errno.EINPROGRESS
+    return s
+n = connect()
+pid = os.fork()
+if pid == 0:
+    # Once the parent's outcome is there (its socket is writable), a connect of our own:
+    # our copy of the table must not take our parent's report.
+    assert select.select([], [n], [], 20)[1] == [n]
+    c = connect()
+    assert select.select([], [c], [], 20)[1] == [c]
+    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    print("child:", request(c), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+assert select.select([], [n], [], 20)[1] == [n]
+assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+print("parent:", request(n))
+"#;
+
+/// A non-blocking connect pending across a fork: the child's own connect (which tidies
+/// its copy of the table of pending connects) leaves the parent's outcome to the parent.
+#[test]
+fn pending_connect_across_fork() {
+    let Some(s) = tls_server(&[], &pki().ec) else {
+        return;
+    };
+    let port = s.port.to_string();
+    let o = s.run(&[&python_arg(), "-c", FORK_PENDING, &port]);
+    let out = o.stdout_str();
+    assert_eq!(o.code(), 0, "{out}\n{}", o.stderr_str());
+    for who in ["parent:", "child:"] {
+        let l = out.lines().find(|l| l.starts_with(who)).unwrap_or_default();
+        assert!(
+            l.contains(&tag("localhost")),
+            "{who} {out}\n{}",
+            o.stderr_str()
+        );
+    }
+}
