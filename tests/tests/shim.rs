@@ -2254,3 +2254,65 @@ fn pending_connect_across_fork() {
         );
     }
 }
+
+const JAVA_TIMEOUT: &str = r#"
+import java.net.*;
+public class Timeout {
+    public static void main(String[] a) throws Exception {
+        long t = System.nanoTime();
+        try (Socket s = new Socket()) {
+            s.connect(new InetSocketAddress(a[0], Integer.parseInt(a[1])), 2000);
+            System.out.print("connected");
+        } catch (Exception e) {
+            System.out.print("failed " + e.getClass().getSimpleName());
+        }
+        System.out.printf(java.util.Locale.ROOT, " after=%.2f%n", (System.nanoTime() - t) / 1e9);
+    }
+}
+"#;
+
+/// Java's `Socket.connect(addr, 2000)` (a non-blocking connect and poll in the JVM) keeps
+/// its own timeout through the shim, against a blackholed address and against a server
+/// that accepts and never answers TLS.
+#[test]
+fn java_connect_timeout_is_its_own() {
+    if !ready(&["java"]) {
+        return;
+    }
+    let dir = scratch("java-timeout");
+    let src = dir.join("Timeout.java");
+    std::fs::write(&src, JAVA_TIMEOUT).expect("source");
+    let src = src.display().to_string();
+    let hole = Blackhole::on("127.0.0.1", 0).expect("a blackhole");
+    let silent = TinyListener::start_on(
+        "127.0.0.1:0",
+        stls_tests::listener::Spawn {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(60),
+        },
+    );
+    for (what, port) in [("blackholed", hole.port), ("silent", silent.port())] {
+        let marker = Marker::new("STLS_JAVA_TIMEOUT", what, port);
+        let vars = marker.on(with(quiet(port_vars(port)), "AUTOSSL_TIMEOUT", "30s"));
+        let p = port.to_string();
+        let o = shim::run(&["java", &src, NAME4, &p], &vars, None);
+        let out = o.stdout_str();
+        assert!(
+            out.starts_with("failed SocketTimeoutException after="),
+            "{what}: {out}\n{}",
+            o.stderr_str()
+        );
+        let after: f64 = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("elapsed");
+        assert!((1.5..6.0).contains(&after), "{what}: {out}");
+        eprintln!("measured: {what}: Java connect(addr, 2000) took {after:.2} s");
+        marker.assert_gone(&format!("{what}: a helper outlived the JVM's socket"));
+    }
+}
