@@ -313,7 +313,7 @@ pub fn discard(
             Ok(0) => {
                 return Err(Error::new(
                     exit::SYSTEM,
-                    "the clear side closed during the handshake",
+                    "the clear side closed before the connection was ready",
                 ))
             }
             Ok(k) => n -= k,
