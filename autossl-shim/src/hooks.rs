@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
+use crate::pending::{self, Outcome};
 use crate::upgrade::{self, Dest, Target};
 use crate::{names, real, rules, socks, spawn};
 
@@ -96,6 +97,9 @@ fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
     // Helpers' keepers that have ended (a host that adopts orphans): reaped here, so that
     // none waits long as a zombie.
     spawn::reap();
+    if let Some(r) = reconnect(fd) {
+        return Decision::Done(r);
+    }
     let Some(t): Option<Target> = dest.target() else {
         return Decision::Pass;
     };
@@ -118,6 +122,32 @@ fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
     }
     *matched = true;
     Decision::Done(upgrade::upgrade(st, fd, dest, t))
+}
+
+/// connect() again on a socket whose connect is pending here, as the kernel answers it:
+/// EALREADY while in progress, 0 once connected (later ones EISCONN, as an upgraded
+/// socket), the errno after a failure.
+fn reconnect(fd: c_int) -> Option<Result<(), c_int>> {
+    match pending::check(fd, false)? {
+        Outcome::Pending => Some(Err(libc::EALREADY)),
+        Outcome::Connected => Some(Ok(())),
+        Outcome::Failed { errno, .. } => Some(Err(errno)),
+    }
+}
+
+/// getsockopt(SO_ERROR) on a socket whose connect is pending here: 0 while in progress
+/// and once connected (as the kernel), a failure's errno once.
+fn so_error(fd: c_int) -> Option<c_int> {
+    Some(match pending::check(fd, true)? {
+        Outcome::Pending | Outcome::Connected => 0,
+        Outcome::Failed { errno, fresh } => {
+            if fresh {
+                errno
+            } else {
+                0
+            }
+        }
+    })
 }
 
 /// Run `decide` guarded: Some(result) when it was ours, None to do the real call.
@@ -338,6 +368,25 @@ pub unsafe extern "C" fn getsockopt(
         set_errno(libc::ENOSYS);
         return -1;
     };
+    if level == libc::SOL_SOCKET
+        && name == libc::SO_ERROR
+        && pending::any()
+        && !val.is_null()
+        && !len.is_null()
+    {
+        // SAFETY: len is not null and valid by getsockopt()'s contract.
+        let room = unsafe { *len } as usize;
+        if room >= std::mem::size_of::<c_int>() {
+            if let Some(e) = guarded(|| so_error(fd)) {
+                // SAFETY: val has room for `*len` bytes, an int's at least; len is valid.
+                unsafe {
+                    std::ptr::write_unaligned(val as *mut c_int, e);
+                    *len = std::mem::size_of::<c_int>() as socklen_t;
+                }
+                return 0;
+            }
+        }
+    }
     // SAFETY: the real getsockopt with the caller's own arguments.
     let rc = unsafe { f(fd, level, name, val, len) };
     if !socks::any() || val.is_null() || len.is_null() {

@@ -5,6 +5,8 @@
 //! - `rules`: the environment's lists (ports, addresses, CIDR), parsed once;
 //! - `names`: host names recorded from the resolver hooks (per thread, and a table in
 //!   shared memory that survives fork);
+//! - `pending`: non-blocking connects in progress, completed at the program's own pace
+//!   (its design is in its documentation);
 //! - `socks`: the upgraded sockets (what getpeername & co. answer for them);
 //! - `spawn`: starting a helper with no SIGCHLD, no zombie, no inherited fd;
 //! - `upgrade`: one matching connect, in steps shared by the native mode and
@@ -18,6 +20,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod names;
+pub mod pending;
 pub mod real;
 pub mod rules;
 pub mod socks;

@@ -1,9 +1,13 @@
 //! The upgrade of one matching `connect()`, in steps that the two modes share:
 //!
-//! - native (`AUTOSSL_TLS_CMD` unset): [`connect_tcp`], the real TCP connect on the caller's
-//!   socket; [`start_helper`], tlsc's io form on it with `-d`; [`await_description`], the
-//!   handshake's outcome on the `-d` pipe; [`swap`], the socketpair end in the place of the
-//!   caller's descriptor;
+//! - native (`AUTOSSL_TLS_CMD` unset), a blocking socket: [`connect_tcp`], the real TCP
+//!   connect on the caller's socket; [`start_helper`], tlsc's io form on it with `-d`;
+//!   [`await_blocking`], the handshake's outcome on the `-d` pipe; [`swap`], the socketpair
+//!   end in the place of the caller's descriptor;
+//! - native, a non-blocking socket: [`pending_connect`], the real connect started, tlsc
+//!   handed the connecting socket, the swap, EINPROGRESS; the program's own wait and
+//!   SO_ERROR check complete it (see `pending`). With every entry of that table live, the
+//!   blocking steps, the wait bounded by AUTOSSL_TIMEOUT;
 //! - command (`AUTOSSL_TLS_CMD` set): [`start_helper`], `cmd IP PORT` (which connects by
 //!   itself), then [`swap`].
 
@@ -19,7 +23,7 @@ use libc::{sockaddr, socklen_t};
 use stls_desc::{Description, MAX_NOTIFICATION};
 
 use crate::rules::{self, Config, Vars};
-use crate::{names, real, socks, spawn};
+use crate::{names, pending, real, socks, spawn};
 
 // ---------------------------------------------------------------------------------------
 // Configuration and paths, once per process
@@ -635,6 +639,11 @@ fn native_mode(c: &Call) -> Result<(), c_int> {
         );
         return Err(c.fail(libc::ECONNREFUSED));
     };
+    if !c.blocking() {
+        if let Some(entry) = pending::reserve() {
+            return pending_connect(c, tlsc, entry);
+        }
+    }
     // The real connect, on the caller's socket: its errno is the caller's.
     connect_tcp(c)?;
     // From here on the TCP connection exists: every failure shuts it down (never plain),
@@ -681,6 +690,129 @@ fn connect_tcp(c: &Call) -> Result<(), c_int> {
         unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
     }
     res
+}
+
+/// A non-blocking socket: the kernel's connect started on it, tlsc given the connecting
+/// socket ([`hand_over`]), EINPROGRESS; `entry` keeps the outcome for the program's own
+/// SO_ERROR check. A connect that fails at once gives its own errno, as without the
+/// library.
+fn pending_connect(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c_int> {
+    let connect = real::connect().ok_or(libc::ENOSYS)?;
+    // SAFETY: the caller's own arguments to connect(), valid during the call (Dest).
+    let r = unsafe { connect(c.fd, c.dest.addr, c.dest.len) };
+    if r != 0 && errno() != libc::EINPROGRESS {
+        return Err(errno());
+    }
+    match hand_over(c, tlsc, entry) {
+        Ok(()) => Err(libc::EINPROGRESS),
+        Err(e) => {
+            // The connect under way must never become a plain connection.
+            // SAFETY: shutdown on the caller's descriptor (either socket); it aborts.
+            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+            Err(c.fail(e))
+        }
+    }
+}
+
+/// Fill the send buffer of `fd` (the program's end of the socketpair, before the swap)
+/// until it takes no more: the program's poll sees it unwritable, as a connecting socket
+/// is, until tlsc drops these bytes after the handshake. Returns how many were written.
+fn fill(fd: c_int) -> Result<usize, c_int> {
+    static ZEROS: [u8; 16384] = [0; 16384];
+    let mut n = 0usize;
+    // Bounded: a send buffer of at most 64 MiB.
+    for _ in 0..4096 {
+        // SAFETY: send reads ZEROS.len() bytes of a static buffer.
+        let r = unsafe {
+            libc::send(
+                fd,
+                ZEROS.as_ptr() as *const libc::c_void,
+                ZEROS.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if r > 0 {
+            n += r as usize;
+            continue;
+        }
+        match errno() {
+            libc::EAGAIN if n > 0 => return Ok(n),
+            libc::EINTR => continue,
+            libc::EAGAIN => return Err(libc::ENOBUFS),
+            e => return Err(e),
+        }
+    }
+    Err(libc::ENOBUFS)
+}
+
+/// tlsc started on the connecting socket (`--pending-connect`, `--discard` of the filler),
+/// the program's end filled and swapped in, the entry published with the notification
+/// pipe and what the messages about the outcome need.
+fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c_int> {
+    let cfg = c.cfg();
+    let (local, local_len) = sockaddr_bytes(c.fd, false);
+    let chosen = server_name(c);
+    let name = &chosen.name;
+    if let Some(cands) = &chosen.unknown {
+        c.verbose(&format!(
+            ": no single name known ({}): verifying the address",
+            candidate_list(cands)
+        ));
+    }
+    let timeout = cfg.timeout;
+    let (app, helper) = socketpair()?;
+    let filler = fill(app.0)?;
+    let (nr, nw) = pipe()?;
+    let argv = vec![
+        tlsc.to_owned(),
+        cstr("--detach")?,
+        cstr("--pending-connect")?,
+        cstr(&format!("--discard={filler}"))?,
+        cstr("-K")?,
+        cstr(&millis(timeout).to_string())?,
+        cstr("-d")?,
+        cstr("3")?,
+        cstr("-k")?,
+        cstr(name)?,
+    ];
+    // tlsc's io form on the connecting socket (fd 6 and 7), the socketpair as its stdin
+    // and stdout, the pipe's writing end as its -d fd, on which it also reports failures.
+    let fds = [
+        (helper.0, 0),
+        (helper.0, 1),
+        (nw.0, 3),
+        (c.fd, 6),
+        (c.fd, 7),
+    ];
+    start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
+    drop(helper);
+    drop(nw);
+    let checked = match chosen.unknown {
+        Some(_) => "the address".to_string(),
+        None => format!("name {name}"),
+    };
+    let info = Box::new(pending::Info {
+        started: c.started,
+        timeout,
+        fail_errno: cfg.errno,
+        silent: cfg.silent || c.fd == 2,
+        verbose: cfg.verbose.then(|| {
+            format!(
+                "fd {}: {} port {} name {name}",
+                c.fd, c.ip_text, c.port_text
+            )
+        }),
+        dest: format!("{} port {} ({checked})", c.ip_text, c.port_text),
+        advice: chosen
+            .unknown
+            .as_ref()
+            .map(|cands| unknown_name_advice(c, cands)),
+    });
+    swap(c, app, &local[..local_len])?;
+    entry.publish(c.fd, nr.0, info)?;
+    // The entry owns the pipe's reading end now.
+    std::mem::forget(nr);
+    Ok(())
 }
 
 /// The name to send and verify, and where it came from.

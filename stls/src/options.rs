@@ -29,6 +29,8 @@ impl Groups {
     pub const CONNECT: Groups = Groups(32);
     /// The PROXY protocol (`-L`), for a server side program that reads it.
     pub const PROXY: Groups = Groups(64);
+    /// autossl-shim's helper: a connect still in progress, filler to discard (tlsc only).
+    pub const SHIM: Groups = Groups(128);
 
     /// Both sets of groups.
     pub const fn with(self, other: Groups) -> Groups {
@@ -76,6 +78,8 @@ enum Id {
     NoVerifyName,
     NotificationFd,
     Detach,
+    PendingConnect,
+    Discard,
     // a server that listens
     MaxConn,
     MaxConnPerIp,
@@ -139,6 +143,7 @@ const CLIENT_FDS: Groups = Groups::CLIENT_FDS;
 const LISTEN: Groups = Groups::LISTEN;
 const CONNECT: Groups = Groups::CONNECT;
 const PROXY: Groups = Groups::PROXY;
+const SHIM: Groups = Groups::SHIM;
 
 /// Every option of every program. Short letters may mean different things in different
 /// groups (`-k`, `-y`, `-Y`), as in s6-networking; a program never takes two groups that
@@ -190,6 +195,10 @@ pub static OPTIONS: &[Opt] = &[
         "after the handshake write the session description to FD and close it"),
     opt(CLIENT_FDS, None, "detach", None, Id::Detach,
         "fork at start: the first process exits 0 at once (for autossl-shim)"),
+    opt(SHIM, None, "pending-connect", None, Id::PendingConnect,
+        "the network's connect is in progress: wait for it; with -d, report a failure there, not on stderr"),
+    opt(SHIM, None, "discard", Some("N"), Id::Discard,
+        "after the handshake, drop the first N bytes of clear input (autossl-shim's filler)"),
     opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
         "at most N connections at once; at the limit, stop accepting until one ends (default 40)"),
     opt(LISTEN, Some('C'), "maxconn-per-ip", Some("N"), Id::MaxConnPerIp,
@@ -279,6 +288,10 @@ pub struct Options {
     pub notification_fd: Option<i32>,
     /// Client `--detach`: fork at start, the first process exits 0.
     pub detach: bool,
+    /// `--pending-connect`: the network fd's connect(2) is still in progress.
+    pub pending_connect: bool,
+    /// `--discard=N`: bytes of clear input dropped after the handshake.
+    pub discard: u32,
     /// Server `-c`: the most connections at once.
     pub maxconn: u32,
     /// Server `-C`: the most connections at once from one address.
@@ -325,6 +338,8 @@ impl Default for Options {
             verify_name: true,
             notification_fd: None,
             detach: false,
+            pending_connect: false,
+            discard: 0,
             maxconn: 40,
             maxconn_per_ip: None,
             backlog: None,
@@ -417,6 +432,8 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
         Id::NoVerifyName => opts.verify_name = false,
         Id::NotificationFd => opts.notification_fd = Some(parse_fd(v(), "notification fd")?),
         Id::Detach => opts.detach = true,
+        Id::PendingConnect => opts.pending_connect = true,
+        Id::Discard => opts.discard = parse_count(v(), "discard")?,
         Id::MaxConn => opts.maxconn = parse_count(v(), "maxconn")?,
         Id::MaxConnPerIp => opts.maxconn_per_ip = Some(parse_count(v(), "maxconn-per-ip")?),
         Id::Backlog => {

@@ -539,3 +539,40 @@ pub fn assert_helpers_gone(marker: &str, what: &str) {
     });
     assert!(gone, "{what}: {:?}", processes_with(marker));
 }
+
+/// A listener whose accept queue is full (`listen(0)` with a connection waiting): the
+/// kernel drops further SYNs to it, as a blackholed address does, so a connect to it only
+/// ends at the client's own timeout.
+pub struct Blackhole {
+    _listener: TcpListener,
+    _queued: Vec<std::net::TcpStream>,
+    pub port: u16,
+}
+
+impl Blackhole {
+    /// On `ip` (`127.0.0.1`, `::1`), at `port` (0: any free one); None if it is taken.
+    pub fn on(ip: &str, port: u16) -> Option<Blackhole> {
+        use std::os::fd::AsRawFd;
+        let l = TcpListener::bind((ip, port)).ok()?;
+        // SAFETY: listen(2) on our own listening socket: only its backlog changes.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0, "listen(0)");
+        let addr = l.local_addr().expect("local address");
+        let mut queued = Vec::new();
+        // The first connection fills the queue; the next ones' SYNs are dropped already.
+        for _ in 0..3 {
+            if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                queued.push(s);
+            }
+        }
+        assert!(!queued.is_empty(), "nothing reached the blackhole's queue");
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
+            "the blackhole at {addr} accepts"
+        );
+        Some(Blackhole {
+            _listener: l,
+            _queued: queued,
+            port: addr.port(),
+        })
+    }
+}

@@ -6,15 +6,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stls_tests::listener::{free_port, TinyListener};
-use stls_tests::proc;
 use stls_tests::shim::{
     self, assert_tls, library, python_arg, quiet, ready, server, shim_vars, tag, tls_server,
-    upgraded_lines, url, with, Marker, NAME, NAME4, TLS_TAG,
+    upgraded_lines, url, with, Blackhole, Marker, NAME, NAME4, TLS_TAG,
 };
-use stls_tests::{pki, require, scratch};
+use stls_tests::{payload, pki, proc, require, scratch};
 
 fn port_vars(port: u16) -> Vec<(String, String)> {
     shim_vars(&port.to_string())
@@ -286,7 +285,7 @@ fn redis_cli_second_connect() {
 // ------------------------------------------------------------------ the socket API after the swap
 
 const API_SCRIPT: &str = r#"
-import errno, fcntl, os, signal, socket, sys
+import errno, fcntl, os, select, signal, socket, sys
 name, port = sys.argv[1], int(sys.argv[2])
 chld = [0]
 signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
@@ -357,11 +356,17 @@ assert b.getpeername() == ("127.0.0.1", port), b.getpeername()
 show("blocking:", request(b))
 b.close()
 
-# Non-blocking connect: returns 0 (the handshake is done when connect returns).
+# Non-blocking connect: EINPROGRESS, as the kernel; a second connect EALREADY while the
+# handshake goes on (tlsc has not even started yet); writable once it is done, then
+# SO_ERROR 0 and a connect EISCONN.
 n = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 n.setblocking(False)
-assert n.connect_ex(("127.0.0.1", port)) == 0
+assert n.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+assert n.connect_ex(("127.0.0.1", port)) == errno.EALREADY
 assert nonblocking(n.fileno())
+assert select.select([], [n], [], 20)[1] == [n], "never writable"
+assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+assert n.connect_ex(("127.0.0.1", port)) == errno.EISCONN
 n.setblocking(True)
 show("nonblocking:", request(n))
 n.close()
@@ -1965,5 +1970,349 @@ fn blocking_connect_keeps_signals_and_send_timeout() {
             .and_then(|x| x.parse().ok())
             .expect("elapsed");
         assert!((1.5..6.0).contains(&after), "{how}: {out}");
+    }
+}
+
+// ------------------------------------------------------------------ non-blocking connects
+
+/// `cmd` under the shim, and how long it took (seconds).
+fn timed_run(cmd: &[&str], vars: &[(String, String)]) -> (proc::Outcome, f64) {
+    let t = Instant::now();
+    let o = shim::run(cmd, vars, None);
+    (o, t.elapsed().as_secs_f64())
+}
+
+const PY_CONNECT_TIMEOUT: &str = "import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('failed', type(e).__name__)\n";
+
+/// The program's own connect timeout holds, with AUTOSSL_TIMEOUT far longer: curl
+/// `--connect-timeout 2` and Python's `create_connection(timeout=2)` (a non-blocking
+/// connect and poll underneath) give up after about 2 s, against a blackholed address (the
+/// TCP connect never ends) and against a server that accepts and never answers TLS (the
+/// handshake never ends); the helper ends with the program's socket.
+#[test]
+fn nonblocking_connects_keep_the_programs_timeout() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let py = python_arg();
+    let hole = Blackhole::on("127.0.0.1", 0).expect("a blackhole");
+    let silent = TinyListener::start_on(
+        "127.0.0.1:0",
+        stls_tests::listener::Spawn {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(60),
+        },
+    );
+    for (what, port) in [("blackholed", hole.port), ("silent", silent.port())] {
+        let marker = Marker::new("STLS_NB_TIMEOUT", what, port);
+        let vars = marker.on(with(quiet(port_vars(port)), "AUTOSSL_TIMEOUT", "30s"));
+        let u = url(NAME4, port);
+        let (o, took) = timed_run(&["curl", "-sS", "--connect-timeout", "2", &u], &vars);
+        assert_eq!(o.code(), 28, "{what}: curl: {}", o.stderr_str());
+        assert!((1.5..6.0).contains(&took), "{what}: curl took {took:.1} s");
+        eprintln!("measured: {what}: curl --connect-timeout 2 took {took:.2} s");
+        let p = port.to_string();
+        let (o, took) = timed_run(&[&py, "-c", PY_CONNECT_TIMEOUT, NAME4, &p], &vars);
+        assert_eq!(
+            o.stdout_str(),
+            "failed TimeoutError\n",
+            "{what}: python: {}",
+            o.stderr_str()
+        );
+        assert!(
+            (1.5..6.0).contains(&took),
+            "{what}: python took {took:.1} s"
+        );
+        eprintln!("measured: {what}: create_connection(timeout=2) took {took:.2} s");
+        marker.assert_gone(&format!("{what}: a helper outlived the program's socket"));
+    }
+}
+
+/// curl's happy eyeballs through the shim: tls.test gives a blackholed ::1 first and a
+/// server on 127.0.0.1 second; curl starts the second attempt after its own short delay
+/// and is served over it, as without the library, far within AUTOSSL_TIMEOUT.
+#[test]
+fn happy_eyeballs_fall_back_at_curls_own_pace() {
+    if !ready(&["curl"]) {
+        return;
+    }
+    let (srv, _hole) = (0..20)
+        .find_map(|_| {
+            let srv = TinyListener::start_on("127.0.0.1:0", shim::spawn_for(Some(&pki().ec), None));
+            let hole = Blackhole::on("::1", srv.port())?;
+            Some((srv, hole))
+        })
+        .expect("a port for both the server and the blackhole");
+    let port = srv.port();
+    let marker = Marker::new("STLS_NB_EYEBALLS", "curl", port);
+    let vars = marker.on(with(port_vars(port), "AUTOSSL_TIMEOUT", "30s"));
+    let u = url(NAME, port);
+    let (o, took) = timed_run(&["curl", "-sSv", "--max-time", "20", &u], &vars);
+    assert_eq!(o.code(), 0, "curl: {}", o.stderr_str());
+    assert!(o.stdout_str().contains(&tag(NAME)), "{}", o.stdout_str());
+    assert!(
+        o.stderr_str().contains("::1"),
+        "no IPv6 attempt: {}",
+        o.stderr_str()
+    );
+    let up = upgraded_lines(&o);
+    assert!(
+        !up.is_empty() && up.iter().all(|l| l.contains("127.0.0.1")),
+        "{}",
+        o.stderr_str()
+    );
+    assert!(took < 5.0, "the fallback took {took:.1} s");
+    eprintln!("measured: happy eyeballs from a blackholed ::1 took {took:.2} s");
+    marker.assert_gone("the blackholed attempt's helper outlived curl");
+}
+
+const NB_CLIENT: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Wait for `ev` (POLLIN/POLLOUT) on s, with poll or with the epoll set ep (registered
+   once right after connect, as libuv and asyncio do). */
+static int wait_for(int s, int ep, int ev) {
+    if (ep < 0) {
+        struct pollfd p = { s, (short)ev, 0 };
+        int r = poll(&p, 1, 20000);
+        return r == 1 ? p.revents : -1;
+    }
+    struct epoll_event e = { .events = (ev == POLLIN ? EPOLLIN : EPOLLOUT), .data.fd = s };
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, s, &e) != 0) return -1;
+    struct epoll_event got;
+    int r = epoll_wait(ep, &got, 1, 20000);
+    if (r != 1) return -1;
+    return (got.events & EPOLLIN ? POLLIN : 0) | (got.events & EPOLLOUT ? POLLOUT : 0)
+        | (got.events & EPOLLHUP ? POLLHUP : 0) | (got.events & EPOLLERR ? POLLERR : 0);
+}
+
+/* A non-blocking client: connect (EINPROGRESS), the socket unwritable until the connect
+   is done, readiness, SO_ERROR, then the payload (stdin) sent with ECHO and the answer
+   copied to stdout. argv: name port poll|epoll */
+int main(int argc, char **argv) {
+    if (argc < 4) return 2;
+    int use_epoll = !strcmp(argv[3], "epoll");
+    struct addrinfo h, *ai;
+    memset(&h, 0, sizeof h);
+    h.ai_family = AF_INET;
+    h.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(argv[1], argv[2], &h, &ai) != 0) return 3;
+    static char in[4 << 20];
+    size_t len = 5, n;
+    memcpy(in, "ECHO\n", 5);
+    while ((n = fread(in + len, 1, sizeof in - len, stdin)) > 0) len += n;
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int r = connect(s, ai->ai_addr, ai->ai_addrlen);
+    if (r == 0 || errno != EINPROGRESS) { fprintf(stderr, "connect: %s\n", strerror(errno)); return 4; }
+    int ep = -1;
+    if (use_epoll) {
+        ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event e = { .events = EPOLLOUT, .data.fd = s };
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, s, &e) != 0) return 5;
+    }
+    /* As a connecting TCP socket: nothing to write to yet, a second connect EALREADY. */
+    if (send(s, "x", 1, MSG_NOSIGNAL) != -1 || errno != EAGAIN) { fprintf(stderr, "early send: %s\n", strerror(errno)); return 6; }
+    if (connect(s, ai->ai_addr, ai->ai_addrlen) != -1 || errno != EALREADY) { fprintf(stderr, "second connect: %s\n", strerror(errno)); return 7; }
+    int ev = wait_for(s, ep, POLLOUT);
+    if (ev < 0 || !(ev & POLLOUT)) { fprintf(stderr, "never writable (%d)\n", ev); return 8; }
+    int err = -1;
+    socklen_t el = sizeof err;
+    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) { fprintf(stderr, "SO_ERROR %d\n", err); return 9; }
+    fprintf(stderr, "connected: EINPROGRESS, EAGAIN, EALREADY, writable, SO_ERROR 0\n");
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = send(s, in + off, len - off, MSG_NOSIGNAL);
+        if (w > 0) { off += w; continue; }
+        if (w < 0 && errno != EAGAIN) { perror("send"); return 10; }
+        if (wait_for(s, ep, POLLOUT) < 0) return 11;
+    }
+    shutdown(s, SHUT_WR);
+    for (;;) {
+        static char buf[65536];
+        ssize_t got = recv(s, buf, sizeof buf, 0);
+        if (got > 0) { fwrite(buf, 1, got, stdout); continue; }
+        if (got == 0) break;
+        if (errno != EAGAIN) { perror("recv"); return 12; }
+        if (wait_for(s, ep, POLLIN) < 0) return 13;
+    }
+    fflush(stdout);
+    return 0;
+}
+"#;
+
+/// A C client with a non-blocking connect, once waiting with poll and once with epoll (the
+/// socket registered right after EINPROGRESS): unwritable and EALREADY while the connect
+/// and handshake go on, then writable with SO_ERROR 0, then 1 MiB of random bytes echoed,
+/// checked by hash both ways.
+#[test]
+fn nonblocking_c_client_with_poll_and_epoll() {
+    if !ready(&["cc"]) {
+        return;
+    }
+    let dir = scratch("nb-client");
+    let src = dir.join("nb.c");
+    std::fs::write(&src, NB_CLIENT).expect("source");
+    let exe = dir.join("nb");
+    let o = proc::run(
+        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let s = server(Some(&pki().ec), None);
+    let port = s.port.to_string();
+    let exe = exe.to_str().expect("utf-8");
+    for (i, how) in ["poll", "epoll"].into_iter().enumerate() {
+        let data = payload::bytes(0x6e62 + i as u64, 1 << 20);
+        let o = shim::run(&[exe, NAME, &port, how], &s.vars(), Some(&data));
+        assert_eq!(o.code(), 0, "{how}: {}", o.stderr_str());
+        assert!(
+            o.stderr_str().contains("connected: EINPROGRESS"),
+            "{how}: {}",
+            o.stderr_str()
+        );
+        let head = format!("{} len={}\n", tag(NAME), data.len());
+        let out = &o.stdout;
+        assert!(
+            out.starts_with(head.as_bytes()),
+            "{how}: {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
+        assert_eq!(
+            payload::sha256_hex(&out[head.len()..]),
+            payload::sha256_hex(&data),
+            "{how}: the echo differs ({} bytes back)",
+            out.len() - head.len()
+        );
+        assert_eq!(upgraded_lines(&o).len(), 1, "{how}: {}", o.stderr_str());
+    }
+}
+
+const FORK_PENDING: &str = r#"
+import errno, os, select, socket, sys
+port = int(sys.argv[1])
+def request(s):
+    s.setblocking(True)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return " ".join(data.decode().split())
+        data += d
+def connect():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    assert s.connect_ex(("localhost", port)) == errno.EINPROGRESS
+    return s
+n = connect()
+pid = os.fork()
+if pid == 0:
+    # Once the parent's outcome is there (its socket is writable), a connect of our own:
+    # our copy of the table must not take our parent's report.
+    assert select.select([], [n], [], 20)[1] == [n]
+    c = connect()
+    assert select.select([], [c], [], 20)[1] == [c]
+    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    print("child:", request(c), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+assert select.select([], [n], [], 20)[1] == [n]
+assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+print("parent:", request(n))
+"#;
+
+/// A non-blocking connect pending across a fork: the child's own connect (which tidies
+/// its copy of the table of pending connects) leaves the parent's outcome to the parent.
+#[test]
+fn pending_connect_across_fork() {
+    let Some(s) = tls_server(&[], &pki().ec) else {
+        return;
+    };
+    let port = s.port.to_string();
+    let o = s.run(&[&python_arg(), "-c", FORK_PENDING, &port]);
+    let out = o.stdout_str();
+    assert_eq!(o.code(), 0, "{out}\n{}", o.stderr_str());
+    for who in ["parent:", "child:"] {
+        let l = out.lines().find(|l| l.starts_with(who)).unwrap_or_default();
+        assert!(
+            l.contains(&tag("localhost")),
+            "{who} {out}\n{}",
+            o.stderr_str()
+        );
+    }
+}
+
+const JAVA_TIMEOUT: &str = r#"
+import java.net.*;
+public class Timeout {
+    public static void main(String[] a) throws Exception {
+        long t = System.nanoTime();
+        try (Socket s = new Socket()) {
+            s.connect(new InetSocketAddress(a[0], Integer.parseInt(a[1])), 2000);
+            System.out.print("connected");
+        } catch (Exception e) {
+            System.out.print("failed " + e.getClass().getSimpleName());
+        }
+        System.out.printf(java.util.Locale.ROOT, " after=%.2f%n", (System.nanoTime() - t) / 1e9);
+    }
+}
+"#;
+
+/// Java's `Socket.connect(addr, 2000)` (a non-blocking connect and poll in the JVM) keeps
+/// its own timeout through the shim, against a blackholed address and against a server
+/// that accepts and never answers TLS.
+#[test]
+fn java_connect_timeout_is_its_own() {
+    if !ready(&["java"]) {
+        return;
+    }
+    let dir = scratch("java-timeout");
+    let src = dir.join("Timeout.java");
+    std::fs::write(&src, JAVA_TIMEOUT).expect("source");
+    let src = src.display().to_string();
+    let hole = Blackhole::on("127.0.0.1", 0).expect("a blackhole");
+    let silent = TinyListener::start_on(
+        "127.0.0.1:0",
+        stls_tests::listener::Spawn {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: Vec::new(),
+            groups: None,
+            timeout: Duration::from_secs(60),
+        },
+    );
+    for (what, port) in [("blackholed", hole.port), ("silent", silent.port())] {
+        let marker = Marker::new("STLS_JAVA_TIMEOUT", what, port);
+        let vars = marker.on(with(quiet(port_vars(port)), "AUTOSSL_TIMEOUT", "30s"));
+        let p = port.to_string();
+        let o = shim::run(&["java", &src, NAME4, &p], &vars, None);
+        let out = o.stdout_str();
+        assert!(
+            out.starts_with("failed SocketTimeoutException after="),
+            "{what}: {out}\n{}",
+            o.stderr_str()
+        );
+        let after: f64 = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("elapsed");
+        assert!((1.5..6.0).contains(&after), "{what}: {out}");
+        eprintln!("measured: {what}: Java connect(addr, 2000) took {after:.2} s");
+        marker.assert_gone(&format!("{what}: a helper outlived the JVM's socket"));
     }
 }

@@ -18,15 +18,18 @@ use stls_tests::{pki, require, scratch};
 /// The host. `host NAME PORT WARMUP TOTAL THREADS SECONDS`: THREADS threads take
 /// connection numbers from one counter; after WARMUP connections they all wait while the
 /// descriptors and VmRSS are sampled, then go on to TOTAL (WARMUP included). Each
-/// connection: resolve NAME (getaddrinfo, IPv4), a blocking socket with 30 s send and
-/// receive timeouts, connect, send `n=<i>\n`, read to EOF, expect exactly
+/// connection: resolve NAME (getaddrinfo, IPv4), a socket with 30 s send and receive
+/// timeouts, connect (blocking for even numbers; non-blocking for odd ones: EINPROGRESS,
+/// poll for writing, SO_ERROR 0, then blocking again), send `n=<i>\n`, read to EOF, expect exactly
 /// `n=<i> proto=TLSv1.3\n` (the proto only tlsd can add), close. Past SECONDS no new
 /// connection starts (a failure). Prints one `key=value ...` line.
 const HOST: &str = r#"
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -73,7 +76,8 @@ static void one(long i) {
         fail(i, gai_strerror(rc), 0);
         return;
     }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int nonblocking = i % 2;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
     if (fd < 0) {
         fail(i, "socket", errno);
         freeaddrinfo(res);
@@ -82,8 +86,24 @@ static void one(long i) {
     struct timeval tv = {30, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        fail(i, "connect", errno);
+    int r = connect(fd, res->ai_addr, res->ai_addrlen);
+    if (nonblocking && r != 0 && errno == EINPROGRESS) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        int soerr = -1;
+        socklen_t sl = sizeof soerr;
+        if (poll(&p, 1, 30000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0)
+            errno = soerr;
+        else
+            errno = ETIMEDOUT;
+        r = soerr == 0 ? 0 : -1;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    } else if (nonblocking) {
+        r = -1;
+        if (errno == 0)
+            errno = EINVAL;
+    }
+    if (r != 0) {
+        fail(i, nonblocking ? "non-blocking connect" : "connect", errno);
         freeaddrinfo(res);
         close(fd);
         return;

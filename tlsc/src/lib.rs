@@ -6,6 +6,8 @@
 use openssl::ssl::SslContext;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpStream};
 use std::os::unix::io::{IntoRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::time::Duration;
 use stls::child::{self, Launcher, Selfpipe};
 use stls::cli::{self, Log};
@@ -172,7 +174,8 @@ pub fn detach() -> Result<(), Error> {
 }
 
 /// Check the notification fd (`-d`) and keep it from the app, run `f`, and close the fd
-/// when `f` fails (its reader waits for EOF).
+/// when `f` fails (its reader waits for EOF). With `--pending-connect`, a failure is
+/// reported on the fd instead of stderr ([`failure_report`]) and the exit is its code.
 pub fn with_notification(
     opts: &Options,
     f: impl FnOnce() -> Result<i32, Error>,
@@ -186,10 +189,153 @@ pub fn with_notification(
         let _ = fd::set_cloexec(n, true);
     }
     let r = f();
-    if let (Err(_), Some(n)) = (&r, notify) {
+    if let (Err(e), Some(n)) = (&r, notify) {
+        // Its reader is autossl-shim, which gives the reason with the connection it was
+        // for when the program looks at its connect's outcome: not now, on its stderr.
+        // (After the handshake the fd is closed already, and its number may be reused.)
+        let told = opts.pending_connect
+            && !HANDSHAKE_DONE.load(Relaxed)
+            && fd::write_all(n, &failure_report(CONNECT_ERRNO.load(Relaxed), &e.msg)).is_ok();
         fd::close(n);
+        if told {
+            return Ok(e.code);
+        }
     }
     r
+}
+
+/// The errno of a connect awaited with `--pending-connect` that failed (0: none).
+static CONNECT_ERRNO: AtomicI32 = AtomicI32::new(0);
+/// The handshake is over: the clear side's close is the engine's business from here on.
+static HANDSHAKE_DONE: AtomicBool = AtomicBool::new(false);
+
+/// A failure as `--pending-connect` reports it on the notification fd: `!`, the connect's
+/// errno (0 when the failure came later), a space and the message. A session description
+/// never starts with `!`.
+pub fn failure_report(errno: i32, msg: &str) -> Vec<u8> {
+    format!("!{errno} {msg}").into_bytes()
+}
+
+/// `--pending-connect`: wait until the connect in progress on `net` is done (bounded by
+/// `deadline`), and take its outcome from SO_ERROR before anything is written (a write
+/// would consume it). A failure is the connect's errno.
+pub fn await_connect(net: RawFd, deadline: Option<std::time::Instant>) -> Result<(), Error> {
+    let failed = |e: i32| {
+        CONNECT_ERRNO.store(e, Relaxed);
+        Error::new(
+            exit::SYSTEM,
+            format!(
+                "unable to connect: {}",
+                exit::io_text(&std::io::Error::from_raw_os_error(e))
+            ),
+        )
+    };
+    loop {
+        let mut p = [libc::pollfd {
+            fd: net,
+            events: libc::POLLOUT,
+            revents: 0,
+        }];
+        let t = fd::poll_timeout(deadline);
+        if t == 0 {
+            return Err(failed(libc::ETIMEDOUT));
+        }
+        match fd::poll(&mut p, t) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::sys("unable to wait for the connection", e)),
+        }
+    }
+    let mut v: libc::c_int = 0;
+    let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int-sized option into an int, with its length.
+    let r = unsafe {
+        libc::getsockopt(
+            net,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut l,
+        )
+    };
+    if r != 0 {
+        return Err(failed(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        ));
+    }
+    match v {
+        0 => Ok(()),
+        e => Err(failed(e)),
+    }
+}
+
+/// `--pending-connect`: until the handshake is over, the caller closing the clear side
+/// (its program gave up on the connect) ends tlsc at once, connection and all; a thread
+/// that watches fd 0 for the hang-up.
+pub fn watch_clear_side() {
+    let _ = std::thread::Builder::new()
+        .name("clear-side".into())
+        .spawn(|| {
+            while !HANDSHAKE_DONE.load(Relaxed) {
+                let mut p = [libc::pollfd {
+                    fd: 0,
+                    events: 0,
+                    revents: 0,
+                }];
+                match fd::poll(&mut p, 100) {
+                    Ok(n) if n > 0 && !HANDSHAKE_DONE.load(Relaxed) => {
+                        // SAFETY: _exit ends the process without running any code; nothing
+                        // has been relayed yet.
+                        unsafe { libc::_exit(exit::SYSTEM) }
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        });
+}
+
+/// `--discard=N`: read and drop the first `n` bytes of clear input (`fd`, non-blocking),
+/// within `deadline`: the filler the caller wrote before tlsc started.
+pub fn discard(
+    fd_in: RawFd,
+    mut n: usize,
+    deadline: Option<std::time::Instant>,
+) -> Result<(), Error> {
+    let mut buf = vec![0u8; n.min(64 * 1024)];
+    while n > 0 {
+        let want = n.min(buf.len());
+        match fd::read(fd_in, &mut buf[..want]) {
+            Ok(0) => {
+                return Err(Error::new(
+                    exit::SYSTEM,
+                    "the clear side closed before the connection was ready",
+                ))
+            }
+            Ok(k) => n -= k,
+            Err(e) if fd::would_block(&e) || e.kind() == std::io::ErrorKind::Interrupted => {
+                let t = fd::poll_timeout(deadline);
+                if t == 0 {
+                    return Err(Error::new(
+                        exit::SYSTEM,
+                        "the clear side's filler did not come",
+                    ));
+                }
+                let mut p = [libc::pollfd {
+                    fd: fd_in,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                let _ = fd::poll(&mut p, t);
+            }
+            Err(e) => return Err(Error::sys("unable to read the clear side", e)),
+        }
+    }
+    Ok(())
 }
 
 /// The client context from the environment and the command line.
@@ -282,6 +428,10 @@ pub fn session(
             return Err(e);
         }
     };
+    HANDSHAKE_DONE.store(true, Relaxed);
+    if opts.discard > 0 {
+        discard(app.0, opts.discard as usize, cli::deadline(opts))?;
+    }
     let fds = Fds {
         clear_in: app.0,
         clear_out: app.1,

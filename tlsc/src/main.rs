@@ -8,7 +8,8 @@
 //! 1. the command line, its form, the notification fd;
 //! 2. the environment and the context (trust, the client certificate);
 //! 3. the name to verify: `-k`, else the address connected to, else TCPREMOTEIP;
-//! 4. the network fds (connected now in the ADDR PORT form);
+//! 4. the network fds (connected now in the ADDR PORT form; with `--pending-connect`, the
+//!    connect the caller started, awaited);
 //! 5. in the prog form, the launcher forked (prog keeps the program's credentials);
 //! 6. the engine's credentials dropped, then the handshake with SNI and verification;
 //! 7. the description written to `-d`, prog started;
@@ -24,7 +25,10 @@ use tlsc::{form_of, Form, Network, Peer};
 
 const TLSC: Command = Command {
     name: "tlsc",
-    groups: Groups::COMMON.with(Groups::CLIENT).with(Groups::CLIENT_FDS),
+    groups: Groups::COMMON
+        .with(Groups::CLIENT)
+        .with(Groups::CLIENT_FDS)
+        .with(Groups::SHIM),
     usage: "usage: tlsc [options] [--] prog...   (network on fd 6/7, prog gets clear text on its fd 6/7)\n\
             \x20      tlsc [options]              (io form: clear text on stdin/stdout)\n\
             \x20      tlsc [options] ADDR PORT    (connect first, then the io form)\n",
@@ -92,11 +96,17 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
     if opts.detach {
         tlsc::detach()?;
     }
+    if opts.pending_connect {
+        tlsc::watch_clear_side();
+    }
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let ctx = tlsc::client_context(opts, &env)?;
     let peer = peer_name(opts, &form, &env)?;
     let (rfd, wfd) = network(opts, &form)?;
+    if opts.pending_connect {
+        tlsc::await_connect(rfd, cli::deadline(opts))?;
+    }
     let net = Network {
         rfd,
         wfd,
