@@ -136,14 +136,13 @@ fn errno() -> c_int {
     unsafe { *libc::__errno_location() }
 }
 
-#[allow(clippy::needless_range_loop)]
-extern "C" fn child(arg: *mut c_void) -> c_int {
-    // SAFETY: arg is the ChildArgs the parent keeps alive until this process has exec'ed or
-    // exited (CLONE_VFORK). Only system calls from here on.
+/// Default dispositions for every signal (with every signal still blocked): no host
+/// handler may run in a process the shim made, and the helper starts with a clean slate.
+/// Only system calls: callable between clone and exec.
+unsafe fn default_dispositions() {
+    // SAFETY: a zeroed sigaction with SIG_DFL is a valid argument; sigaction is
+    // async-signal-safe.
     unsafe {
-        let a = &*(arg as *const ChildArgs);
-        // Default dispositions (with every signal still blocked): no host handler may run
-        // in this process, and the helper starts with a clean slate.
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         for sig in 1..65 {
@@ -151,6 +150,16 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
                 libc::sigaction(sig, &dfl, ptr::null_mut());
             }
         }
+    }
+}
+
+#[allow(clippy::needless_range_loop)]
+extern "C" fn child(arg: *mut c_void) -> c_int {
+    // SAFETY: arg is the ChildArgs the parent keeps alive until this process has exec'ed or
+    // exited (CLONE_VFORK). Only system calls from here on.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        default_dispositions();
         if a.detach {
             let pid = libc::syscall(
                 libc::SYS_clone,
@@ -301,13 +310,7 @@ extern "C" fn keeper(arg: *mut c_void) -> c_int {
     // only raw system calls on this process's own stack run.
     unsafe {
         let a = &*(arg as *const ChildArgs);
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, ptr::null_mut());
-            }
-        }
+        default_dispositions();
         // tlsc --detach forks and its first process exits: its orphan comes back here.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
         let pid = libc::clone(

@@ -21,6 +21,26 @@ fn port_vars(port: u16) -> Vec<(String, String)> {
 
 // ------------------------------------------------------------------ HTTP clients
 
+/// `cc -O` of `source` into a scratch directory named after `label`; the executable.
+fn compile_c(label: &str, name: &str, source: &str, libs: &[&str]) -> std::path::PathBuf {
+    let dir = scratch(label);
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).expect("source");
+    let exe = dir.join(name);
+    let o = proc::run(
+        Command::new("cc")
+            .arg("-O")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .args(libs),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    exe
+}
+
 #[test]
 fn curl_resolved_name_ipv4_ipv6_and_default() {
     let Some(s) = tls_server(&["curl"], &pki().ec) else {
@@ -1149,16 +1169,7 @@ fn c_client_sockaddr_storage_length_timeouts_owner_and_gethostbyname() {
     if !ready(&["cc"]) {
         return;
     }
-    let dir = scratch("c-client");
-    let src = dir.join("client.c");
-    std::fs::write(&src, C_CLIENT).expect("source");
-    let exe = dir.join("client");
-    let o = proc::run(
-        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
-        None,
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let exe = compile_c("c-client", "client", C_CLIENT, &[]);
     let s = server(Some(&pki().ec), None);
     let port = s.port.to_string();
     let exe = exe.to_str().expect("utf-8");
@@ -1502,21 +1513,7 @@ fn vhosts_getaddrinfo_a_client() {
     if !ready(&["cc"]) {
         return;
     }
-    let dir = scratch("gai-a");
-    let src = dir.join("client.c");
-    std::fs::write(&src, GAI_A_CLIENT).expect("source");
-    let exe = dir.join("client");
-    let o = proc::run(
-        Command::new("cc")
-            .arg("-O")
-            .arg("-o")
-            .arg(&exe)
-            .arg(&src)
-            .arg("-lanl"),
-        None,
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let exe = compile_c("gai-a", "client", GAI_A_CLIENT, &["-lanl"]);
     let s = shim::vhost_server();
     let port = s.port.to_string();
     let o = s.run(&[exe.to_str().expect("utf-8"), &port]);
@@ -1742,16 +1739,7 @@ fn pid1_and_subreaper_see_no_helper() {
     let Some(s) = tls_server(&["cc"], &pki().ec) else {
         return;
     };
-    let dir = scratch("pid1");
-    let src = dir.join("pid1.c");
-    std::fs::write(&src, PID1_CLIENT).expect("source");
-    let exe = dir.join("pid1");
-    let o = proc::run(
-        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
-        None,
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let exe = compile_c("pid1", "pid1", PID1_CLIENT, &[]);
     let port = s.port.to_string();
     let env: Vec<String> = quiet(s.vars())
         .iter()
@@ -1898,16 +1886,7 @@ fn blocking_connect_keeps_signals_and_send_timeout() {
     if !ready(&["cc"]) {
         return;
     }
-    let dir = scratch("timing");
-    let src = dir.join("timing.c");
-    std::fs::write(&src, TIMING_CLIENT).expect("source");
-    let exe = dir.join("timing");
-    let o = proc::run(
-        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
-        None,
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let exe = compile_c("timing", "timing", TIMING_CLIENT, &[]);
     let silent = TinyListener::start_on(
         "127.0.0.1:0",
         stls_tests::listener::Spawn {
@@ -2161,16 +2140,7 @@ fn nonblocking_c_client_with_poll_and_epoll() {
     if !ready(&["cc"]) {
         return;
     }
-    let dir = scratch("nb-client");
-    let src = dir.join("nb.c");
-    std::fs::write(&src, NB_CLIENT).expect("source");
-    let exe = dir.join("nb");
-    let o = proc::run(
-        Command::new("cc").arg("-O").arg("-o").arg(&exe).arg(&src),
-        None,
-        Duration::from_secs(120),
-    );
-    assert_eq!(o.code(), 0, "cc: {}", o.stderr_str());
+    let exe = compile_c("nb-client", "nb", NB_CLIENT, &[]);
     let s = server(Some(&pki().ec), None);
     let port = s.port.to_string();
     let exe = exe.to_str().expect("utf-8");
