@@ -572,7 +572,12 @@ fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Resul
         let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
         return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
     }
-    let launched = tlsd::launch(TLSSERVER.name, s.prog, s.creds)?;
+    // Without an engine drop, prog can be spawned after the handshake, from this process.
+    let launched = if s.env.uid.is_none() && s.env.gid.is_none() {
+        tlsd::launch_deferred(TLSSERVER.name, s.prog, s.creds)?
+    } else {
+        tlsd::launch(TLSSERVER.name, s.prog, s.creds)?
+    };
     tlsd::serve(s.opts, s.env, s.log, Ok(server), launched)
 }
 
