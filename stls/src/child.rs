@@ -568,7 +568,8 @@ fn reset_signals() {
 /// dispositions. Every signal is blocked across the clone: no handler runs in the child
 /// before its dispositions are reset. The child's pid.
 fn spawn_shared(d: &Deferred) -> Result<libc::pid_t, Error> {
-    let mut stack = vec![0u8; SPAWN_STACK];
+    // Fresh pages: the child faults in only the few it uses.
+    let mut stack = crate::process::Pages::new(SPAWN_STACK);
     // The stack grows down from its end, 16-byte aligned as the ABI wants.
     let top = (stack.as_mut_ptr() as usize + SPAWN_STACK) & !15;
     // SAFETY: `all` and `old` are locals that sigfillset and pthread_sigmask fill in.

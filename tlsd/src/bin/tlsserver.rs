@@ -64,6 +64,11 @@ fn tlsserver() -> Result<i32, Error> {
     process::init_openssl(env.openssl_conf);
     let settings = tlsd::settings(&opts, log);
     let mut certs = Certs::load(&settings, &env)?;
+    process::warm_up(&certs.server.ctx);
+    // Nothing of that handshake may show in a connection's error report.
+    if let Ok(mut e) = certs.server.sni_error.lock() {
+        *e = None;
+    }
 
     let listener = match (activated, addr) {
         (Some(l), _) => l,
