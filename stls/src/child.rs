@@ -110,9 +110,10 @@ pub fn find_program(prog: &OsStr) -> Result<PathBuf, Error> {
     })
 }
 
-/// A forked launcher waiting for its session description.
+/// A forked launcher waiting for its session description, or (see
+/// [`Launcher::deferred_as`]) the app's exec prepared, to be spawned at the start.
 pub struct Launcher {
-    /// The launcher's pid; after `start`, the app's.
+    /// The launcher's pid; after `start`, the app's (-1 before a deferred start).
     pub pid: libc::pid_t,
     /// The parent's end of the description pipe; closed unwritten on failure.
     notify: RawFd,
@@ -120,7 +121,24 @@ pub struct Launcher {
     pub to_app: RawFd,
     /// The parent reads the app's output here.
     pub from_app: RawFd,
+    /// A deferred launcher's exec, until the start.
+    deferred: Option<Box<Deferred>>,
 }
+
+/// What a deferred start needs: the exec prepared, the app's ends of its pipes and where
+/// they go, the fds it must not inherit.
+struct Deferred {
+    prep: Prepared,
+    in_r: RawFd,
+    out_w: RawFd,
+    app_in: RawFd,
+    app_out: RawFd,
+    close_in_child: Vec<RawFd>,
+}
+
+/// The stack of a deferred start's child, which runs in the parent's memory until its
+/// exec: `exec` and its error path need little.
+const SPAWN_STACK: usize = 64 * 1024;
 
 /// The app's credentials, applied by the launcher just before its exec (a server's
 /// `-u`, `-g`, `-U`): the engine's own drop (TLS_UID/TLS_GID) happens later, in the parent.
@@ -182,7 +200,7 @@ impl Prepared {
             argv_ptrs,
             environ,
             envp,
-            description: Vec::with_capacity(MAX_DESCRIPTION),
+            description: Vec::new(),
             exec_failed: exec_failed.into_bytes(),
             creds: creds.clone(),
             creds_failed: format!("{name}: fatal: unable to set the app's user and groups: ")
@@ -223,6 +241,7 @@ impl Launcher {
         creds: &Credentials,
     ) -> Result<Launcher, Error> {
         let mut prep = Prepared::new(name, argv, creds)?;
+        prep.description.reserve_exact(MAX_DESCRIPTION);
         let sys = |what: &str, e| Error::sys(what, e);
         let (in_r, in_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
         let (out_r, out_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
@@ -255,7 +274,64 @@ impl Launcher {
             notify: n_w,
             to_app: in_w,
             from_app: out_r,
+            deferred: None,
         })
+    }
+
+    /// [`Launcher::spawn_as`] without a process yet: the app's exec is prepared and its
+    /// pipes made, and [`Launcher::try_start`] spawns it with the description, sharing this
+    /// process's memory until its exec (no copy of the address space, no copy-on-write
+    /// faults, no second teardown at the exec). The app then runs with this process's
+    /// credentials at the start: only for a process that keeps them across the handshake.
+    pub fn deferred_as(
+        name: &'static str,
+        argv: &[OsString],
+        app_in: RawFd,
+        app_out: RawFd,
+        close_in_child: &[RawFd],
+        creds: &Credentials,
+    ) -> Result<Launcher, Error> {
+        let prep = Prepared::new(name, argv, creds)?;
+        let sys = |what: &str, e| Error::sys(what, e);
+        let (in_r, in_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        let (out_r, out_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        Ok(Launcher {
+            pid: -1,
+            notify: -1,
+            to_app: in_w,
+            from_app: out_r,
+            deferred: Some(Box::new(Deferred {
+                prep,
+                in_r,
+                out_w,
+                app_in,
+                app_out,
+                close_in_child: close_in_child.to_vec(),
+            })),
+        })
+    }
+
+    /// [`Launcher::start`]; a deferred launcher's app is spawned here, and a failure to
+    /// spawn it is returned (the app's pipes are then closed: the engine sees it gone).
+    pub fn try_start(&mut self, desc: &Description) -> Result<(), Error> {
+        let Some(mut d) = self.deferred.take() else {
+            self.start(desc);
+            return Ok(());
+        };
+        d.prep.description = desc.encode();
+        let r = if build_envp(&mut d.prep) {
+            spawn_shared(&d)
+        } else {
+            Err(Error::new(
+                exit::SYSTEM,
+                "unable to start the app: the session description does not fit its environment",
+            ))
+        };
+        for f in [d.in_r, d.out_w] {
+            fd::close(f);
+        }
+        self.pid = r?;
+        Ok(())
     }
 
     /// Handshake done: let the app run with `desc` applied to its environment. A launcher
@@ -274,6 +350,12 @@ impl Launcher {
     pub fn abort(self) {
         for f in [self.notify, self.to_app, self.from_app] {
             fd::close(f);
+        }
+        if let Some(d) = &self.deferred {
+            for f in [d.in_r, d.out_w] {
+                fd::close(f);
+            }
+            return;
         }
         let mut st = 0;
         // SAFETY: waitpid writes the status into a local integer.
@@ -344,6 +426,7 @@ impl Launcher {
             notify: -1,
             to_app,
             from_app,
+            deferred: None,
         };
         Ok((launcher, ctl))
     }
@@ -466,16 +549,77 @@ fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) 
     exec(prep)
 }
 
-/// The app's signal mask and dispositions as a freshly started program expects them.
+/// The app's signal mask and dispositions as a freshly started program expects them; the
+/// dispositions first, so that no handler of the parent runs once the mask is cleared.
 fn reset_signals() {
     // SAFETY: sigemptyset, sigprocmask and signal are async-signal-safe; `set` is a local.
     unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     }
+}
+
+/// Spawn a deferred launcher's app: clone(2) with `CLONE_VM | CLONE_VFORK`, as
+/// posix_spawn does, so this process is suspended until the child's exec (or exit) and the
+/// child, on a stack of its own, shares its memory but has its own fds and signal
+/// dispositions. Every signal is blocked across the clone: no handler runs in the child
+/// before its dispositions are reset. The child's pid.
+fn spawn_shared(d: &Deferred) -> Result<libc::pid_t, Error> {
+    // Fresh pages: the child faults in only the few it uses.
+    let mut stack = crate::process::Pages::new(SPAWN_STACK);
+    // The stack grows down from its end, 16-byte aligned as the ABI wants.
+    let top = (stack.as_mut_ptr() as usize + SPAWN_STACK) & !15;
+    // SAFETY: `all` and `old` are locals that sigfillset and pthread_sigmask fill in.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `top` is the aligned end of `stack`, which outlives the child's use of it
+    // (CLONE_VFORK returns only after its exec or exit); `d` stays alive and unchanged
+    // meanwhile, and `shared_child` only reads it and makes async-signal-safe calls.
+    let pid = unsafe {
+        libc::clone(
+            shared_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (d as *const Deferred).cast_mut().cast(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(Error::sys("unable to start the app", err));
+    }
+    Ok(pid)
+}
+
+/// A deferred launcher's child, between clone and exec: async-signal-safe calls only, no
+/// allocation, nothing of its parent's state changed (errno aside).
+extern "C" fn shared_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Deferred` that `spawn_shared` passed, alive until the exec.
+    let d = unsafe { &*arg.cast::<Deferred>() };
+    reset_signals();
+    for &f in &d.close_in_child {
+        fd::close(f);
+    }
+    // The targets are the program's network fds, so no pipe end can sit on them.
+    if fd::dup2(d.in_r, d.app_in).is_err() || fd::dup2(d.out_w, d.app_out).is_err() {
+        leave(exit::SYSTEM);
+    }
+    for f in [d.in_r, d.out_w] {
+        if f != d.app_in && f != d.app_out {
+            fd::close(f);
+        }
+    }
+    exec(&d.prep)
 }
 
 /// The app's credentials, then execve with `prep`'s path, argv and envp; a failure is one
@@ -508,26 +652,28 @@ fn exec(prep: &Prepared) -> ! {
 }
 
 /// setgroups, setgid, setuid, in that order (each needs the privilege the next drops);
-/// system calls only, no allocation. The errno of the first failure.
+/// the system calls themselves, not libc's wrappers, which may involve other threads (a
+/// child sharing its parent's memory must change only its own credentials); no
+/// allocation. The errno of the first failure.
 fn apply_credentials(c: &Credentials) -> Result<(), i32> {
     let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     let one = c.gid.map(|g| [g]);
     let groups: Option<&[libc::gid_t]> = c.groups.as_deref().or(one.as_ref().map(|g| &g[..]));
     if let Some(g) = groups {
         // SAFETY: `g` holds `g.len()` gids and lives across the call.
-        if unsafe { libc::setgroups(g.len(), g.as_ptr()) } < 0 {
+        if unsafe { libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr()) } < 0 {
             return Err(errno());
         }
     }
     if let Some(g) = c.gid {
         // SAFETY: setgid takes a plain id.
-        if unsafe { libc::setgid(g) } < 0 {
+        if unsafe { libc::syscall(libc::SYS_setgid, g) } < 0 {
             return Err(errno());
         }
     }
     if let Some(u) = c.uid {
         // SAFETY: setuid takes a plain id.
-        if unsafe { libc::setuid(u) } < 0 {
+        if unsafe { libc::syscall(libc::SYS_setuid, u) } < 0 {
             return Err(errno());
         }
     }

@@ -1,5 +1,6 @@
 //! Process-wide tuning for a program that serves one connection: OpenSSL's start-up
-//! trimmed to what a connection uses, and the heap handed back once the handshake is done.
+//! trimmed to what a connection uses, the heap handed back once the handshake is done,
+//! and for a server that forks per connection, OpenSSL's tables filled before the forks.
 
 /// OpenSSL's start-up, trimmed for a process that serves one connection (it is a large part
 /// of the CPU of a handshake). Everything skipped here is looked up on demand:
@@ -42,4 +43,166 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
         libc::mallopt(libc::M_MMAP_THRESHOLD, crate::engine::BUF as libc::c_int);
     }
+}
+
+/// Fresh anonymous pages from mmap, zero-filled by the kernel and faulted in only as far
+/// as they are used, whatever state the heap is in (a recycled heap chunk would be zeroed
+/// page by page, and in a forked process copied on write first). Falls back to the heap
+/// when the mapping fails.
+pub struct Pages {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    mapped: bool,
+}
+
+impl Pages {
+    /// `len` zero bytes.
+    pub fn new(len: usize) -> Pages {
+        // SAFETY: an anonymous private mapping of a fresh range; no existing memory is
+        // touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(p.cast::<u8>()) {
+            Some(ptr) if p != libc::MAP_FAILED && len > 0 => Pages {
+                ptr,
+                len,
+                mapped: true,
+            },
+            _ => {
+                let b: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+                let ptr = std::ptr::NonNull::from(Box::leak(b)).cast::<u8>();
+                Pages {
+                    ptr,
+                    len,
+                    mapped: false,
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Pages {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` points at `len` initialised bytes this value owns.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Pages {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: the mapping made in `new`, of this length, unmapped once.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        } else {
+            let s = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+            // SAFETY: the box leaked in `new`, rebuilt once.
+            drop(unsafe { Box::from_raw(s) });
+        }
+    }
+}
+
+/// One side's end of an in-memory connection: reads what the other side wrote.
+struct Memory {
+    rx: std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<u8>>>,
+    tx: std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<u8>>>,
+}
+
+impl std::io::Read for Memory {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut rx = self.rx.borrow_mut();
+        if rx.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(rx.len());
+        for (b, x) in buf.iter_mut().zip(rx.drain(..n)) {
+            *b = x;
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Memory {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx.borrow_mut().extend(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One handshake of a server context with a client, in memory, in a server that forks a
+/// process per connection, before it listens. OpenSSL builds
+/// the implementations a handshake fetches (key exchange, signature, key derivation, MAC)
+/// at their first use and files them in its global tables: built here once, every
+/// connection's process inherits them instead of building them again and writing those
+/// tables' pages (copy-on-write faults). A handshake that fails here (a context that
+/// wants SNI or a client certificate) has still fetched most of them; nothing is reported,
+/// and the caller clears what the context's callbacks may have kept of it.
+pub fn warm_up(ctx: &openssl::ssl::SslContextRef) {
+    use openssl::ssl::{HandshakeError, MidHandshakeSslStream, Ssl, SslContext, SslMethod};
+    let Ok(mut b) = SslContext::builder(SslMethod::tls_client()) else {
+        return;
+    };
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let client_ctx = b.build();
+    let (a, z) = (Default::default(), std::rc::Rc::default());
+    let c = Memory {
+        rx: std::rc::Rc::clone(&z),
+        tx: std::rc::Rc::clone(&a),
+    };
+    let s = Memory { rx: a, tx: z };
+    type Mid = MidHandshakeSslStream<Memory>;
+    let step = |r: Result<openssl::ssl::SslStream<Memory>, HandshakeError<Memory>>| -> Option<Option<Mid>> {
+        match r {
+            Ok(_) => Some(None),
+            Err(HandshakeError::WouldBlock(m)) => Some(Some(m)),
+            Err(_) => None,
+        }
+    };
+    let (Ok(cs), Ok(ss)) = (Ssl::new(&client_ctx), Ssl::new(ctx)) else {
+        return;
+    };
+    let Some(mut client) = step(cs.connect(c)) else {
+        return;
+    };
+    let Some(mut srv) = step(ss.accept(s)) else {
+        return;
+    };
+    // A TLS 1.3 handshake takes two flights each way; the bound is only a safety net.
+    for _ in 0..8 {
+        if client.is_none() && srv.is_none() {
+            break;
+        }
+        if let Some(m) = client.take() {
+            match step(m.handshake()) {
+                Some(next) => client = next,
+                None => break,
+            }
+        }
+        if let Some(m) = srv.take() {
+            match step(m.handshake()) {
+                Some(next) => srv = next,
+                None => break,
+            }
+        }
+    }
+    // Nothing of this handshake may show in a connection's error report.
+    let _ = openssl::error::ErrorStack::get();
 }

@@ -622,6 +622,22 @@ fn the_apps_ids_with_u_g_and_uid_from_env() {
     assert!(out.starts_with("65534 65534 "), "{out}");
     assert!(out.contains(" 33"), "{out}");
     assert_eq!(srv.stop(), 0);
+
+    // With the engine's drop (TLS_UID/TLS_GID) and no -u/-g, the app keeps the server's
+    // ids: its launcher is forked before the drop, not spawned by the dropped engine.
+    let srv = Server::start_env(
+        &[],
+        "127.0.0.1",
+        &sh("echo $(id -u) $(id -g)"),
+        &[
+            ("CERTFILE", &p.cert),
+            ("KEYFILE", &p.key),
+            ("TLS_UID", Path::new("65534")),
+            ("TLS_GID", Path::new("65534")),
+        ],
+    );
+    assert_eq!(connect(srv.addr()).read_to_end().0, b"0 0\n");
+    assert_eq!(srv.stop(), 0);
 }
 
 #[test]

@@ -61,6 +61,19 @@ pub fn launch(
     Ok((selfpipe, launcher))
 }
 
+/// [`launch`] for a process that keeps its credentials across the handshake (no
+/// `TLS_UID`/`TLS_GID`): no launcher process; prog is spawned at the start, sharing this
+/// process's memory until its exec, which saves a fork of this process and its teardown.
+pub fn launch_deferred(
+    name: &'static str,
+    prog: &[std::ffi::OsString],
+    creds: &Credentials,
+) -> Result<(Selfpipe, Launcher), Error> {
+    let selfpipe = Selfpipe::install()?;
+    let launcher = Launcher::deferred_as(name, prog, 0, 1, &[selfpipe.rfd], creds)?;
+    Ok((selfpipe, launcher))
+}
+
 /// A finished handshake, and the client a PROXY protocol header named (`-L`).
 pub struct Handshake {
     /// The session, ready for the engine.
@@ -127,7 +140,10 @@ pub fn relay(
         stls::proxy::describe(p, &mut desc);
     }
     log.info(&cli::session_line(&desc, 0));
-    launcher.start(&cli::child_description(opts, desc));
+    if let Err(e) = launcher.try_start(&cli::child_description(opts, desc)) {
+        log.fatal(&e);
+        return e.code;
+    }
     let fds = Fds {
         clear_in: launcher.from_app,
         clear_out: launcher.to_app,

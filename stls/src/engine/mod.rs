@@ -99,9 +99,10 @@ pub struct Outcome {
 /// The size of each of the engine's two buffers (app to network, network to app).
 pub const BUF: usize = 64 * 1024;
 
-/// One direction's bytes: read into `spare`, written from `pending`.
+/// One direction's bytes: read into `spare`, written from `pending`. Fresh pages, so
+/// that an idle connection holds only the pages its data touched.
 struct Buf {
-    data: Box<[u8]>,
+    data: crate::process::Pages,
     start: usize,
     end: usize,
 }
@@ -109,7 +110,7 @@ struct Buf {
 impl Buf {
     fn new() -> Buf {
         Buf {
-            data: vec![0u8; BUF].into_boxed_slice(),
+            data: crate::process::Pages::new(BUF),
             start: 0,
             end: 0,
         }

@@ -64,6 +64,11 @@ fn tlsserver() -> Result<i32, Error> {
     process::init_openssl(env.openssl_conf);
     let settings = tlsd::settings(&opts, log);
     let mut certs = Certs::load(&settings, &env)?;
+    process::warm_up(&certs.server.ctx);
+    // Nothing of that handshake may show in a connection's error report.
+    if let Ok(mut e) = certs.server.sni_error.lock() {
+        *e = None;
+    }
 
     let listener = match (activated, addr) {
         (Some(l), _) => l,
@@ -572,7 +577,12 @@ fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Resul
         let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
         return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
     }
-    let launched = tlsd::launch(TLSSERVER.name, s.prog, s.creds)?;
+    // Without an engine drop, prog can be spawned after the handshake, from this process.
+    let launched = if s.env.uid.is_none() && s.env.gid.is_none() {
+        tlsd::launch_deferred(TLSSERVER.name, s.prog, s.creds)?
+    } else {
+        tlsd::launch(TLSSERVER.name, s.prog, s.creds)?
+    };
     tlsd::serve(s.opts, s.env, s.log, Ok(server), launched)
 }
 
