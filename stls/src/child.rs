@@ -520,21 +520,28 @@ fn leave(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The launcher, between fork and exec: async-signal-safe calls only, no allocation.
-fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) -> ! {
-    reset_signals();
-    for &f in close_in_child {
+/// In the child, between fork (or clone) and exec: close what the app must not inherit,
+/// and put the pipes' ends `(read, write)` on the app's fds `(in, out)`. Async-signal-safe
+/// calls only; a failure leaves with 111.
+fn attach_pipes(close: &[RawFd], (read, write): (RawFd, RawFd), (app_in, app_out): (RawFd, RawFd)) {
+    for &f in close {
         fd::close(f);
     }
     // The targets are the program's network fds, so no pipe end can sit on them.
-    if fd::dup2(p.in_r, p.app_in).is_err() || fd::dup2(p.out_w, p.app_out).is_err() {
+    if fd::dup2(read, app_in).is_err() || fd::dup2(write, app_out).is_err() {
         leave(exit::SYSTEM);
     }
-    for f in [p.in_r, p.out_w] {
-        if f != p.app_in && f != p.app_out {
+    for f in [read, write] {
+        if f != app_in && f != app_out {
             fd::close(f);
         }
     }
+}
+
+/// The launcher, between fork and exec: async-signal-safe calls only, no allocation.
+fn launcher_child(prep: &mut Prepared, p: ChildPipes, close_in_child: &[RawFd]) -> ! {
+    reset_signals();
+    attach_pipes(close_in_child, (p.in_r, p.out_w), (p.app_in, p.app_out));
     if !read_description(p.n_r, &mut prep.description) {
         leave(exit::SYSTEM);
     }
@@ -607,18 +614,7 @@ extern "C" fn shared_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Deferred` that `spawn_shared` passed, alive until the exec.
     let d = unsafe { &*arg.cast::<Deferred>() };
     reset_signals();
-    for &f in &d.close_in_child {
-        fd::close(f);
-    }
-    // The targets are the program's network fds, so no pipe end can sit on them.
-    if fd::dup2(d.in_r, d.app_in).is_err() || fd::dup2(d.out_w, d.app_out).is_err() {
-        leave(exit::SYSTEM);
-    }
-    for f in [d.in_r, d.out_w] {
-        if f != d.app_in && f != d.app_out {
-            fd::close(f);
-        }
-    }
+    attach_pipes(&d.close_in_child, (d.in_r, d.out_w), (d.app_in, d.app_out));
     exec(&d.prep)
 }
 
