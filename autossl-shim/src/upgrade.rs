@@ -753,12 +753,6 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
     let (local, local_len) = sockaddr_bytes(c.fd, false);
     let chosen = server_name(c);
     let name = &chosen.name;
-    if let Some(cands) = &chosen.unknown {
-        c.verbose(&format!(
-            ": no single name known ({}): verifying the address",
-            candidate_list(cands)
-        ));
-    }
     let timeout = cfg.timeout;
     let (app, helper) = socketpair()?;
     let filler = fill(app.0)?;
@@ -787,10 +781,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);
-    let checked = match chosen.unknown {
-        Some(_) => "the address".to_string(),
-        None => format!("name {name}"),
-    };
+    let checked = chosen.checked();
     let info = Box::new(pending::Info {
         started: c.started,
         timeout,
@@ -823,8 +814,19 @@ struct Chosen {
     unknown: Option<names::Candidates>,
 }
 
+impl Chosen {
+    /// What the failure messages say was checked.
+    fn checked(&self) -> String {
+        match self.unknown {
+            Some(_) => "the address".to_string(),
+            None => format!("name {}", self.name),
+        }
+    }
+}
+
 /// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; this thread's own lookup; the
-/// process's only name for the address; else the address itself.
+/// process's only name for the address; else the address itself (said with
+/// `AUTOSSL_VERBOSE`, with the candidates).
 fn server_name(c: &Call) -> Chosen {
     let cfg = c.cfg();
     let named = |name: &str| Chosen {
@@ -839,10 +841,16 @@ fn server_name(c: &Call) -> Chosen {
     }
     match names::evidence(c.t.key) {
         names::Evidence::Thread(n) | names::Evidence::Process(n) => named(&n.text()),
-        names::Evidence::Unknown(cands) => Chosen {
-            name: c.ip_text.clone(),
-            unknown: Some(cands),
-        },
+        names::Evidence::Unknown(cands) => {
+            c.verbose(&format!(
+                ": no single name known ({}): verifying the address",
+                candidate_list(&cands)
+            ));
+            Chosen {
+                name: c.ip_text.clone(),
+                unknown: Some(cands),
+            }
+        }
     }
 }
 
@@ -883,12 +891,6 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     let (local, local_len) = sockaddr_bytes(c.fd, false);
     let chosen = server_name(c);
     let name = &chosen.name;
-    if let Some(cands) = &chosen.unknown {
-        c.verbose(&format!(
-            ": no single name known ({}): verifying the address",
-            candidate_list(cands)
-        ));
-    }
     let timeout = c.handshake_timeout();
     let ms = millis(timeout).to_string();
     let argv = vec![
@@ -931,10 +933,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     };
     drop(nr);
     drop(er);
-    let checked = match chosen.unknown {
-        Some(_) => "the address".to_string(),
-        None => format!("name {name}"),
-    };
+    let checked = chosen.checked();
     for line in String::from_utf8_lossy(&said).lines() {
         if !line.trim().is_empty() {
             say(
