@@ -243,9 +243,9 @@ impl Launcher {
         let mut prep = Prepared::new(name, argv, creds)?;
         prep.description.reserve_exact(MAX_DESCRIPTION);
         let sys = |what: &str, e| Error::sys(what, e);
-        let (in_r, in_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
-        let (out_r, out_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
-        let (n_r, n_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (n_r, n_w) = pipe()?;
         // SAFETY: the child runs only `launcher_child`, which makes async-signal-safe calls
         // on memory prepared before the fork, and leaves by execve or _exit.
         let pid = unsafe { libc::fork() };
@@ -292,9 +292,8 @@ impl Launcher {
         creds: &Credentials,
     ) -> Result<Launcher, Error> {
         let prep = Prepared::new(name, argv, creds)?;
-        let sys = |what: &str, e| Error::sys(what, e);
-        let (in_r, in_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
-        let (out_r, out_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
         Ok(Launcher {
             pid: -1,
             notify: -1,
@@ -383,8 +382,8 @@ impl Launcher {
         let mut prep = Prepared::new(name, argv, creds)?;
         let sys = |what: &str, e| Error::sys(what, e);
         let (ctl, app_ctl) = socketpair().map_err(|e| sys("unable to create a socketpair", e))?;
-        let (app_r, to_app) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
-        let (from_app, app_w) = fd::pipe().map_err(|e| sys("unable to create a pipe", e))?;
+        let (app_r, to_app) = pipe()?;
+        let (from_app, app_w) = pipe()?;
         // With fd 2 closed, an app's end could land on its stderr.
         let mut ends = [app_ctl, app_r, app_w];
         for f in &mut ends {
@@ -512,6 +511,11 @@ struct ChildPipes {
     n_r: RawFd,
     app_in: RawFd,
     app_out: RawFd,
+}
+
+/// A pipe for the app, or the error to report.
+fn pipe() -> Result<(RawFd, RawFd), Error> {
+    fd::pipe().map_err(|e| Error::sys("unable to create a pipe", e))
 }
 
 /// `_exit`: the only way out of the launcher besides execve.
