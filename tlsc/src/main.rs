@@ -52,8 +52,7 @@ fn tlsc() -> Result<i32, Error> {
     let form = form_of(&opts)?;
     // Operands that look like a mistyped ADDR PORT, with no network on fd 6/7: say what is
     // wrong with them rather than that the fds are missing.
-    let no_network = !fd::is_network(opts.read_fd) || !fd::is_network(opts.write_fd);
-    if form == Form::Prog && no_network {
+    if form == Form::Prog && network_fds(&opts).is_none() {
         return Err(match tlsc::connect_form_problem(&opts.operands) {
             Some(why) if !opts.dashdash => Error::usage(why),
             _ => no_network_fds(&opts),
@@ -76,11 +75,13 @@ fn network(opts: &Options, form: &Form) -> Result<(RawFd, RawFd), Error> {
     if let Form::Connect(sa) = form {
         return tlsc::connect(*sa, opts.handshake_timeout);
     }
+    network_fds(opts).ok_or_else(|| no_network_fds(opts))
+}
+
+/// The fds the options name for the network, if both can carry it.
+fn network_fds(opts: &Options) -> Option<(RawFd, RawFd)> {
     let (r, w) = (opts.read_fd, opts.write_fd);
-    if !fd::is_network(r) || !fd::is_network(w) {
-        return Err(no_network_fds(opts));
-    }
-    Ok((r, w))
+    (fd::is_network(r) && fd::is_network(w)).then_some((r, w))
 }
 
 fn no_network_fds(opts: &Options) -> Error {
