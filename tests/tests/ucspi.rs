@@ -279,20 +279,7 @@ fn curl_sends_a_mail_under_tcpserver() {
             ("KEYFILE", ec.key.as_path()),
         ],
     );
-    let mut c = Command::new("curl");
-    base(&mut c)
-        .args(["-sS", "--max-time", "30", "--ssl-reqd", "--cacert"])
-        .arg(&pki().ca)
-        .arg(format!("smtp://127.0.0.1:{}", srv.port))
-        .args([
-            "--mail-from",
-            "a@client.test",
-            "--mail-rcpt",
-            "b@server.test",
-        ])
-        .arg("-T")
-        .arg(&file);
-    let o = proc::run(&mut c, None, WAIT);
+    let o = curl_mail(srv.port, &file);
     assert_eq!(o.code(), 0, "curl: {}", o.stderr_str());
     // curl is done once the server answered QUIT; the app writes its files before that.
     assert!(proc::wait_for(WAIT, || out.join("mail.1.how").exists()));
@@ -334,21 +321,7 @@ fn swaks_tls() {
     let (l, out) = smtpd(&[], "Y", "ucspi-swaks");
     let body = mail_body(3, 200);
     let file = body_file("ucspi-swaks", &body);
-    let mut c = Command::new("swaks");
-    base(&mut c)
-        .args(["--server", "127.0.0.1", "--port"])
-        .arg(l.port().to_string())
-        .args([
-            "--tls",
-            "--tls-verify",
-            "--tls-sni",
-            "localhost",
-            "--tls-ca-path",
-        ])
-        .arg(&pki().ca)
-        .args(["--from", "a@client.test", "--to", "b@server.test", "--data"])
-        .arg(format!("@{}", file.display()));
-    let o = proc::run(&mut c, None, WAIT);
+    let o = swaks_mail(l.port(), &file);
     assert_eq!(o.code(), 0, "swaks: {}{}", o.stdout_str(), o.stderr_str());
     assert_clean(&session(&l), "ucspitlsd");
     // swaks ends the DATA it sends with a line of its own: "\r\n.\r\n" after the file.
@@ -1013,6 +986,26 @@ fn ended(srv: &Server, n: usize, code: i32) -> String {
     log
 }
 
+/// `swaks --tls` sending `file` as the mail's data, verifying the server as localhost.
+fn swaks_mail(port: u16, file: &Path) -> proc::Outcome {
+    let mut c = Command::new("swaks");
+    base(&mut c)
+        .args(["--server", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args([
+            "--tls",
+            "--tls-verify",
+            "--tls-sni",
+            "localhost",
+            "--tls-ca-path",
+        ])
+        .arg(&pki().ca)
+        .args(["--from", "a@client.test", "--to", "b@server.test", "--data"])
+        .arg(format!("@{}", file.display()));
+    proc::run(&mut c, None, WAIT)
+}
+
+/// curl sending `file` as a mail over SMTP with `--ssl-reqd`, verified against the test CA.
 fn curl_mail(port: u16, file: &Path) -> proc::Outcome {
     let mut c = Command::new("curl");
     base(&mut c)
@@ -1060,21 +1053,7 @@ fn tlsserver_delayed_swaks_tls() {
     let (srv, out) = tlsserver_smtpd(&[], "Y", "tlsserver-n-swaks");
     let body = mail_body(43, 200);
     let file = body_file("tlsserver-n-swaks", &body);
-    let mut c = Command::new("swaks");
-    base(&mut c)
-        .args(["--server", "127.0.0.1", "--port"])
-        .arg(srv.port.to_string())
-        .args([
-            "--tls",
-            "--tls-verify",
-            "--tls-sni",
-            "localhost",
-            "--tls-ca-path",
-        ])
-        .arg(&pki().ca)
-        .args(["--from", "a@client.test", "--to", "b@server.test", "--data"])
-        .arg(format!("@{}", file.display()));
-    let o = proc::run(&mut c, None, WAIT);
+    let o = swaks_mail(srv.port, &file);
     assert_eq!(o.code(), 0, "swaks: {}{}", o.stdout_str(), o.stderr_str());
     ended(&srv, 1, 0);
     let mut sent = body.clone();
