@@ -80,7 +80,7 @@ pub fn test_name() -> String {
 }
 
 /// Is `peer` installed? Missing under `CI=true`: panic (the CI must install it).
-/// Missing elsewhere: print a visible `SKIP:` line on stderr and return false.
+/// Missing elsewhere: print a visible `SKIP:` line and return false.
 pub fn require(peer: &str) -> bool {
     if which(peer).is_some() {
         return true;
@@ -88,13 +88,98 @@ pub fn require(peer: &str) -> bool {
     skip(&format!("{peer} not installed"))
 }
 
-/// Skip the current test with a reason (a failure under `CI=true`).
+/// The Debian packages of `tests/packages.txt`, each with the programs the tests look
+/// for in it.
+const PACKAGES: &str = include_str!("../packages.txt");
+
+/// The packages a skip's reason names, by package or by program (`haproxy not
+/// installed`, `unshare not installed (util-linux)`), as `tests/packages.txt` lists them.
+pub fn packages_named(reason: &str) -> Vec<String> {
+    let words: Vec<&str> = reason
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "-._+".contains(c)))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for line in PACKAGES.lines() {
+        let mut fields = line.split('#').next().unwrap_or("").split_whitespace();
+        let Some(package) = fields.next() else {
+            continue;
+        };
+        let mut names = std::iter::once(package).chain(fields);
+        if names.any(|n| words.contains(&n)) && !out.iter().any(|p| p == package) {
+            out.push(package.to_string());
+        }
+    }
+    out
+}
+
+/// The test binary's name without cargo's hash (`deploy` for `deploy-0123abcd`).
+fn binary_name() -> String {
+    let exe = env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+        _ => stem,
+    }
+}
+
+/// Write `text` to the process's real stderr. libtest captures what `eprintln!` prints
+/// and shows it only for a failing test, and a skipped test passes: fd 2 itself is what
+/// `cargo test` inherited, so a write there is seen in the default output.
+fn to_real_stderr(text: &str) {
+    let mut rest = text.as_bytes();
+    // Bounded: a short write is retried, an error or a stall ends it.
+    for _ in 0..16 {
+        if rest.is_empty() {
+            return;
+        }
+        // SAFETY: the pointer and length describe `rest`, a live byte slice.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// The variable that names the file each skip is added to (one line: test, reason,
+/// packages, separated by tabs); `make test` sets it and summarises the file at the end.
+pub const SKIP_LOG: &str = "STLS_SKIP_LOG";
+
+/// Skip the current test with a reason (a failure under `CI=true`): a `SKIP:` line on the
+/// real stderr, with the packages that would run it, and a line in `$STLS_SKIP_LOG`.
 pub fn skip(reason: &str) -> bool {
-    let name = test_name();
+    let name = format!("{}::{}", binary_name(), test_name());
     if ci() {
         panic!("{name}: {reason} (CI=true: this is a failure, not a skip)");
     }
-    eprintln!("SKIP: {name}: {reason}");
+    let packages = packages_named(reason).join(" ");
+    let hint = if packages.is_empty() {
+        String::new()
+    } else {
+        format!(" (apt-get install {packages})")
+    };
+    to_real_stderr(&format!("SKIP: {name}: {reason}{hint}\n"));
+    if let Some(log) = env::var_os(SKIP_LOG).filter(|l| !l.is_empty()) {
+        use std::io::Write;
+        let line = format!("{name}\t{reason}\t{packages}\n");
+        // One write of one line with O_APPEND: the tests of a binary run in threads.
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = r {
+            to_real_stderr(&format!(
+                "SKIP: cannot add to {} ({SKIP_LOG}): {e}\n",
+                Path::new(&log).display()
+            ));
+        }
+    }
     false
 }
 

@@ -88,15 +88,10 @@ fn help_man_pages_and_readme_list_the_same_exit_codes() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// The packages `.ci/run` installs (the words of its `packages=(...)` list).
-fn ci_packages(text: &str) -> BTreeSet<String> {
-    let start = text
-        .find("packages=(")
-        .expect(".ci/run has a packages=( list")
-        + 10;
-    let end = start + text[start..].find(')').expect("the list ends with )");
-    text[start..end]
-        .split_whitespace()
+/// The packages of `tests/packages.txt` (the first word of each line, comments aside).
+fn listed_packages(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split('#').next()?.split_whitespace().next())
         .map(str::to_string)
         .collect()
 }
@@ -121,13 +116,92 @@ fn readme_packages(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// A new user installs what the README says; CI installs what `.ci/run` says: the two
-/// lists must be one, or the tests pass in CI and fail on a fresh machine.
+/// A new user installs what the README says; CI and `make test` install
+/// `tests/packages.txt` through `tests/install-peers`: the lists must be one, or the tests
+/// pass in CI and are skipped on a fresh machine.
 #[test]
 fn readme_installs_what_ci_installs() {
     let root = bins::workspace();
-    let ci = ci_packages(&read(&root.join(".ci/run")));
+    let listed = listed_packages(&read(&root.join("tests/packages.txt")));
+    assert!(listed.len() >= 30, "tests/packages.txt: only {listed:?}");
     let readme = readme_packages(&read(&root.join("README.md")));
-    let diff = differences(&ci, ".ci/run", &readme, "README's apt-get line");
+    let diff = differences(
+        &listed,
+        "tests/packages.txt",
+        &readme,
+        "README's apt-get line",
+    );
     assert!(diff.is_empty(), "{}", diff.join("\n"));
+    let ci = read(&root.join(".ci/run"));
+    assert!(
+        ci.lines().any(|l| l.trim() == "tests/install-peers --ci"),
+        ".ci/run does not install through tests/install-peers --ci"
+    );
+    assert!(
+        !ci.contains("apt-get install"),
+        ".ci/run has a package list of its own"
+    );
+    let make = read(&root.join("Makefile"));
+    assert!(
+        make.contains("\ttests/install-peers\n"),
+        "make test does not run tests/install-peers"
+    );
+    let o = proc::run(
+        Command::new(root.join("tests/install-peers")).arg("--list"),
+        None,
+        WAIT,
+    );
+    assert_eq!(o.code(), 0, "install-peers --list: {}", o.stderr_str());
+    let printed: BTreeSet<String> = o.stdout_str().lines().map(str::to_string).collect();
+    assert_eq!(printed, listed, "install-peers --list");
+}
+
+/// Called by [`a_skip_is_seen_and_counted`] in a process of its own; does nothing when
+/// run by hand.
+#[test]
+#[ignore = "run by a_skip_is_seen_and_counted"]
+fn skipping_for_haproxy() {
+    if std::env::var_os("STLS_SKIP_SELF_TEST").is_some() {
+        assert!(!bins::skip("haproxy not installed"));
+    }
+}
+
+/// A skipped test passes, and libtest shows nothing a passing test printed with
+/// `eprintln!`: the skip must reach the real stderr, with the package that would run it,
+/// and the file `make test` summarises.
+#[test]
+fn a_skip_is_seen_and_counted() {
+    if bins::ci() {
+        // Under CI=true a skip is a failure by design; the child would panic.
+        return;
+    }
+    let log = stls_tests::scratch("skip-log").join("skips.txt");
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut c = Command::new(exe);
+    c.args(["--ignored", "--exact", "skipping_for_haproxy"])
+        .env("STLS_SKIP_SELF_TEST", "1")
+        .env(bins::SKIP_LOG, &log)
+        .env_remove("CI");
+    let o = proc::run(&mut c, None, WAIT);
+    assert_eq!(o.code(), 0, "{}{}", o.stdout_str(), o.stderr_str());
+    assert!(o.stdout_str().contains("1 passed"), "{}", o.stdout_str());
+    let seen = format!("{}{}", o.stdout_str(), o.stderr_str());
+    assert!(
+        seen.contains(
+            "SKIP: docs::skipping_for_haproxy: haproxy not installed (apt-get install haproxy)"
+        ),
+        "{seen}"
+    );
+    assert_eq!(
+        read(&log),
+        "docs::skipping_for_haproxy\thaproxy not installed\thaproxy\n"
+    );
+    assert_eq!(
+        bins::packages_named("unshare not installed (util-linux)"),
+        ["util-linux"]
+    );
+    assert_eq!(
+        bins::packages_named("python3-aiohttp not installed"),
+        ["python3-aiohttp"]
+    );
 }
