@@ -100,7 +100,7 @@ fn name_text(n: &X509NameRef) -> String {
 }
 
 /// The names a certificate is valid for: its DNS and IP subject alternative names.
-fn cert_names(c: &X509Ref) -> String {
+fn san_names(c: &X509Ref) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(sans) = c.subject_alt_names() {
         for n in &sans {
@@ -118,11 +118,39 @@ fn cert_names(c: &X509Ref) -> String {
             }
         }
     }
-    if names.is_empty() {
-        "no name at all (no subject alternative name)".into()
+    names
+}
+
+/// The subject's common name, if it has one.
+fn common_name(c: &X509Ref) -> Option<String> {
+    c.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .map(|s| s.to_string())
+}
+
+/// The `-addext` value that issues a certificate for `name` (an address or a DNS name).
+fn san_for(name: &str) -> String {
+    let kind = if name.parse::<std::net::IpAddr>().is_ok() {
+        "IP"
     } else {
-        names.join(", ")
-    }
+        "DNS"
+    };
+    format!("subjectAltName={kind}:{name}")
+}
+
+/// Why a certificate with no DNS or IP subject alternative name matches no name: OpenSSL
+/// checks only those, never the subject's CN, as browsers do (a CN is not marked as a
+/// name, so trusting it lets a CA's customer name any host in it).
+fn no_san(leaf: &X509Ref, name: &str) -> String {
+    format!(
+        "the peer's certificate ({}) has no subject alternative name, so it is valid for no \
+         name: the subject's CN is not used as a name, on purpose, as browsers do; issue it \
+         with one, e.g. openssl req ... -addext \"{}\"",
+        name_text(leaf.subject_name()),
+        san_for(name)
+    )
 }
 
 /// A failed verification of the peer's certificate: which certificate, what is wrong
@@ -161,13 +189,28 @@ pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
             let what = if v.as_raw() == 64 {
                 format!("the address {expected}")
             } else {
-                expected
+                expected.clone()
             };
-            format!(
-                "the peer's certificate is for {}, not for {what}: give the name it was issued \
-                 for with -k, or install a certificate for {what}",
-                cert_names(&leaf)
-            )
+            let names = san_names(&leaf);
+            let cn = common_name(&leaf);
+            if names.is_empty() {
+                no_san(&leaf, &expected)
+            } else if cn.is_some_and(|cn| cn.eq_ignore_ascii_case(&expected)) {
+                format!(
+                    "the peer's certificate is for {}, not for {what}: {expected} is only its \
+                     subject's CN, which is not used as a name, on purpose, as browsers do; \
+                     give one of its names with -k, or issue it with {expected} among its \
+                     subject alternative names (openssl req ... -addext \"{}\")",
+                    names.join(", "),
+                    san_for(&expected)
+                )
+            } else {
+                format!(
+                    "the peer's certificate is for {}, not for {what}: give the name it was \
+                     issued for with -k, or install a certificate for {what}",
+                    names.join(", ")
+                )
+            }
         }
         10 => format!(
             "a certificate of the peer's chain has expired (the peer's: {subject}, valid until {})",
@@ -181,8 +224,20 @@ pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
         23 => format!("the peer's certificate ({subject}) is revoked"),
         _ => format!("the peer's certificate ({subject}): {}", v.error_string()),
     };
+    // A trust failure comes before the name check: a certificate that will fail that
+    // too says so now, rather than after the user has fixed CAFILE.
+    let also = if matches!(v.as_raw(), 2 | 18 | 19 | 20 | 21 | 27) && san_names(&leaf).is_empty() {
+        let san =
+            expected_name(ssl).map_or_else(|| "subjectAltName=DNS:NAME".into(), |n| san_for(&n));
+        format!(
+            "; it also has no subject alternative name, so no name will match it (the CN is \
+             not used as a name): issue it with one, e.g. openssl req ... -addext \"{san}\""
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "certificate verification failed: {why} ({})",
+        "certificate verification failed: {why}{also} ({})",
         v.error_string()
     )
 }

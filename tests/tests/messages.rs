@@ -347,3 +347,142 @@ fn verbose_line_names_the_peer_without_tcpremoteip() {
         "{err}"
     );
 }
+
+/// `openssl req -x509 -newkey rsa:2048 -nodes ... -subj "/CN=localhost"` and `extra`, run
+/// as a newcomer runs it, in `dir`: (certificate, key).
+fn self_signed(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let script = format!(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out c.pem -days 30 \
+         -subj \"/CN=localhost\" {extra}"
+    );
+    let o = proc::run(proc::sh(&script).current_dir(dir), None, WAIT);
+    assert_eq!(o.code(), 0, "{script}: {}", o.stderr_str());
+    (dir.join("c.pem"), dir.join("k.pem"))
+}
+
+/// `cmd` with CAFILE (or nothing: the system store) and no other trust setting.
+fn trusting(cmd: &mut Command, cafile: Option<&Path>) -> Outcome {
+    cmd.env_remove("CAFILE").env_remove("CADIR");
+    if let Some(f) = cafile {
+        cmd.env("CAFILE", f);
+    }
+    proc::run(cmd, Some(b"x\n"), WAIT)
+}
+
+fn serving(cert: &Path, key: &Path) -> TinyListener {
+    TinyListener::start(Spawn::tlsd(
+        &["--", "/bin/cat"],
+        &[("CERTFILE", cert), ("KEYFILE", key)],
+    ))
+}
+
+/// The certificate `openssl req -x509 -subj /CN=localhost` makes has no subject
+/// alternative name, and the CN is not used as a name: the message says so and gives the
+/// `-addext` that fixes it, not `-k` (no -k helps); without trust, CAFILE and CADIR come
+/// first, with the missing name said too. The fix it names then works.
+#[test]
+fn a_certificate_with_only_a_cn_is_named_so_with_the_fix() {
+    if !stls_tests::require("openssl") {
+        return;
+    }
+    let dir = stls_tests::scratch("cn-only");
+    let (cert, key) = self_signed(&dir, "");
+    let l = serving(&cert, &key);
+    let port = l.port().to_string();
+    let tlsclient = || {
+        let mut c = Command::new(bins::bin("tlsclient"));
+        c.args(["localhost", &port]);
+        c
+    };
+    let no_k = |o: &Outcome, what: &str| {
+        assert!(!o.stderr_str().contains("with -k"), "{what}: {}", o.stderr_str());
+    };
+    let o = trusting(&mut tlsclient(), Some(&cert));
+    let words = [
+        "the peer's certificate (CN=localhost) has no subject alternative name",
+        "the subject's CN is not used as a name, on purpose, as browsers do",
+        "openssl req ... -addext \"subjectAltName=DNS:localhost\"",
+        "(hostname mismatch)",
+    ];
+    says(&o, "tlsclient", 97, &words, "tlsclient localhost");
+    no_k(&o, "tlsclient localhost");
+
+    let mut tlsc = Command::new(bins::tlsc());
+    tlsc.args(["-k", "localhost", "127.0.0.1", &port]);
+    let o = trusting(&mut tlsc, Some(&cert));
+    says(&o, "tlsc", 97, &words, "tlsc -k localhost");
+    no_k(&o, "tlsc -k localhost");
+
+    // No -k: the address is verified, and the fix is an IP name.
+    let mut tlsc = Command::new(bins::tlsc());
+    tlsc.args(["127.0.0.1", &port]);
+    let o = trusting(&mut tlsc, Some(&cert));
+    says(
+        &o,
+        "tlsc",
+        97,
+        &[
+            "has no subject alternative name",
+            "-addext \"subjectAltName=IP:127.0.0.1\"",
+            "(IP address mismatch)",
+        ],
+        "tlsc ADDR PORT",
+    );
+
+    // Not trusted (the system store): trust is the first remedy, the name the second.
+    let o = trusting(&mut tlsclient(), None);
+    says(
+        &o,
+        "tlsclient",
+        97,
+        &[
+            "(CN=localhost) is self-signed and not trusted here",
+            "CAFILE",
+            "CADIR",
+            "it also has no subject alternative name",
+            "-addext \"subjectAltName=DNS:localhost\"",
+            "(self-signed certificate)",
+        ],
+        "untrusted",
+    );
+    no_k(&o, "untrusted");
+    drop(l);
+
+    // The fix as the message gives it.
+    let fixed = stls_tests::scratch("cn-and-san");
+    let (cert, key) = self_signed(&fixed, "-addext \"subjectAltName=DNS:localhost\"");
+    let l = serving(&cert, &key);
+    let port = l.port().to_string();
+    let mut c = Command::new(bins::bin("tlsclient"));
+    c.args(["localhost", &port]);
+    let o = trusting(&mut c, Some(&cert));
+    assert_eq!(o.code(), 0, "with the SAN: {}", o.stderr_str());
+    assert_eq!(o.stdout_str(), "x\n");
+}
+
+/// A certificate whose CN is the name asked for but whose subject alternative names are
+/// others: the message says the CN does not count, and both remedies.
+#[test]
+fn a_name_only_in_the_cn_is_named_so() {
+    if !stls_tests::require("openssl") {
+        return;
+    }
+    let dir = stls_tests::scratch("cn-not-san");
+    let (cert, key) = self_signed(&dir, "-addext \"subjectAltName=DNS:other.test\"");
+    let l = serving(&cert, &key);
+    let mut c = Command::new(bins::bin("tlsclient"));
+    c.args(["localhost", &l.port().to_string()]);
+    let o = trusting(&mut c, Some(&cert));
+    says(
+        &o,
+        "tlsclient",
+        97,
+        &[
+            "is for other.test, not for localhost",
+            "localhost is only its subject's CN, which is not used as a name",
+            "-k",
+            "-addext \"subjectAltName=DNS:localhost\"",
+        ],
+        "CN only",
+    );
+}
