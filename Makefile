@@ -40,6 +40,11 @@ test:
 demo:
 	bash demo/run.sh
 
+# A CA and a server certificate to try things with (the README's recipe), in $(CERTDIR).
+CERTDIR ?= certs
+certs:
+	demo/certs $(CERTDIR)
+
 # Stripped (-s): the symbols make each binary about 11 MB and are not needed to run.
 # The shim looks for tlsc beside itself first: a symbolic link in
 # $(SHIMDIR) points at the installed tlsc.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The stls toolkit demo: build, make a CA and a server certificate, serve a
+# The stls toolkit demo: build, make a CA and a server certificate (demo/certs), serve a
 # small program with tlsd on loopback, talk to it with tlsc and with
 # openssl s_client, and say what happened. Exits non-zero if anything failed.
 set -euo pipefail
@@ -31,21 +31,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step "certificates in $tmp (ECDSA P-256)"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -keyout "$tmp/ca.key" -out "$tmp/ca.pem" -days 2 -subj "/CN=stls demo CA" \
-  -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -keyout "$tmp/server.key" -out "$tmp/server.csr" -subj "/CN=localhost" 2>/dev/null
-cat >"$tmp/server.ext" <<'EOF'
-basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,IP:127.0.0.1
-EOF
-openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
-  -CAcreateserial -days 2 -extfile "$tmp/server.ext" -out "$tmp/server.pem" 2>/dev/null
+step "certificates (ECDSA P-256): demo/certs, as make certs"
+demo/certs "$tmp"
+say "(removed at the end: \`make certs\` makes the same set in certs/ to keep, CERTDIR=dir elsewhere)"
 say "CA:     $(openssl x509 -in "$tmp/ca.pem" -noout -subject)"
 say "server: $(openssl x509 -in "$tmp/server.pem" -noout -subject), $(openssl x509 -in "$tmp/server.pem" -noout -ext subjectAltName | tail -n 1 | sed 's/^ *//')"
 

@@ -205,3 +205,33 @@ fn a_skip_is_seen_and_counted() {
         ["python3-aiohttp"]
     );
 }
+
+/// The README's layout names every file and directory at the top of the tree, and
+/// nothing that is not there (what `.gitignore` lists, such as `target/`, aside).
+#[test]
+fn readme_layout_is_the_tree() {
+    let root = bins::workspace();
+    let readme = read(&root.join("README.md"));
+    let start = readme.find("## Layout\n").expect("README has ## Layout");
+    let body = &readme[start..];
+    let open = body.find("```\n").expect("a block under ## Layout") + 4;
+    let close = open + body[open..].find("```").expect("the block ends");
+    let listed: BTreeSet<String> = body[open..close]
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|w| w.trim_end_matches('/').to_string())
+        .collect();
+    let ignored: Vec<String> = read(&root.join(".gitignore"))
+        .lines()
+        .map(|l| l.trim().trim_matches('/').to_string())
+        .collect();
+    let entries = std::fs::read_dir(&root).expect("the workspace directory");
+    let on_disk: BTreeSet<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".git" && n != ".gitignore" && !ignored.contains(n))
+        .collect();
+    let diff = differences(&on_disk, "the tree", &listed, "README's layout");
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
+}

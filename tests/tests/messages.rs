@@ -395,7 +395,11 @@ fn a_certificate_with_only_a_cn_is_named_so_with_the_fix() {
         c
     };
     let no_k = |o: &Outcome, what: &str| {
-        assert!(!o.stderr_str().contains("with -k"), "{what}: {}", o.stderr_str());
+        assert!(
+            !o.stderr_str().contains("with -k"),
+            "{what}: {}",
+            o.stderr_str()
+        );
     };
     let o = trusting(&mut tlsclient(), Some(&cert));
     let words = [
