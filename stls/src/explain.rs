@@ -244,7 +244,7 @@ pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_certificate_verdict, reason};
+    use super::{is_certificate_verdict, reason, san_for};
 
     #[test]
     fn reasons_have_words_and_verdicts_are_handshake_failures() {
@@ -253,5 +253,12 @@ mod tests {
         assert!(reason(12345).is_none());
         assert!(is_certificate_verdict(1116));
         assert!(!is_certificate_verdict(267));
+    }
+
+    #[test]
+    fn the_fix_for_a_missing_name_is_of_the_names_kind() {
+        assert_eq!(san_for("localhost"), "subjectAltName=DNS:localhost");
+        assert_eq!(san_for("127.0.0.1"), "subjectAltName=IP:127.0.0.1");
+        assert_eq!(san_for("::1"), "subjectAltName=IP:::1");
     }
 }
