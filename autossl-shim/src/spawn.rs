@@ -112,7 +112,7 @@ pub fn strip_preload(v: &[u8], ours: Option<&[u8]>) -> Vec<u8> {
     kept.join(&b' ')
 }
 
-const MAX_FDS: usize = 6;
+const MAX_FDS: usize = 8;
 
 struct ChildArgs {
     /// Keeper form: the top of the helper's stack (the keeper runs above it).

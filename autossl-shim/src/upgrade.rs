@@ -757,7 +757,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
     let (app, helper) = socketpair()?;
     let filler = fill(app.0)?;
     let (nr, nw) = pipe()?;
-    let argv = vec![
+    let mut argv = vec![
         tlsc.to_owned(),
         cstr("--detach")?,
         cstr("--pending-connect")?,
@@ -766,18 +766,18 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
         cstr(&millis(timeout).to_string())?,
         cstr("-d")?,
         cstr("3")?,
-        cstr("-k")?,
-        cstr(name)?,
     ];
+    argv.extend(chosen.tlsc_args()?);
     // tlsc's io form on the connecting socket (fd 6 and 7), the socketpair as its stdin
     // and stdout, the pipe's writing end as its -d fd, on which it also reports failures.
-    let fds = [
+    let mut fds = vec![
         (helper.0, 0),
         (helper.0, 1),
         (nw.0, 3),
         (c.fd, 6),
         (c.fd, 7),
     ];
+    late_log(c, &mut argv, &mut fds)?;
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);
@@ -808,30 +808,47 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
 
 /// The name to send and verify, and where it came from.
 struct Chosen {
+    /// The name, or the address when none is known, or the candidates joined with commas
+    /// when the request is to tell.
     name: String,
     /// None: the user's or the program's name; Some: no name could be told (these are the
-    /// candidates), the address is verified.
+    /// candidates).
     unknown: Option<names::Candidates>,
+    /// Several candidates: the program's own request picks one of them.
+    from_request: bool,
 }
 
 impl Chosen {
     /// What the failure messages say was checked.
     fn checked(&self) -> String {
-        match self.unknown {
-            Some(_) => "the address".to_string(),
-            None => format!("name {}", self.name),
+        match (self.unknown, self.from_request) {
+            (Some(_), true) => format!("the name its request gives, one of {}", self.name),
+            (Some(_), false) => "the address".to_string(),
+            (None, _) => format!("name {}", self.name),
         }
+    }
+
+    /// tlsc's options for the name: `-k NAME --check-host`, `--host-from-request=NAMES`, or
+    /// `-k ADDRESS`.
+    fn tlsc_args(&self) -> Result<Vec<CString>, c_int> {
+        Ok(match (self.unknown, self.from_request) {
+            (_, true) => vec![cstr(&format!("--host-from-request={}", self.name))?],
+            (Some(_), false) => vec![cstr("-k")?, cstr(&self.name)?],
+            (None, false) => vec![cstr("-k")?, cstr(&self.name)?, cstr("--check-host")?],
+        })
     }
 }
 
-/// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; this thread's own lookup; the
-/// process's only name for the address; else the address itself (said with
-/// `AUTOSSL_VERBOSE`, with the candidates).
+/// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; the only name that ever gave the
+/// address; several candidates: the program's request (HTTP/1.x `Host`) picks one; else
+/// the address itself (said with `AUTOSSL_VERBOSE`, with the candidates). A name is checked
+/// against the program's request before anything is sent.
 fn server_name(c: &Call) -> Chosen {
     let cfg = c.cfg();
     let named = |name: &str| Chosen {
         name: name.to_string(),
         unknown: None,
+        from_request: false,
     };
     if let Some(s) = &cfg.sni {
         return named(s);
@@ -840,7 +857,23 @@ fn server_name(c: &Call) -> Chosen {
         return named(n);
     }
     match names::evidence(c.t.key) {
-        names::Evidence::Thread(n) | names::Evidence::Process(n) => named(&n.text()),
+        names::Evidence::Certain(n) => named(&n.text()),
+        names::Evidence::Unknown(cands) if cands.n > 0 => {
+            let mut list: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
+            if cands.more {
+                // Never a host name: it matches no request, and says "and others".
+                list.push("...".into());
+            }
+            c.verbose(&format!(
+                ": several names ({}): the request's host picks one",
+                candidate_list(&cands)
+            ));
+            Chosen {
+                name: list.join(","),
+                unknown: Some(cands),
+                from_request: true,
+            }
+        }
         names::Evidence::Unknown(cands) => {
             c.verbose(&format!(
                 ": no single name known ({}): verifying the address",
@@ -849,6 +882,7 @@ fn server_name(c: &Call) -> Chosen {
             Chosen {
                 name: c.ip_text.clone(),
                 unknown: Some(cands),
+                from_request: false,
             }
         }
     }
@@ -885,24 +919,56 @@ fn unknown_name_advice(c: &Call, cands: &names::Candidates) -> String {
     )
 }
 
+/// Messages that come after the connection is ready (the verdict on the program's request)
+/// go to the program's stderr, as tlsc's fd 4: not with AUTOSSL_SILENT, nor when the
+/// connection is on fd 2 itself.
+fn late_log(c: &Call, argv: &mut Vec<CString>, fds: &mut Vec<(c_int, c_int)>) -> Result<(), c_int> {
+    if !c.cfg().silent && c.fd != 2 {
+        argv.push(cstr("--log-fd=4")?);
+        fds.push((2, 4));
+    }
+    Ok(())
+}
+
+/// The name comes from the program's own request: tlsc is started on the connected socket
+/// and the swap made at once; tlsc reads the request, then makes the handshake for the
+/// name it gives. A failure from here on reaches the program as a closed connection, and
+/// tlsc says why on its stderr.
+fn over_tcp_from_request(c: &Call, tlsc: &CStr, chosen: &Chosen) -> Result<(), c_int> {
+    let (local, local_len) = sockaddr_bytes(c.fd, false);
+    let ms = millis(c.cfg().timeout).to_string();
+    let mut argv = vec![tlsc.to_owned(), cstr("--detach")?, cstr("-K")?, cstr(&ms)?];
+    argv.extend(chosen.tlsc_args()?);
+    let (app, helper) = socketpair()?;
+    let mut fds = vec![(helper.0, 0), (helper.0, 1), (c.fd, 6), (c.fd, 7)];
+    late_log(c, &mut argv, &mut fds)?;
+    start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
+    drop(helper);
+    swap(c, app, &local[..local_len])?;
+    c.verbose(&format!(": {}", chosen.checked()));
+    Ok(())
+}
+
 /// On the connected socket: tlsc started, its handshake awaited, the swap.
 fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     let cfg = c.cfg();
-    let (local, local_len) = sockaddr_bytes(c.fd, false);
     let chosen = server_name(c);
+    if chosen.from_request {
+        return over_tcp_from_request(c, tlsc, &chosen);
+    }
+    let (local, local_len) = sockaddr_bytes(c.fd, false);
     let name = &chosen.name;
     let timeout = c.handshake_timeout();
     let ms = millis(timeout).to_string();
-    let argv = vec![
+    let mut argv = vec![
         tlsc.to_owned(),
         cstr("--detach")?,
         cstr("-K")?,
         cstr(&ms)?,
         cstr("-d")?,
         cstr("3")?,
-        cstr("-k")?,
-        cstr(name)?,
     ];
+    argv.extend(chosen.tlsc_args()?);
     let (app, helper) = socketpair()?;
     let (nr, nw) = pipe()?;
     // tlsc's messages come through a pipe: each is given with the destination, before
@@ -922,6 +988,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     if relay {
         fds.push((ew.0, 2));
     }
+    late_log(c, &mut argv, &mut fds)?;
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);

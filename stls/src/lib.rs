@@ -108,6 +108,7 @@ pub mod exit;
 mod explain;
 pub mod fd;
 pub mod handshake;
+pub mod http_host;
 pub mod ocsp;
 pub mod options;
 pub mod policy;
@@ -117,5 +118,5 @@ pub mod session;
 pub mod tickets;
 pub mod ucspi;
 
-pub use engine::{run, Config, End, Fds, Outcome, BUF};
+pub use engine::{run, run_sending, Config, End, Fds, Hold, Outcome, BUF};
 pub use handshake::{nonblocking, Io, Tls};

@@ -80,6 +80,9 @@ enum Id {
     Detach,
     PendingConnect,
     Discard,
+    CheckHost,
+    HostFromRequest,
+    LogFd,
     // a server that listens
     MaxConn,
     MaxConnPerIp,
@@ -199,6 +202,12 @@ pub static OPTIONS: &[Opt] = &[
         "the network's connect is in progress: wait for it; with -d, report a failure there, not on stderr"),
     opt(SHIM, None, "discard", Some("N"), Id::Discard,
         "after the handshake, drop the first N bytes of clear input (autossl-shim's filler)"),
+    opt(SHIM, None, "check-host", None, Id::CheckHost,
+        "send nothing if an HTTP/1.x request in the first clear input names a host other than -k's"),
+    opt(SHIM, None, "host-from-request", Some("NAMES"), Id::HostFromRequest,
+        "no -k: the host an HTTP/1.x request in the first clear input names, if one of NAMES (a,b), is the name"),
+    opt(SHIM, None, "log-fd", Some("FD"), Id::LogFd,
+        "with --detach: messages after the connection is ready go to FD until the first request is judged"),
     opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
         "at most N connections at once; at the limit, stop accepting until one ends (default 40)"),
     opt(LISTEN, Some('C'), "maxconn-per-ip", Some("N"), Id::MaxConnPerIp,
@@ -292,6 +301,14 @@ pub struct Options {
     pub pending_connect: bool,
     /// `--discard=N`: bytes of clear input dropped after the handshake.
     pub discard: u32,
+    /// `--check-host`: the first request's host must be the server name.
+    pub check_host: bool,
+    /// `--host-from-request=NAMES`: the server name is the first request's host, one of
+    /// these.
+    pub host_from_request: Option<Vec<String>>,
+    /// `--log-fd=FD`: where messages go after the connection is ready, until the first
+    /// request is judged.
+    pub log_fd: Option<i32>,
     /// Server `-c`: the most connections at once.
     pub maxconn: u32,
     /// Server `-C`: the most connections at once from one address.
@@ -340,6 +357,9 @@ impl Default for Options {
             detach: false,
             pending_connect: false,
             discard: 0,
+            check_host: false,
+            host_from_request: None,
+            log_fd: None,
             maxconn: 40,
             maxconn_per_ip: None,
             backlog: None,
@@ -434,6 +454,22 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
         Id::Detach => opts.detach = true,
         Id::PendingConnect => opts.pending_connect = true,
         Id::Discard => opts.discard = parse_count(v(), "discard")?,
+        Id::CheckHost => opts.check_host = true,
+        Id::HostFromRequest => {
+            let names: Vec<String> = v()
+                .split(',')
+                // "..." (autossl-shim: names were forgotten) matches no host and stays.
+                .map(|n| match n {
+                    "..." => n.to_string(),
+                    n => n.trim_end_matches('.').to_ascii_lowercase(),
+                })
+                .collect();
+            if names.iter().any(String::is_empty) {
+                return Err(format!("invalid host-from-request: {}", v()));
+            }
+            opts.host_from_request = Some(names)
+        }
+        Id::LogFd => opts.log_fd = Some(parse_fd(v(), "log fd")?),
         Id::MaxConn => opts.maxconn = parse_count(v(), "maxconn")?,
         Id::MaxConnPerIp => opts.maxconn_per_ip = Some(parse_count(v(), "maxconn-per-ip")?),
         Id::Backlog => {

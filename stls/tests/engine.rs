@@ -257,3 +257,107 @@ fn idle_timeout_closes_as_at_local_eof() {
     let mut to_engine = to_engine;
     assert!(to_engine.write_all(b"x").is_err());
 }
+
+static VERDICTS: std::sync::Mutex<Vec<Option<String>>> = std::sync::Mutex::new(Vec::new());
+
+fn note_verdict(why: Option<&str>) {
+    VERDICTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(why.map(str::to_string));
+}
+
+fn holding(host: &str) -> Config {
+    Config {
+        hold: Some(stls::Hold {
+            host: host.to_string(),
+            decided: note_verdict,
+        }),
+        ..Config::default()
+    }
+}
+
+/// A request for another host than the one held for: nothing of it reaches the peer, the
+/// relay fails with the reason, and the verdict is told once.
+#[test]
+fn held_request_for_another_host_sends_nothing() {
+    let (peer_sock, nin, nout) = peer_over_socket();
+    let (mut to_engine, from_engine, h) = engine_server(nin, nout, holding("a.test"));
+    let app = thread::spawn(move || {
+        to_engine
+            .write_all(b"GET / HTTP/1.1\r\nHost: b.test:443\r\n")
+            .expect("app write");
+        thread::sleep(Duration::from_millis(50));
+        let _ = to_engine.write_all(b"Cookie: secret\r\n\r\nbody");
+        drop(to_engine);
+        read_all(from_engine)
+    });
+    let mut s = connector()
+        .connect("engine.test", peer_sock)
+        .expect("connect");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(got.is_empty(), "sent: {:?}", String::from_utf8_lossy(&got));
+    let out = h.join().expect("engine");
+    assert!(
+        matches!(&out.end, End::Tls(why) if why.contains("names host b.test")),
+        "{:?}",
+        out.end
+    );
+    let _ = app.join();
+    let v = VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        v.iter()
+            .any(|x| x.as_deref().is_some_and(|w| w.contains("b.test"))),
+        "{v:?}"
+    );
+}
+
+/// The right host in pieces, then a body: held until the head ended, then everything
+/// arrives intact. Bytes that are not HTTP pass at once, after the peer spoke first.
+#[test]
+fn held_request_for_its_host_and_other_protocols_pass() {
+    let (peer_sock, nin, nout) = peer_over_socket();
+    let (mut to_engine, from_engine, h) = engine_server(nin, nout, holding("a.test"));
+    let body = payload(200_000, 7);
+    let mut sent = b"POST /x HTTP/1.1\r\nHost: A.Test.\r\nContent-Length: 200000\r\n\r\n".to_vec();
+    sent.extend_from_slice(&body);
+    let sent2 = sent.clone();
+    let app = thread::spawn(move || {
+        for piece in [&sent2[..3], &sent2[3..20], &sent2[20..]] {
+            to_engine.write_all(piece).expect("app write");
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(to_engine);
+        read_all(from_engine)
+    });
+    let mut s = connector()
+        .connect("engine.test", peer_sock)
+        .expect("connect");
+    let got = read_all(&mut s);
+    s.shutdown().expect("close_notify");
+    assert_eq!(sha(&got), sha(&sent));
+    assert_eq!(h.join().expect("engine").end, End::Clean);
+    let _ = app.join();
+
+    // Server first: the peer's banner reaches the app while its bytes are held for none.
+    let (peer_sock, nin, nout) = peer_over_socket();
+    let (mut to_engine, mut from_engine, h) = engine_server(nin, nout, holding("a.test"));
+    let app = thread::spawn(move || {
+        let mut banner = [0u8; 6];
+        from_engine.read_exact(&mut banner).expect("banner");
+        to_engine.write_all(b"EHLO x\r\n").expect("app write");
+        drop(to_engine);
+        banner
+    });
+    let mut s = connector()
+        .connect("engine.test", peer_sock)
+        .expect("connect");
+    s.write_all(b"220 hi").expect("banner");
+    s.flush().expect("flush");
+    let got = read_all(&mut s);
+    assert_eq!(got, b"EHLO x\r\n");
+    assert_eq!(&app.join().expect("app"), b"220 hi");
+    s.shutdown().expect("close_notify");
+    assert_eq!(h.join().expect("engine").end, End::Clean);
+}

@@ -309,8 +309,8 @@ import errno, fcntl, os, select, signal, socket, sys
 name, port = sys.argv[1], int(sys.argv[2])
 chld = [0]
 signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
-def request(s):
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+def request(s, host=None):
+    s.sendall(b"GET / HTTP/1.0\r\n" + (b"Host: %s\r\n" % host.encode() if host else b"") + b"\r\n")
     data = b""
     while True:
         d = s.recv(65536)
@@ -398,16 +398,17 @@ assert m.getpeername()[:2] == ("::ffff:127.0.0.1", port), m.getpeername()
 show("mapped:", request(m))
 m.close()
 
-# gethostbyname_r (CPython's gethostbyname_ex), then a connect by address: that name.
+# gethostbyname_r (CPython's gethostbyname_ex), then a connect by address: the address
+# now has two names, and the request's Host tells which.
 h = socket.gethostbyname_ex(sys.argv[3])
 g = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 g.connect((h[2][0], port))
-show("byname:", request(g))
+show("byname:", request(g, sys.argv[3]))
 g.close()
 
 # TCP Fast Open: sendto with MSG_FASTOPEN connects (upgraded) and sends.
 f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-f.sendto(b"GET / HTTP/1.0\r\n\r\n", socket.MSG_FASTOPEN, ("127.0.0.1", port))
+f.sendto(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % name.encode(), socket.MSG_FASTOPEN, ("127.0.0.1", port))
 data = b""
 while True:
     d = f.recv(65536)
@@ -461,6 +462,7 @@ fn socket_api_after_the_swap() {
     }
     assert!(line("named:").contains(&tag(NAME)), "{out}");
     assert!(line("byname:").contains(&tag("localhost")), "{out}");
+    assert!(line("fastopen:").contains(&tag(NAME)), "{out}");
     assert!(
         out.contains("sigchld=0 wait=none"),
         "the host saw the helper: {out}"
@@ -838,6 +840,9 @@ const HOLD_SCRIPT: &str = r#"
 import os, socket, sys, time
 name, port, d = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.create_connection((name, port), timeout=30)
+# The first bytes are judged (not an HTTP request: they pass), which lets tlsc drop the
+# program's stderr; the rest comes later.
+s.sendall(b"ECHO\n")
 with open(os.path.join(d, "ready.tmp"), "w") as f:
     f.write(str(os.getpid()))
 os.rename(os.path.join(d, "ready.tmp"), os.path.join(d, "ready"))
@@ -845,7 +850,8 @@ for _ in range(1200):
     if os.path.exists(os.path.join(d, "go")):
         break
     time.sleep(0.05)
-s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+s.sendall(b"held")
+s.shutdown(socket.SHUT_WR)
 data = b""
 while True:
     x = s.recv(65536)
@@ -922,6 +928,14 @@ fn helper_runs_without_the_library_and_ends_with_the_connection() {
             1,
             "one tlsc for the one connection: {helpers:?}"
         );
+        // The program's stderr is let go once its first bytes are judged, which happens
+        // in tlsc just after the program sent them: wait for it (bounded).
+        proc::wait_for(Duration::from_secs(10), || {
+            report(helpers[0])
+                .2
+                .get(2)
+                .is_some_and(|f| f.1 == "/dev/null")
+        });
         let (status, env, fds) = report(helpers[0]);
         let ppid = status
             .lines()
@@ -1296,7 +1310,7 @@ fn vhosts_curl_dns_cache_and_parallel() {
     assert!(!err.contains("cannot be preloaded"), "{err}");
     let got = answers_in(&dir, seq.len());
     assert_eq!(got[0].as_deref(), Some("a.test"), "{err}");
-    shim::assert_right_hosts("curl a b a", &got, &seq, &err);
+    shim::assert_every_host("curl a b a", &got, &seq, &err);
 
     let par = ["a.test", "b.test", "c.wild.test", "b.test"];
     let dir = scratch("vhost-curl-parallel");
@@ -1319,7 +1333,7 @@ fn vhosts_curl_dns_cache_and_parallel() {
     let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let o = shim::run(&args, &vars, None);
     let err = o.stderr_str();
-    shim::assert_right_hosts("curl -Z", &answers_in(&dir, par.len()), &par, &err);
+    shim::assert_every_host("curl -Z", &answers_in(&dir, par.len()), &par, &err);
 }
 
 const NODE_ALL: &str = r#"
@@ -1352,7 +1366,7 @@ fn vhosts_node_promise_all() {
     let err = o.stderr_str();
     assert_eq!(o.code(), 0, "{out}\n{err}");
     assert_eq!(out.lines().count(), names.len(), "{out}\n{err}");
-    shim::assert_right_hosts("node", &answers_by_line(&out, names.len()), &names, &err);
+    shim::assert_every_host("node", &answers_by_line(&out, names.len()), &names, &err);
     // One name alone on its address: node's lookups in another thread are enough.
     let o = s.run(&["node", "-e", NODE_ALL, &urls[2], &urls[2]]);
     let out = o.stdout_str();
@@ -1406,7 +1420,7 @@ fn vhosts_java_requests_in_a_row() {
     let got = answers_by_line(&out, names.len());
     assert_eq!(got[0].as_deref(), Some("a.test"), "{out}\n{err}");
     assert_eq!(got[1].as_deref(), Some("b.test"), "{out}\n{err}");
-    shim::assert_right_hosts("java", &got, &names, &err);
+    shim::assert_every_host("java", &got, &names, &err);
 }
 
 const AIOHTTP_GATHER: &str = r#"
@@ -1447,7 +1461,7 @@ fn vhosts_aiohttp_gather() {
     let out = o.stdout_str();
     let err = o.stderr_str();
     assert_eq!(o.code(), 0, "{out}\n{err}");
-    shim::assert_right_hosts("aiohttp", &answers_by_line(&out, names.len()), &names, &err);
+    shim::assert_every_host("aiohttp", &answers_by_line(&out, names.len()), &names, &err);
 }
 
 const GAI_A_CLIENT: &str = r#"
@@ -1460,14 +1474,15 @@ const GAI_A_CLIENT: &str = r#"
 #include <time.h>
 #include <unistd.h>
 
-static void get(const char *tag, struct addrinfo *ai) {
+static void get(const char *tag, const char *host, struct addrinfo *ai) {
     int s = socket(ai->ai_family, SOCK_STREAM, 0);
     if (connect(s, ai->ai_addr, ai->ai_addrlen) != 0) {
         printf("%s ERR connect: %s\n", tag, strerror(errno));
         close(s);
         return;
     }
-    const char *req = "GET / HTTP/1.0\r\n\r\n";
+    char req[256];
+    snprintf(req, sizeof req, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", host);
     if (write(s, req, strlen(req)) < 0) { printf("%s ERR write\n", tag); close(s); return; }
     char buf[4096];
     size_t n = 0;
@@ -1489,7 +1504,7 @@ int main(int argc, char **argv) {
     struct gaicb a = { .ar_name = "a.test", .ar_service = argv[1], .ar_request = &hints };
     struct gaicb *list[1] = { &a };
     if (getaddrinfo_a(GAI_WAIT, list, 1, NULL) != 0 || gai_error(&a) != 0) return 3;
-    get("0", a.ar_result);
+    get("0", "a.test", a.ar_result);
     /* GAI_NOWAIT, then gai_suspend and gai_error */
     struct gaicb b = { .ar_name = "b.test", .ar_service = argv[1], .ar_request = &hints };
     list[0] = &b;
@@ -1500,9 +1515,9 @@ int main(int argc, char **argv) {
         gai_suspend(l, 1, &t);
     }
     if (gai_error(&b) != 0) return 5;
-    get("1", b.ar_result);
-    /* a.test's address again with no new lookup: it cannot be told from b.test. */
-    get("2", a.ar_result);
+    get("1", "b.test", b.ar_result);
+    /* a.test's address again with no new lookup: only its request's Host tells. */
+    get("2", "a.test", a.ar_result);
     return 0;
 }
 "#;
@@ -1522,10 +1537,73 @@ fn vhosts_getaddrinfo_a_client() {
     assert_eq!(o.code(), 0, "{out}\n{err}");
     let names = ["a.test", "b.test", "a.test"];
     let got = answers_by_line(&out, 3);
-    assert_eq!(got[0].as_deref(), Some("a.test"), "{out}\n{err}");
-    assert_eq!(got[1].as_deref(), Some("b.test"), "{out}\n{err}");
-    assert_eq!(got[2], None, "{out}\n{err}");
-    shim::assert_right_hosts("getaddrinfo_a", &got, &names, &err);
+    shim::assert_every_host("getaddrinfo_a", &got, &names, &err);
+}
+
+/// The client with its own DNS cache (`tests/apps/vhost-cache`), one scenario: its lines.
+fn vhost_cache(s: &shim::Server, scenario: &str) -> (Vec<String>, String) {
+    let app = stls_tests::bins::workspace().join("tests/apps/vhost-cache");
+    let py = python_arg();
+    let port = s.port.to_string();
+    let o = s.run(&[py.as_str(), app.to_str().expect("utf-8"), &port, scenario]);
+    let out = o.stdout_str();
+    let err = o.stderr_str();
+    assert_eq!(o.code(), 0, "{scenario}: {out}\n{err}");
+    (out.lines().map(str::to_string).collect(), err)
+}
+
+/// A lookup says which names gave an address, not which name a later connect is for: a
+/// client that fetched a.test, then resolved b.test (same address), then connects to
+/// a.test's cached address; or resolved a.test, then 600 other names (the shim forgets the
+/// oldest), then b.test; or whose threads resolve at once while it connects. Each request
+/// reaches a.test (its own Host says so), or fails closed where a.test was forgotten; never
+/// b.test.
+#[test]
+fn vhosts_cached_address_never_reaches_a_later_lookups_host() {
+    if !ready(&[]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    for (scenario, n) in [("later", 2), ("forgotten", 1), ("threads", 10)] {
+        let (lines, err) = vhost_cache(&s, scenario);
+        let got = answers_by_line(&lines.join("\n"), n);
+        let want = vec!["a.test"; n];
+        if scenario == "forgotten" {
+            // a.test was forgotten: its request cannot name a known candidate, and fails
+            // closed with the candidates and the remedy.
+            assert_eq!(shim::assert_right_hosts(scenario, &got, &want, &err), 0);
+            assert!(err.contains("(b.test, ...)"), "{err}");
+        } else {
+            shim::assert_every_host(scenario, &got, &want, &err);
+        }
+    }
+}
+
+/// What the request says is checked before any of it leaves: a.test is the only name that
+/// gave the address, the request names b.test: nothing is sent, the program sees the
+/// connection closed, and its stderr says why. Several names and a first line that is not
+/// an HTTP request: no name can be told, it fails closed with the candidates.
+#[test]
+fn vhosts_request_for_another_host_is_never_sent() {
+    if !ready(&[]) {
+        return;
+    }
+    let s = shim::vhost_server();
+    let (lines, err) = vhost_cache(&s, "mismatch");
+    assert_eq!(lines.len(), 1, "{lines:?}\n{err}");
+    assert!(lines[0].starts_with("0 ERR"), "{lines:?}\n{err}");
+    assert!(
+        err.contains("names host b.test") && err.contains("verified for a.test"),
+        "{err}"
+    );
+    let (lines, err) = vhost_cache(&s, "plain");
+    assert!(lines[0].starts_with("0 ERR"), "{lines:?}\n{err}");
+    assert!(
+        err.contains("several names gave this address (a.test, b.test)")
+            && err.contains("not an HTTP/1.x request")
+            && err.contains("AUTOSSL_SNI"),
+        "{err}"
+    );
 }
 
 /// aria2c against a certificate with DNS names only: with its getaddrinfo (which it

@@ -14,10 +14,11 @@ use stls::cli::{self, Log};
 use stls::context::{self, ClientSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
+use stls::http_host::{self, Head};
 use stls::options::Options;
 use stls::session;
 use stls::ucspi;
-use stls::{fd, process, Fds, Tls};
+use stls::{fd, process, Fds, Hold, Tls};
 
 /// An IP literal as found in TCPREMOTEIP, -k or an ADDR operand: IPv4, IPv6 with an
 /// optional `%zone` and brackets; a v4-mapped IPv6 address is its IPv4 address. Returns the
@@ -401,7 +402,24 @@ pub fn session(
     peer: &Peer,
     net: Network,
 ) -> Result<i32, Error> {
+    session_sending(log, opts, env, ctx, peer, net, &[])
+}
+
+/// [`session`], with `first` (the app's first bytes, read already) sent before anything
+/// else the app writes.
+pub fn session_sending(
+    log: Log,
+    opts: &Options,
+    env: &Env,
+    ctx: &SslContext,
+    peer: &Peer,
+    net: Network,
+    first: &[u8],
+) -> Result<i32, Error> {
     let (rfd, wfd) = (net.rfd, net.wfd);
+    if opts.check_host {
+        let _ = DEST.set(destination(rfd));
+    }
     let mut launcher = None;
     let selfpipe = if net.prog {
         let sp = Selfpipe::install()?;
@@ -439,7 +457,12 @@ pub fn session(
         cipher_out: wfd,
         selfpipe,
     };
-    Ok(relay(log, opts, tls, desc, launcher, fds))
+    let hold = (opts.check_host && first.is_empty())
+        .then(|| peer.sni.clone())
+        .flatten();
+    Ok(relay_sending(
+        log, opts, tls, desc, launcher, fds, hold, first,
+    ))
 }
 
 /// The handshake on the network fds `net`: the engine's credentials dropped, the session's
@@ -487,23 +510,184 @@ pub fn handshake(
 pub fn relay(
     log: Log,
     opts: &Options,
+    tls: Tls,
+    desc: session::Description,
+    launcher: Option<Launcher>,
+    fds: Fds,
+) -> i32 {
+    relay_sending(log, opts, tls, desc, launcher, fds, None, &[])
+}
+
+/// [`relay`], with the app's first request held for its host (`hold`, `--check-host`) or
+/// its first bytes already read (`first`).
+#[allow(clippy::too_many_arguments)]
+fn relay_sending(
+    log: Log,
+    opts: &Options,
     mut tls: Tls,
     desc: session::Description,
     mut launcher: Option<Launcher>,
     fds: Fds,
+    hold: Option<String>,
+    first: &[u8],
 ) -> i32 {
     process::trim_heap();
     log.info(&cli::session_line(&desc, fds.cipher_in));
+    let mut cfg = cli::engine_config(opts);
     if opts.detach {
-        // The caller's stderr must not be held open for the connection's lifetime.
-        cli::silence_stderr();
+        // The caller's stderr must not be held open for the connection's lifetime: with
+        // a request to judge, the verdict goes to --log-fd, which is closed right after.
+        match (&hold, opts.log_fd) {
+            (Some(_), Some(l)) => {
+                let _ = fd::dup2(l, 2);
+                fd::close(l);
+            }
+            _ => {
+                close_log_fd(opts);
+                cli::silence_stderr();
+            }
+        }
     }
+    cfg.hold = hold.map(|host| Hold {
+        host,
+        decided: if opts.detach { judged_detached } else { judged },
+    });
     let pid = launcher.as_mut().map(|l| {
         l.start(&cli::child_description(opts, desc));
         l.pid
     });
-    let out = stls::run(&mut tls, fds, pid, &cli::engine_config(opts));
+    let out = stls::run_sending(&mut tls, fds, pid, &cfg, first);
     cli::conclude(&log, out)
+}
+
+/// Where the connection goes, for the messages of the shim's checks (set once, before).
+static DEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn dest() -> &'static str {
+    DEST.get().map(String::as_str).unwrap_or("the server")
+}
+
+/// The verdict on the first request, said at once when it refuses.
+fn judged(why: Option<&str>) {
+    if let Some(why) = why {
+        let line = format!("tlsc: fatal: {}: {why}\n", dest());
+        let _ = fd::write_all(2, line.as_bytes());
+    }
+}
+
+/// [`judged`], then the caller's stderr let go (`--detach`).
+fn judged_detached(why: Option<&str>) {
+    judged(why);
+    cli::silence_stderr();
+}
+
+fn close_log_fd(opts: &Options) {
+    if let Some(l) = opts.log_fd {
+        if l > 2 {
+            fd::close(l);
+        }
+    }
+}
+
+/// `--host-from-request=NAMES`: several names gave the address and the app's own request
+/// says which. The caller's connect completes now (the filler dropped, an empty description
+/// on `-d`), messages go to `--log-fd`, and the app's first bytes are read (bounded by the
+/// handshake timeout): an HTTP/1.x request whose host is one of `names` makes that name the
+/// server's; anything else fails closed, nothing sent. Returns the peer and the bytes read.
+pub fn name_from_request(
+    opts: &Options,
+    names: &[String],
+    net: RawFd,
+) -> Result<(Peer, Vec<u8>), Error> {
+    let deadline = cli::deadline(opts);
+    if opts.discard > 0 {
+        discard(0, opts.discard as usize, deadline)?;
+    }
+    if let Some(n) = opts.notification_fd {
+        let r = fd::write_all(n, &session::Description::default().encode());
+        fd::close(n);
+        HANDSHAKE_DONE.store(true, Relaxed);
+        r.map_err(|e| Error::sys("unable to write the session description", e))?;
+    }
+    if let (true, Some(l)) = (opts.detach, opts.log_fd) {
+        let _ = fd::dup2(l, 2);
+        fd::close(l);
+    }
+    let _ = DEST.set(destination(net));
+    let deadline = cli::deadline(opts);
+    let list = names.join(", ");
+    let fail = |what: String| {
+        Error::new(
+            exit::HANDSHAKE,
+            format!(
+                "{}: several names gave this address ({list}) and {what}: nothing was sent; \
+                 set AUTOSSL_SNI=NAME, or AUTOSSL_NAMES=\"NAME=ADDRESS:PORT\"",
+                dest()
+            ),
+        )
+    };
+    stls::nonblocking(&[0])?;
+    let mut buf = vec![0u8; http_host::MAX_HEAD];
+    let mut got = 0;
+    let head = loop {
+        match http_host::head(&buf[..got]) {
+            Head::Incomplete if got < buf.len() => {}
+            h => break h,
+        }
+        match fd::read(0, &mut buf[got..]) {
+            Ok(0) => {
+                return Err(fail(
+                    "the program closed the connection before it named one".into(),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if fd::would_block(&e) => {
+                let t = fd::poll_timeout(deadline);
+                if t == 0 {
+                    return Err(fail(
+                        "the program sent no request that names one in time (AUTOSSL_TIMEOUT)"
+                            .into(),
+                    ));
+                }
+                let mut p = [libc::pollfd {
+                    fd: 0,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                let _ = fd::poll(&mut p, t);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::sys("unable to read the clear side", e)),
+        }
+    };
+    buf.truncate(got);
+    let host = match head {
+        Head::Host(Some(h)) if names.contains(&h) => h,
+        Head::Host(Some(h)) => {
+            return Err(fail(format!(
+                "the request names host {h}, which is not one of them"
+            )))
+        }
+        Head::Host(None) => return Err(fail("the request names no host name".into())),
+        Head::NotHttp => {
+            return Err(fail(
+                "the program's first bytes are not an HTTP/1.x request that names one".into(),
+            ))
+        }
+        Head::Incomplete => return Err(fail("the request's head did not end".into())),
+        Head::Bad(why) => return Err(fail(format!("the request has {why}"))),
+    };
+    let mut o = opts.clone();
+    o.servername = Some(host);
+    Ok((Peer::named(&o, None)?, buf))
+}
+
+/// `IP port P` of the network's peer, for messages.
+fn destination(net: RawFd) -> String {
+    match fd::peer_addr(net) {
+        Some(a) => format!("{} port {}", a.ip(), a.port()),
+        None => "the server".into(),
+    }
 }
 
 /// Delayed TLS: the selfpipe, prog (the operands) started at once with the network on its

@@ -103,7 +103,15 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let ctx = tlsc::client_context(opts, &env)?;
-    let peer = peer_name(opts, &form, &env)?;
+    if opts.host_from_request.is_some() && form == Form::Prog {
+        return Err(Error::usage(
+            "--host-from-request reads the first request on fd 0: the io form only",
+        ));
+    }
+    let peer = match opts.host_from_request {
+        None => Some(peer_name(opts, &form, &env)?),
+        Some(_) => None,
+    };
     let (rfd, wfd) = network(opts, &form)?;
     if opts.pending_connect {
         tlsc::await_connect(rfd, cli::deadline(opts))?;
@@ -113,5 +121,15 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
         wfd,
         prog: form == Form::Prog,
     };
-    tlsc::session(log, opts, &env, &ctx, &peer, net)
+    if let Some(peer) = &peer {
+        return tlsc::session(log, opts, &env, &ctx, peer, net);
+    }
+    let names = opts.host_from_request.as_deref().unwrap_or_default();
+    let (peer, first) = tlsc::name_from_request(opts, names, rfd)?;
+    // The filler is gone and -d was written: the session does neither again.
+    let mut rest = opts.clone();
+    rest.discard = 0;
+    rest.notification_fd = None;
+    rest.log_fd = None;
+    tlsc::session_sending(log, &rest, &env, &ctx, &peer, net, &first)
 }

@@ -20,6 +20,7 @@ mod state;
 
 use crate::fd;
 use crate::handshake::{Io, Tls};
+use crate::http_host::Verdict;
 use state::{A2n, N2a, Wait};
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
@@ -56,6 +57,19 @@ pub struct Config {
     pub linger: Duration,
     /// After an error, how long the child gets between closing its pipes, SIGTERM and SIGKILL.
     pub reap_grace: Duration,
+    /// Hold the app's first bytes until an HTTP/1.x request among them is judged against a
+    /// host (autossl-shim's tlsc); None: send from the first byte.
+    pub hold: Option<Hold>,
+}
+
+/// The app's first request held for its host (see `state`'s `Holding`).
+#[derive(Clone, Debug)]
+pub struct Hold {
+    /// The name the connection was made and verified for.
+    pub host: String,
+    /// Told the verdict once, before anything of it happens: `None` passed (or the app's
+    /// output ended with nothing held), `Some(why)` refused.
+    pub decided: fn(Option<&str>),
 }
 
 impl Default for Config {
@@ -66,6 +80,7 @@ impl Default for Config {
             idle_timeout: None,
             linger: Duration::from_secs(5),
             reap_grace: Duration::from_secs(1),
+            hold: None,
         }
     }
 }
@@ -228,13 +243,29 @@ fn drain_selfpipe(fd: RawFd) {
 /// ignored and SIGCHLD must write to the selfpipe (see `child::Selfpipe`). `child` is the
 /// app's pid, reaped whenever it exits and waited for at the end.
 pub fn run(tls: &mut Tls, fds: Fds, child: Option<libc::pid_t>, cfg: &Config) -> Outcome {
+    run_sending(tls, fds, child, cfg, &[])
+}
+
+/// [`run`], with `first` (at most [`BUF`] bytes, already read from the app) sent before
+/// anything the app writes from now on; `cfg.hold` does not apply to them.
+pub fn run_sending(
+    tls: &mut Tls,
+    fds: Fds,
+    child: Option<libc::pid_t>,
+    cfg: &Config,
+    first: &[u8],
+) -> Outcome {
+    let mut a2n_buf = Buf::new();
+    let n = first.len().min(BUF);
+    a2n_buf.spare()[..n].copy_from_slice(&first[..n]);
+    a2n_buf.end = n;
     let mut e = Engine {
         fds,
         cfg,
         child: Child::new(child),
-        a2n: A2n::new(),
+        a2n: A2n::new(cfg.hold.is_some() && first.is_empty()),
         n2a: N2a::new(),
-        a2n_buf: Buf::new(),
+        a2n_buf,
         n2a_buf: Buf::new(),
         last_activity: Instant::now(),
         idle_expired: false,
@@ -334,6 +365,9 @@ impl Engine<'_> {
     /// can leave bytes in the buffer (the app is read only when it is empty); they are
     /// dropped, as the session is being closed.
     fn app_eof(&mut self) {
+        if let (true, Some(hold)) = (self.a2n.holds(), &self.cfg.hold) {
+            (hold.decided)(None);
+        }
         self.a2n_buf.clear();
         self.set_a2n(self.a2n.on_app_eof(self.cfg.close_notify));
     }
@@ -363,18 +397,51 @@ impl Engine<'_> {
         self.set_n2a(N2a::on_app_stopped_reading, false);
     }
 
+    /// The verdict on the held bytes (`eof`: the app's output ends after them). A pass
+    /// releases them; a refusal drops them, sends nothing more, and fails the relay.
+    fn judge(&mut self, eof: bool) {
+        let Some(hold) = &self.cfg.hold else {
+            self.a2n = self.a2n.on_passed();
+            return;
+        };
+        let verdict = crate::http_host::judge(&hold.host, self.a2n_buf.pending(), eof);
+        let why = match verdict {
+            Verdict::Pass => {
+                (hold.decided)(None);
+                self.a2n = self.a2n.on_passed();
+                return;
+            }
+            Verdict::More if self.a2n_buf.end < BUF => return,
+            Verdict::More => "the request head does not end within 64 KiB".to_string(),
+            Verdict::Refuse(why) => why,
+        };
+        (hold.decided)(Some(&why));
+        self.a2n_buf.clear();
+        self.set_a2n(self.a2n.on_refused());
+        self.fail_net(why);
+    }
+
     /// Do everything that can be done without blocking.
     fn progress(&mut self, tls: &mut Tls) {
         loop {
             let mut moved = false;
 
-            // App -> buffer.
-            if self.a2n.may_read_app() && self.a2n_buf.is_empty() {
+            // App -> buffer (while holding, into the room left).
+            let room = if self.a2n.holds() {
+                self.a2n_buf.end < BUF
+            } else {
+                self.a2n_buf.is_empty()
+            };
+            if self.a2n.may_read_app() && room {
                 match fd::read(self.fds.clear_in, self.a2n_buf.spare()) {
+                    Ok(0) if self.a2n.holds() && !self.a2n_buf.is_empty() => self.judge(true),
                     Ok(0) => self.app_eof(),
                     Ok(n) => {
                         self.a2n_buf.end += n;
                         self.last_activity = Instant::now();
+                        if self.a2n.holds() {
+                            self.judge(false);
+                        }
                     }
                     Err(e) if fd::would_block(&e) => self.a2n = self.a2n.on_app_blocked(),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -524,7 +591,7 @@ impl Engine<'_> {
         if self.child.alive() {
             p[SELF] = pfd(self.fds.selfpipe, libc::POLLIN);
         }
-        if self.a2n.app_blocked() && self.a2n_buf.is_empty() {
+        if self.a2n.app_blocked() && (self.a2n_buf.is_empty() || self.a2n.holds()) {
             p[CIN] = pfd(self.fds.clear_in, libc::POLLIN);
         }
         if self.n2a.delivers() {

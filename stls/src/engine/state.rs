@@ -21,11 +21,31 @@
 //!                                                                  +------+
 //! ```
 //!
+//! With a first request to judge, the direction starts one step earlier:
+//!
+//! ```text
+//!  +---------+  the first bytes passed              +------+
+//!  | Holding | -----------------------------------> | Open |
+//!  +---------+                                      +------+
+//!    |  |  the first bytes refused: nothing sent,   +---------+
+//!    |  +-----------------------------------------> | Flushed |
+//!    |     no close_notify                          +---------+
+//!    +--> app EOF with nothing held, read error, idle timeout: as from Open
+//! ```
+//!
+//! `Holding` is the start only when the engine is given a host to hold the first request
+//! for (`Config::hold`): the app's first bytes are read and kept until
+//! `http_host::judge` passes them (not HTTP/1.x, or a request for that host) or refuses
+//! them (another host: nothing is sent and the relay fails).
+//!
 //! Invariants:
-//! - clear_in is open exactly while the state is `Open`; leaving `Open` closes it.
-//! - The app's bytes are read only in `Open`, and only when the buffer is empty, so the app's
-//!   EOF is always seen with nothing of its output left unsent: there is no state "EOF with
-//!   data still to send".
+//! - clear_in is open exactly while the state is `Holding` or `Open`; leaving them closes it.
+//! - Nothing is sent while `Holding`: `SSL_write` is tried only in `Open`.
+//! - In `Open` the app's bytes are read only when the buffer is empty, so the app's EOF is
+//!   always seen with nothing of its output left unsent: there is no state "EOF with data
+//!   still to send". In `Holding` the app is read into the buffer's spare room; an EOF there
+//!   with bytes held is judged, and a pass leaves the EOF to be read again in `Open` (pipes
+//!   and sockets repeat it).
 //! - A pending `SSL_write` wait (`Open::send`) implies bytes in the buffer: OpenSSL wants the
 //!   same bytes again.
 //! - `Flushed` never survives a pass of the engine's progress loop: the network's write side
@@ -100,6 +120,9 @@ impl Wait {
 /// The app-to-network direction. See the module documentation for the diagram.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum A2n {
+    /// The app's first bytes are read and held for the verdict on them; nothing is sent.
+    /// `app_blocked`: as in `Open`.
+    Holding { app_blocked: bool },
     /// The app's output is read and sent. `app_blocked`: its last read would block, so it is
     /// read again once poll says so. `send`: what the pending `SSL_write` waits for.
     Open { app_blocked: bool, send: Wait },
@@ -114,27 +137,38 @@ pub(crate) enum A2n {
 }
 
 impl A2n {
-    /// The state at the start of the relay.
-    pub(crate) fn new() -> A2n {
-        A2n::Open {
-            app_blocked: false,
-            send: Wait::No,
+    /// The state at the start of the relay: `Holding` when the first bytes wait for a
+    /// verdict.
+    pub(crate) fn new(hold: bool) -> A2n {
+        if hold {
+            A2n::Holding { app_blocked: false }
+        } else {
+            A2n::Open {
+                app_blocked: false,
+                send: Wait::No,
+            }
         }
     }
 
     /// Whether clear_in is open (and read).
     pub(crate) fn reads_app(self) -> bool {
-        matches!(self, A2n::Open { .. })
+        matches!(self, A2n::Open { .. } | A2n::Holding { .. })
     }
 
-    /// Whether the app's output should be read now (given an empty buffer).
+    /// Whether the app's first bytes are being held.
+    pub(crate) fn holds(self) -> bool {
+        matches!(self, A2n::Holding { .. })
+    }
+
+    /// Whether the app's output should be read now (given an empty buffer, or while
+    /// holding).
     pub(crate) fn may_read_app(self) -> bool {
         matches!(
             self,
             A2n::Open {
                 app_blocked: false,
                 ..
-            }
+            } | A2n::Holding { app_blocked: false }
         )
     }
 
@@ -145,7 +179,7 @@ impl A2n {
             A2n::Open {
                 app_blocked: true,
                 ..
-            }
+            } | A2n::Holding { app_blocked: true }
         )
     }
 
@@ -164,7 +198,7 @@ impl A2n {
         match self {
             A2n::Open { send, .. } => send,
             A2n::SendingCloseNotify { wait } => wait,
-            A2n::Flushed | A2n::Shut { .. } => Wait::No,
+            A2n::Holding { .. } | A2n::Flushed | A2n::Shut { .. } => Wait::No,
         }
     }
 
@@ -180,6 +214,7 @@ impl A2n {
                 app_blocked: true,
                 send,
             },
+            A2n::Holding { .. } => A2n::Holding { app_blocked: true },
             s => s,
         }
     }
@@ -191,6 +226,26 @@ impl A2n {
                 app_blocked: false,
                 send,
             },
+            A2n::Holding { .. } => A2n::Holding { app_blocked: false },
+            s => s,
+        }
+    }
+
+    /// The held bytes passed: they are sent as any others from now on.
+    pub(crate) fn on_passed(self) -> A2n {
+        match self {
+            A2n::Holding { app_blocked } => A2n::Open {
+                app_blocked,
+                send: Wait::No,
+            },
+            s => s,
+        }
+    }
+
+    /// The held bytes were refused: nothing of them, and no close_notify, is sent.
+    pub(crate) fn on_refused(self) -> A2n {
+        match self {
+            A2n::Holding { .. } => A2n::Flushed,
             s => s,
         }
     }
@@ -211,8 +266,10 @@ impl A2n {
     /// (`-S`) close_notify is written first.
     pub(crate) fn on_app_eof(self, close_notify: bool) -> A2n {
         match self {
-            A2n::Open { .. } if close_notify => A2n::SendingCloseNotify { wait: Wait::No },
-            A2n::Open { .. } => A2n::Flushed,
+            A2n::Open { .. } | A2n::Holding { .. } if close_notify => {
+                A2n::SendingCloseNotify { wait: Wait::No }
+            }
+            A2n::Open { .. } | A2n::Holding { .. } => A2n::Flushed,
             s => s,
         }
     }
@@ -592,7 +649,7 @@ mod tests {
 
     #[test]
     fn a2n_app_eof_with_close_notify_goes_through_sending() {
-        let s = A2n::new().on_app_eof(true);
+        let s = A2n::new(false).on_app_eof(true);
         assert_eq!(s, A2n::SendingCloseNotify { wait: Wait::No });
         assert!(!s.reads_app() && s.may_send_close_notify());
         let s = s.on_close_notify_blocked(Wait::Read);
@@ -617,12 +674,12 @@ mod tests {
 
     #[test]
     fn a2n_app_eof_without_close_notify_is_flushed_at_once() {
-        assert_eq!(A2n::new().on_app_eof(false), A2n::Flushed);
+        assert_eq!(A2n::new(false).on_app_eof(false), A2n::Flushed);
     }
 
     #[test]
     fn a2n_send_failure_skips_close_notify() {
-        let s = A2n::new().on_send_blocked(Wait::Write);
+        let s = A2n::new(false).on_send_blocked(Wait::Write);
         assert!(!s.may_send());
         assert_eq!(s.wait(), Wait::Write);
         assert_eq!(s.on_send_failed(), A2n::Flushed);
@@ -634,7 +691,7 @@ mod tests {
 
     #[test]
     fn a2n_readiness_of_the_app_and_of_the_network_are_separate() {
-        let s = A2n::new().on_app_blocked();
+        let s = A2n::new(false).on_app_blocked();
         assert!(s.app_blocked() && !s.may_read_app() && s.may_send());
         let s = s.on_send_blocked(Wait::Read);
         let s = s.on_app_ready();
@@ -661,6 +718,36 @@ mod tests {
     }
 
     #[test]
+    fn a2n_holding_reads_sends_nothing_then_opens_or_ends() {
+        let h = A2n::new(true);
+        assert!(h.holds() && h.reads_app() && h.may_read_app());
+        assert!(!h.may_send());
+        assert_eq!(h.wait(), Wait::No);
+        let b = h.on_app_blocked();
+        assert!(b.app_blocked() && !b.may_read_app());
+        assert_eq!(b.on_app_ready(), h);
+        // Passed: open, the app's readiness kept.
+        assert_eq!(
+            b.on_passed(),
+            A2n::Open {
+                app_blocked: true,
+                send: Wait::No
+            }
+        );
+        // Refused: nothing more, not even close_notify.
+        assert_eq!(h.on_refused(), A2n::Flushed);
+        // The app's output ended with nothing held: as from Open.
+        assert_eq!(
+            h.on_app_eof(true),
+            A2n::SendingCloseNotify { wait: Wait::No }
+        );
+        assert_eq!(h.on_app_eof(false), A2n::Flushed);
+        // The network's readiness concerns no call of a held direction.
+        assert_eq!(h.on_net_ready(Wait::Read), h);
+        assert_eq!(A2n::new(false).on_refused(), A2n::new(false));
+    }
+
+    #[test]
     fn n2a_peer_eof_delivers_then_done() {
         let s = N2a::new().on_out_blocked();
         assert!(s.delivers() && s.out_blocked() && s.keeps_data());
@@ -677,7 +764,7 @@ mod tests {
             &s,
             t0
         ));
-        assert!(!done(A2n::new(), &s, t0));
+        assert!(!done(A2n::new(false), &s, t0));
         assert!(!done(A2n::Flushed, &s, t0));
     }
 
