@@ -622,6 +622,26 @@ mod tests {
     }
 
     #[test]
+    fn maxconn_per_ip_default_zero_and_bad() {
+        let listen = Command {
+            name: "tlsserver",
+            groups: Groups::COMMON.with(Groups::SERVER).with(Groups::LISTEN),
+            usage: "",
+        };
+        // Unset: the program's default (tlsserver: half of -c); 0: no limit at all.
+        assert_eq!(p(&listen, &["cat"]).expect("parse").maxconn_per_ip, None);
+        let o = p(&listen, &["-C", "0", "cat"]).expect("parse");
+        assert_eq!(o.maxconn_per_ip, Some(0));
+        let o = p(&listen, &["--maxconn-per-ip=7", "cat"]).expect("parse");
+        assert_eq!(o.maxconn_per_ip, Some(7));
+        for bad in ["-1", "x", ""] {
+            assert!(p(&listen, &["-C", bad, "cat"]).is_err(), "-C {bad:?}");
+        }
+        // -c still takes no 0: a server that serves no one is a mistake.
+        assert!(p(&listen, &["-c", "0", "cat"]).is_err());
+    }
+
+    #[test]
     fn clusters_and_values() {
         let o = p(&SERVER_CMD, &["-sJZ", "-K500", "-k", "2", "--", "-x"]).expect("parse");
         assert!(!o.close_notify && o.enforce_close_notify && o.keep_env);
