@@ -190,8 +190,9 @@ impl Prepared {
             })
             .collect();
         let envp = Vec::with_capacity(environ.len() + MAX_NEW_VARS + 1);
+        let (word, _) = crate::cli::failure_word();
         let exec_failed = format!(
-            "{name}: fatal: unable to exec {}: ",
+            "{name}: {word}: unable to exec {}: ",
             first.to_string_lossy()
         );
         Ok(Prepared {
@@ -203,7 +204,7 @@ impl Prepared {
             description: Vec::new(),
             exec_failed: exec_failed.into_bytes(),
             creds: creds.clone(),
-            creds_failed: format!("{name}: fatal: unable to set the app's user and groups: ")
+            creds_failed: format!("{name}: {word}: unable to set the app's user and groups: ")
                 .into_bytes(),
         })
     }

@@ -11,7 +11,28 @@ use crate::options::{self, Command, Options};
 use crate::session::Description;
 use std::ffi::OsString;
 use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
+
+/// 0 in a program that serves one connection and ends with it; `1 + verbosity` in one
+/// connection's process of a server that goes on (tlsserver's forks), whose failure ends
+/// that connection only and so is a warning, not a fatal error.
+static ONE_OF_MANY: AtomicU32 = AtomicU32::new(0);
+
+/// Mark this process as one connection of a server that goes on: its failures are
+/// `name: warning: ...` lines from verbosity 1, the word "fatal" being kept for failures
+/// that end the server.
+pub fn one_connection_of_many(verbosity: u32) {
+    ONE_OF_MANY.store(verbosity.saturating_add(1), Ordering::Relaxed);
+}
+
+/// The word before a failure's message, and whether the line is printed at all.
+pub fn failure_word() -> (&'static str, bool) {
+    match ONE_OF_MANY.load(Ordering::Relaxed) {
+        0 => ("fatal", true),
+        v => ("warning", v >= 2),
+    }
+}
 
 /// A program's messages: `name: fatal: ...` always, warnings from verbosity 1, one line
 /// per connection from verbosity 2.
@@ -32,9 +53,13 @@ impl Log {
         }
     }
 
-    /// `name: fatal: msg`, whatever the verbosity.
+    /// `name: fatal: msg`, whatever the verbosity; in one connection's process of a
+    /// server, `name: warning: msg` from verbosity 1 (see [`one_connection_of_many`]).
     pub fn fatal(&self, e: &Error) {
-        eprintln!("{}: fatal: {}", self.name, e.msg);
+        let (word, shown) = failure_word();
+        if shown {
+            eprintln!("{}: {word}: {}", self.name, e.msg);
+        }
     }
 
     /// `name: warning: msg` from verbosity 1.
@@ -52,12 +77,16 @@ impl Log {
     }
 }
 
-/// Exit with the code of `r`, printing the fatal line of an error first.
+/// Exit with the code of `r`, printing the fatal line of an error first (a warning in one
+/// connection's process of a server).
 pub fn exit_with(name: &'static str, r: Result<i32, Error>) -> ! {
     let code = match r {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{name}: fatal: {}", e.msg);
+            let (word, shown) = failure_word();
+            if shown {
+                eprintln!("{name}: {word}: {}", e.msg);
+            }
             e.code
         }
     };

@@ -165,6 +165,19 @@ pub fn close(fd: RawFd) {
     }
 }
 
+/// How many bytes wait to be read on a socket (FIONREAD), without reading them; 0 when
+/// unknown.
+pub fn pending(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into a local.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
 /// dup2(2).
 pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on fd numbers only.

@@ -209,9 +209,9 @@ pub static OPTIONS: &[Opt] = &[
     opt(SHIM, None, "log-fd", Some("FD"), Id::LogFd,
         "with --detach: messages after the connection is ready go to FD until the first request is judged"),
     opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
-        "at most N connections at once; at the limit, stop accepting until one ends (default 40)"),
+        "at most N connections at once; at the limit, end the one longest in its handshake, else wait (default 40)"),
     opt(LISTEN, Some('C'), "maxconn-per-ip", Some("N"), Id::MaxConnPerIp,
-        "at most N connections at once from one address; over it, close the new one (default: no limit)"),
+        "at most N connections at once from one address; over it, end its longest handshake, else close the new one (default: half of -c; 0: no limit)"),
     opt(LISTEN, Some('b'), "backlog", Some("N"), Id::Backlog,
         "the listen queue's length (default: the system's maximum)"),
     opt(LISTEN, Some('u'), "uid", Some("UID"), Id::AppUid,
@@ -311,7 +311,8 @@ pub struct Options {
     pub log_fd: Option<i32>,
     /// Server `-c`: the most connections at once.
     pub maxconn: u32,
-    /// Server `-C`: the most connections at once from one address.
+    /// Server `-C`: the most connections at once from one address; `None` is the
+    /// program's default, `Some(0)` no limit.
     pub maxconn_per_ip: Option<u32>,
     /// Server `-b`: the listen queue's length.
     pub backlog: Option<i32>,
@@ -471,7 +472,14 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
         }
         Id::LogFd => opts.log_fd = Some(parse_fd(v(), "log fd")?),
         Id::MaxConn => opts.maxconn = parse_count(v(), "maxconn")?,
-        Id::MaxConnPerIp => opts.maxconn_per_ip = Some(parse_count(v(), "maxconn-per-ip")?),
+        Id::MaxConnPerIp => {
+            // 0 turns the per-address limit off (clients behind one NAT); unset is the default.
+            opts.maxconn_per_ip = Some(if v() == "0" {
+                0
+            } else {
+                parse_count(v(), "maxconn-per-ip")?
+            })
+        }
         Id::Backlog => {
             let n = parse_count(v(), "backlog")?;
             opts.backlog = Some(i32::try_from(n).map_err(|_| format!("invalid backlog: {n}"))?)
@@ -604,9 +612,16 @@ pub fn help(cmd: &Command) -> String {
     if cmd.groups.contains(Groups::LISTEN) {
         s.push_str(" LISTEN_PID LISTEN_FDS UID GID GIDLIST");
     }
-    s.push_str(
-        "\n\nexit status:\n  the child's status (128+N when it was killed by signal N), or\n",
-    );
+    if cmd.groups.contains(Groups::LISTEN) {
+        // The server's own status: a connection's status is its process's, only logged.
+        s.push_str(
+            "\n\nexit status:\n  zero after SIGTERM or SIGINT (a connection's status is its process's, logged with -v 2), or\n",
+        );
+    } else {
+        s.push_str(
+            "\n\nexit status:\n  the child's status (128+N when it was killed by signal N), or\n",
+        );
+    }
     for (code, what) in crate::exit::CODES {
         s.push_str(&format!("  {code:<4} {what}\n"));
     }
@@ -640,6 +655,26 @@ mod tests {
         assert!(o.close_notify && !o.enforce_close_notify && !o.keep_env);
         assert_eq!(o.handshake_timeout, Some(Duration::from_secs(30)));
         assert_eq!(o.operands, vec![OsString::from("cat")]);
+    }
+
+    #[test]
+    fn maxconn_per_ip_default_zero_and_bad() {
+        let listen = Command {
+            name: "tlsserver",
+            groups: Groups::COMMON.with(Groups::SERVER).with(Groups::LISTEN),
+            usage: "",
+        };
+        // Unset: the program's default (tlsserver: half of -c); 0: no limit at all.
+        assert_eq!(p(&listen, &["cat"]).expect("parse").maxconn_per_ip, None);
+        let o = p(&listen, &["-C", "0", "cat"]).expect("parse");
+        assert_eq!(o.maxconn_per_ip, Some(0));
+        let o = p(&listen, &["--maxconn-per-ip=7", "cat"]).expect("parse");
+        assert_eq!(o.maxconn_per_ip, Some(7));
+        for bad in ["-1", "x", ""] {
+            assert!(p(&listen, &["-C", bad, "cat"]).is_err(), "-C {bad:?}");
+        }
+        // -c still takes no 0: a server that serves no one is a mistake.
+        assert!(p(&listen, &["-c", "0", "cat"]).is_err());
     }
 
     #[test]

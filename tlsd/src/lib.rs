@@ -162,10 +162,27 @@ pub fn serve<S: Borrow<Server>>(
     env: &Env,
     log: Log,
     server: Result<S, Error>,
+    launched: (Selfpipe, Launcher),
+) -> Result<i32, Error> {
+    serve_then(opts, env, log, server, launched, || {})
+}
+
+/// [`serve`], with `established` called once the handshake is done, before the relay
+/// (tlsserver tells its accepting process that this connection is no longer one to close
+/// to make room).
+pub fn serve_then<S: Borrow<Server>>(
+    opts: &Options,
+    env: &Env,
+    log: Log,
+    server: Result<S, Error>,
     (selfpipe, launcher): (Selfpipe, Launcher),
+    established: impl FnOnce(),
 ) -> Result<i32, Error> {
     match server.and_then(|s| handshake(opts, env, s.borrow(), &launcher)) {
-        Ok(Some(done)) => Ok(relay(opts, log, done, launcher, selfpipe)),
+        Ok(Some(done)) => {
+            established();
+            Ok(relay(opts, log, done, launcher, selfpipe))
+        }
         Ok(None) => {
             launcher.abort();
             log.info("a load balancer's health check: its LOCAL header, then the end");

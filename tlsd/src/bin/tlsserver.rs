@@ -9,19 +9,21 @@
 //!    fd 3 under socket activation;
 //! 4. the loop: signals (SIGTERM/SIGINT end it, SIGHUP reloads the certificates, SIGCHLD
 //!    reaps), the certificate and ticket key files checked once a second, and connections
-//!    accepted up to `-c` (and `-C` per address); the accepting process never reads from
-//!    a client;
+//!    accepted into a bounded pool where they wait, without a process, for their first
+//!    byte; a connection that has spoken gets a process, up to `-c` (and `-C` per
+//!    address), room being made by ending the connections longest in their handshake,
+//!    never an established session; the accepting process never reads from a client;
 //! 5. each connection's process: the socket on fd 0/1, the TCP variables, then tlsd's
 //!    session (launcher, engine privilege drop, PROXY protocol header with `-L`,
 //!    handshake, prog, engine), or with `-n` ucspitlsd's (the header, prog at once, its
 //!    command, the handshake, the engine).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 use stls::child::{self, Credentials};
 use stls::cli::{self, Log};
@@ -45,6 +47,22 @@ const TLSSERVER: Command = Command {
 
 /// How often the certificate files are checked for a replacement.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The most connections that wait for their first byte at once. A silent connection
+/// costs the server one fd and the kernel a few kilobytes, no process: 4096 is the
+/// kernel's default listen queue again, so that a flood the queue held is held here too.
+const POOL_MAX: usize = 4096;
+
+/// fds kept for the server's own use besides the pool (the listener, the selfpipe, the
+/// certificate files at a reload, the next accept).
+const FD_RESERVE: u64 = 64;
+
+/// Connections accepted per turn of the loop: a flood of new connections must not starve
+/// the ones that have spoken, nor the signals.
+const ACCEPT_BATCH: usize = 256;
+
+/// How often, at most, the limits' line is said.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 fn main() {
     cli::exit_with(TLSSERVER.name, tlsserver())
@@ -79,7 +97,16 @@ fn tlsserver() -> Result<i32, Error> {
         log.info(&format!("listening on {a}"));
     }
     let signals = Signals::install()?;
-    let mut conns = Conns::default();
+    let nofile = Nofile::raise();
+    let pool_max = nofile.pool_max();
+    let per_ip = match opts.maxconn_per_ip {
+        None => Some(opts.maxconn.div_ceil(2)),
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
+    let mut conns = Conns::new(opts.maxconn as usize)?;
+    let mut pool: VecDeque<Waiting> = VecDeque::new();
+    let mut room = Room::default();
     let session = Session {
         opts: &opts,
         env: &env,
@@ -88,12 +115,17 @@ fn tlsserver() -> Result<i32, Error> {
         creds: &creds,
     };
     loop {
-        let accepting = conns.total() < opts.maxconn as usize;
-        let mut pfd = [
-            pollfd(signals.rfd),
-            pollfd(if accepting { listener.as_raw_fd() } else { -1 }),
-        ];
-        fd::poll(&mut pfd, 1000).map_err(|e| Error::sys("unable to poll", e))?;
+        let mut pfd = Vec::with_capacity(2 + pool.len());
+        pfd.push(pollfd(signals.rfd));
+        pfd.push(pollfd(listener.as_raw_fd()));
+        // A connection that has spoken waits for a process, not for more bytes: poll(2)
+        // skips it (a negative fd), so that it does not wake the loop again and again.
+        pfd.extend(
+            pool.iter()
+                .map(|w| pollfd_waiting(if w.ready { -1 } else { w.fd() })),
+        );
+        let timeout = next_expiry(&pool, opts.handshake_timeout);
+        fd::poll(&mut pfd, timeout).map_err(|e| Error::sys("unable to poll", e))?;
         for sig in signals.drain() {
             match sig {
                 libc::SIGTERM | libc::SIGINT => {
@@ -108,9 +140,34 @@ fn tlsserver() -> Result<i32, Error> {
         if certs.checked.elapsed() >= CHECK_EVERY {
             certs.reload(&settings, &env, log, false);
         }
-        if accepting && pfd[1].revents != 0 {
-            accept_some(&listener, &signals, &mut conns, &session, &certs.server);
+        let mut gone = false;
+        for (w, p) in pool.iter_mut().zip(&pfd[2..]) {
+            if p.revents & (libc::POLLHUP | libc::POLLERR) != 0
+                || (p.revents & libc::POLLRDHUP != 0 && fd::pending(w.fd()) == 0)
+            {
+                // Gone before it said anything: nothing to serve, no process to spend.
+                w.gone = true;
+                gone = true;
+            } else if p.revents != 0 {
+                w.ready = true;
+            }
         }
+        if gone {
+            pool.retain(|w| !w.gone);
+        }
+        expire(&mut pool, opts.handshake_timeout);
+        if pfd[1].revents != 0 {
+            accept_some(&listener, &mut pool, pool_max, &opts, log, &mut room);
+        }
+        let spawn = Spawn {
+            s: &session,
+            server: &certs.server,
+            signals: &signals,
+            listener: &listener,
+            nofile: &nofile,
+        };
+        start_ready(&mut pool, &mut conns, &spawn, per_ip, &mut room);
+        room.report(log, opts.maxconn, per_ip, pool_max);
     }
 }
 
@@ -127,6 +184,15 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// A waiting connection's pollfd: readable, or closed by its peer.
+fn pollfd_waiting(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
         revents: 0,
     }
 }
@@ -434,14 +500,158 @@ impl Signals {
     }
 }
 
-/// The connections in progress: their processes and where they come from.
-#[derive(Default)]
+/// The soft RLIMIT_NOFILE, raised to the hard limit at start so that the pool of silent
+/// connections fits, and put back in every connection's process for prog.
+struct Nofile {
+    start: libc::rlimit,
+    now: u64,
+}
+
+impl Nofile {
+    fn raise() -> Nofile {
+        // SAFETY: getrlimit and setrlimit read and write a local struct.
+        unsafe {
+            let mut start: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut start) < 0 {
+                return Nofile { start, now: 1024 };
+            }
+            let raised = libc::rlimit {
+                rlim_cur: start.rlim_max,
+                rlim_max: start.rlim_max,
+            };
+            let now = if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                raised.rlim_cur
+            } else {
+                start.rlim_cur
+            };
+            Nofile { start, now }
+        }
+    }
+
+    /// How many connections may wait for their first byte: [`POOL_MAX`], less when the
+    /// fd limit is lower.
+    fn pool_max(&self) -> usize {
+        let fds = self.now.saturating_sub(FD_RESERVE).max(1);
+        usize::try_from(fds).map_or(POOL_MAX, |n| n.min(POOL_MAX))
+    }
+
+    /// In a connection's process: the limit the server was started with, for prog.
+    fn restore(&self) {
+        // SAFETY: setrlimit reads a struct owned by self.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.start) };
+    }
+}
+
+/// A connection accepted that has no process yet: it waits for its first byte (a
+/// ClientHello, a PROXY protocol header), which costs the server one fd and no process.
+struct Waiting {
+    conn: TcpStream,
+    remote: SocketAddr,
+    since: Instant,
+    /// It has spoken: it waits for a process.
+    ready: bool,
+    /// It closed without a word: to be dropped.
+    gone: bool,
+}
+
+impl Waiting {
+    fn fd(&self) -> RawFd {
+        self.conn.as_raw_fd()
+    }
+}
+
+/// The poll timeout: a second, or less when a waiting connection's time runs out sooner.
+fn next_expiry(pool: &VecDeque<Waiting>, k: Option<Duration>) -> libc::c_int {
+    let mut t = 1000;
+    // The pool is in accept order: the first one is the first to expire.
+    if let (Some(k), Some(first)) = (k, pool.front()) {
+        let left = k.saturating_sub(first.since.elapsed()).as_millis();
+        t = t.min(libc::c_int::try_from(left + 1).unwrap_or(1000));
+    }
+    t
+}
+
+/// Close the waiting connections whose handshake time (`-K`, counted from the accept)
+/// has run out before they got a process.
+fn expire(pool: &mut VecDeque<Waiting>, k: Option<Duration>) {
+    let Some(k) = k else {
+        return;
+    };
+    while pool.front().is_some_and(|w| w.since.elapsed() >= k) {
+        pool.pop_front();
+    }
+}
+
+/// One byte per process slot, in memory shared with the connections' processes (an
+/// anonymous shared mapping made before any fork): a connection's process sets its byte
+/// once its handshake is done, so the server knows which connections have proven nothing
+/// yet without reading from any of them.
+struct Flags {
+    base: *mut AtomicU8,
+    len: usize,
+}
+
+impl Flags {
+    fn new(len: usize) -> Result<Flags, Error> {
+        // SAFETY: a new anonymous mapping, never unmapped: the server and every
+        // connection's process keep it for their whole life.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::sys(
+                "unable to map the connections' flags",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Flags {
+            base: p.cast(),
+            len: len.max(1),
+        })
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU8 {
+        let i = i.min(self.len - 1);
+        // SAFETY: `i` is within the mapping, which lives as long as the process; AtomicU8
+        // has the layout of u8 and the shared bytes are only ever accessed atomically.
+        unsafe { &*self.base.add(i) }
+    }
+}
+
+/// A connection's process, as the server knows it.
+struct Proc {
+    ip: IpAddr,
+    slot: usize,
+    /// When its connection was accepted: the longest in its handshake is closed first.
+    since: Instant,
+}
+
+/// The connections' processes: where they come from, their slots, whether their
+/// handshake is done.
 struct Conns {
-    by_pid: HashMap<libc::pid_t, IpAddr>,
+    by_pid: HashMap<libc::pid_t, Proc>,
     by_ip: HashMap<IpAddr, u32>,
+    free: Vec<usize>,
+    flags: Flags,
 }
 
 impl Conns {
+    fn new(maxconn: usize) -> Result<Conns, Error> {
+        Ok(Conns {
+            by_pid: HashMap::new(),
+            by_ip: HashMap::new(),
+            free: (0..maxconn).rev().collect(),
+            flags: Flags::new(maxconn)?,
+        })
+    }
+
     fn total(&self) -> usize {
         self.by_pid.len()
     }
@@ -450,9 +660,49 @@ impl Conns {
         self.by_ip.get(ip).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, pid: libc::pid_t, ip: IpAddr) {
-        self.by_pid.insert(pid, ip);
-        *self.by_ip.entry(ip).or_insert(0) += 1;
+    fn add(&mut self, pid: libc::pid_t, p: Proc) {
+        *self.by_ip.entry(p.ip).or_insert(0) += 1;
+        self.by_pid.insert(pid, p);
+    }
+
+    fn remove(&mut self, pid: libc::pid_t) -> Option<Proc> {
+        let p = self.by_pid.remove(&pid)?;
+        if let Some(n) = self.by_ip.get_mut(&p.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_ip.remove(&p.ip);
+            }
+        }
+        self.free.push(p.slot);
+        Some(p)
+    }
+
+    /// The process whose connection has waited longest in its handshake, from `ip` only
+    /// when given; an established session is never one.
+    fn longest_in_handshake(&self, ip: Option<IpAddr>) -> Option<libc::pid_t> {
+        self.by_pid
+            .iter()
+            .filter(|(_, p)| ip.is_none_or(|ip| p.ip == ip))
+            .filter(|(_, p)| self.flags.slot(p.slot).load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, p)| p.since)
+            .map(|(&pid, _)| pid)
+    }
+
+    /// End a connection still in its handshake to make room: SIGKILL (it has no prog
+    /// yet, nothing to flush), then reaped at once so that the processes never exceed the
+    /// limit. A killed process exits without running any code of its own, so this wait
+    /// is the kernel's teardown, never a client's pace.
+    fn evict(&mut self, pid: libc::pid_t) {
+        // SAFETY: kill and waitpid on our own child, with a local status.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            let mut st = 0;
+            while libc::waitpid(pid, &mut st, 0) < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+            }
+        }
+        self.remove(pid);
     }
 
     /// Reap every finished child (the connections' processes), logging their status.
@@ -464,17 +714,12 @@ impl Conns {
             if pid <= 0 {
                 return;
             }
-            let Some(ip) = self.by_pid.remove(&pid) else {
+            let Some(p) = self.remove(pid) else {
                 continue;
             };
-            if let Some(n) = self.by_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.by_ip.remove(&ip);
-                }
-            }
             log.info(&format!(
-                "end pid {pid} from {ip} exit {} ({} open)",
+                "end pid {pid} from {} exit {} ({} open)",
+                p.ip,
                 exit::from_wait_status(st),
                 self.by_pid.len()
             ));
@@ -482,65 +727,218 @@ impl Conns {
     }
 }
 
-/// Accept what is waiting, up to the limits, and start a process for each connection.
+/// What was closed to make room since the last report, said at verbosity 1 at most once
+/// a second.
+#[derive(Default)]
+struct Room {
+    /// Connections' processes ended in their handshake.
+    evicted: u64,
+    /// Waiting connections closed because the pool was full.
+    silent: u64,
+    /// New connections closed by `-C`, every connection from their address established.
+    refused: u64,
+    last_refused: Option<IpAddr>,
+    said: Option<Instant>,
+}
+
+impl Room {
+    fn report(&mut self, log: Log, maxconn: u32, per_ip: Option<u32>, pool_max: usize) {
+        if self.evicted + self.silent + self.refused == 0
+            || self.said.is_some_and(|t| t.elapsed() < REPORT_EVERY)
+        {
+            return;
+        }
+        if let (Some(ip), Some(m)) = (self.last_refused, per_ip) {
+            let more = match self.refused {
+                0 | 1 => String::new(),
+                n => format!(" ({} more from the busiest addresses)", n - 1),
+            };
+            log.warn(&format!(
+                "connection from {ip} closed: {m} connections from it already (-C){more}"
+            ));
+        }
+        if self.evicted + self.silent > 0 {
+            let c = per_ip.map_or(String::from("-C 0"), |m| format!("-C {m}"));
+            log.warn(&format!(
+                "limit reached (-c {maxconn}, {c}): {} connections in their handshake and {} \
+                 silent ones (of at most {pool_max} waiting) closed to make room",
+                self.evicted, self.silent
+            ));
+        }
+        *self = Room {
+            said: Some(Instant::now()),
+            ..Room::default()
+        };
+    }
+}
+
+/// Accept what is waiting into the pool, the oldest waiting connection closed when the
+/// pool is full: a connection that has not spoken has proven nothing.
 fn accept_some(
     listener: &TcpListener,
-    signals: &Signals,
-    conns: &mut Conns,
-    s: &Session,
-    server: &Server,
+    pool: &mut VecDeque<Waiting>,
+    pool_max: usize,
+    opts: &Options,
+    log: Log,
+    room: &mut Room,
 ) {
-    while conns.total() < s.opts.maxconn as usize {
+    for _ in 0..ACCEPT_BATCH {
         let (conn, remote) = match listener.accept() {
             Ok(c) => c,
             Err(e) if fd::would_block(&e) => return,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of fds or memory: say so, and give the system a moment.
-                s.log
-                    .warn(&format!("unable to accept: {}", exit::io_text(&e)));
+                log.warn(&format!("unable to accept: {}", exit::io_text(&e)));
                 std::thread::sleep(Duration::from_millis(100));
                 return;
             }
         };
-        let remote_ip = unmapped(remote.ip());
-        let from_ip = conns.from(&remote_ip) + 1;
-        if let Some(max) = s.opts.maxconn_per_ip.filter(|&m| from_ip > m) {
-            s.log.warn(&format!(
-                "connection from {remote_ip} closed: {max} connections from it already (-C)"
-            ));
+        if pool.len() >= pool_max && pool.pop_front().is_some() {
+            room.silent += 1;
+        }
+        pool.push_back(Waiting {
+            conn,
+            remote,
+            since: Instant::now(),
+            // With -n prog speaks first: the client waits for it, so there is no first
+            // byte to wait for.
+            ready: opts.delayed,
+            gone: false,
+        });
+    }
+}
+
+/// What starting a connection's process needs.
+struct Spawn<'a> {
+    s: &'a Session<'a>,
+    server: &'a Server,
+    signals: &'a Signals,
+    listener: &'a TcpListener,
+    nofile: &'a Nofile,
+}
+
+/// Give a process to every waiting connection that has spoken, oldest first, within `-c`
+/// and `-C`: at a limit, the connection longest in its handshake (from the same address
+/// for `-C`) is ended to make room; when every one is an established session, the
+/// waiting connection waits (`-c`) or is closed (`-C`), as before.
+fn start_ready(
+    pool: &mut VecDeque<Waiting>,
+    conns: &mut Conns,
+    sp: &Spawn,
+    per_ip: Option<u32>,
+    room: &mut Room,
+) {
+    let maxconn = sp.s.opts.maxconn as usize;
+    let mut i = 0;
+    while i < pool.len() {
+        if !pool[i].ready {
+            i += 1;
             continue;
         }
-        let local = conn.local_addr().ok();
-        // SAFETY: the server is single-threaded: the child is a copy of it that runs only
-        // the connection's session and leaves by exit.
-        let pid = unsafe { libc::fork() };
-        match pid {
-            -1 => {
-                let e = std::io::Error::last_os_error();
-                s.log
-                    .warn(&format!("unable to fork: {}", exit::io_text(&e)));
+        let ip = unmapped(pool[i].remote.ip());
+        if per_ip.is_some_and(|m| conns.from(&ip) >= m) {
+            match conns.longest_in_handshake(Some(ip)) {
+                Some(pid) => {
+                    conns.evict(pid);
+                    room.evicted += 1;
+                }
+                None => {
+                    pool.remove(i);
+                    room.refused += 1;
+                    room.last_refused = Some(ip);
+                    continue;
+                }
             }
-            0 => {
-                signals.forget();
-                // The listener is the server's: this process must not keep it open.
-                fd::close(listener.as_raw_fd());
-                let tcp = Tcp {
-                    local,
-                    remote: SocketAddr::new(remote_ip, remote.port()),
-                    connnum: from_ip,
-                };
-                cli::exit_with(TLSSERVER.name, connection(s, server, conn, &tcp))
+        }
+        if conns.total() >= maxconn {
+            match conns.longest_in_handshake(None) {
+                Some(pid) => {
+                    conns.evict(pid);
+                    room.evicted += 1;
+                }
+                // Every process is an established session: the rest wait for one to end.
+                None => return,
             }
-            pid => {
-                conns.add(pid, remote_ip);
-                s.log.info(&format!(
-                    "pid {pid} from {remote_ip} port {} ({}/{})",
-                    remote.port(),
-                    conns.total(),
-                    s.opts.maxconn
-                ));
+        }
+        if let Some(w) = pool.remove(i) {
+            spawn(w, pool, conns, sp);
+        }
+    }
+}
+
+/// Fork a connection's process for `w`.
+fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
+    let s = sp.s;
+    let Some(slot) = conns.free.pop() else {
+        return;
+    };
+    conns.flags.slot(slot).store(0, Ordering::Release);
+    let remote_ip = unmapped(w.remote.ip());
+    let from_ip = conns.from(&remote_ip) + 1;
+    let local = w.conn.local_addr().ok();
+    // -K counts from the accept: the wait for the first byte was part of it.
+    let left = s.opts.handshake_timeout.map(|k| {
+        k.saturating_sub(w.since.elapsed())
+            .max(Duration::from_millis(1))
+    });
+    // SAFETY: the server is single-threaded: the child is a copy of it that runs only
+    // the connection's session and leaves by exit.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => {
+            conns.free.push(slot);
+            let e = std::io::Error::last_os_error();
+            s.log
+                .warn(&format!("unable to fork: {}", exit::io_text(&e)));
+        }
+        0 => {
+            sp.signals.forget();
+            // The listener and the other waiting connections are the server's: this
+            // process must not keep them open.
+            fd::close(sp.listener.as_raw_fd());
+            for o in pool {
+                fd::close(o.fd());
             }
+            sp.nofile.restore();
+            cli::one_connection_of_many(s.opts.verbosity);
+            let mut opts = s.opts.clone();
+            if opts.handshake_timeout.is_some() {
+                opts.handshake_timeout = left;
+            }
+            let session = Session {
+                opts: &opts,
+                env: s.env,
+                log: s.log,
+                prog: s.prog,
+                creds: s.creds,
+            };
+            let tcp = Tcp {
+                local,
+                remote: SocketAddr::new(remote_ip, w.remote.port()),
+                connnum: from_ip,
+            };
+            let done = conns.flags.slot(slot);
+            cli::exit_with(
+                TLSSERVER.name,
+                connection(&session, sp.server, w.conn, &tcp, done),
+            )
+        }
+        pid => {
+            conns.add(
+                pid,
+                Proc {
+                    ip: remote_ip,
+                    slot,
+                    since: w.since,
+                },
+            );
+            s.log.info(&format!(
+                "pid {pid} from {remote_ip} port {} ({}/{})",
+                w.remote.port(),
+                conns.total(),
+                s.opts.maxconn
+            ));
         }
     }
 }
@@ -563,7 +961,17 @@ struct Tcp {
 /// A connection's process: the socket on fd 0/1, the TCP variables, then tlsd's session,
 /// or with `-n` ucspitlsd's. A PROXY protocol header (`-L`) is read in the session (with
 /// `-n`, before prog starts), and its addresses replace the socket's in prog's environment.
-fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Result<i32, Error> {
+///
+/// `done` is this connection's byte shared with the server: set once the handshake is
+/// done (with `-n`, at once: prog runs from the start, as under tcpserver), after which the
+/// server never ends this connection to make room.
+fn connection(
+    s: &Session,
+    server: &Server,
+    conn: TcpStream,
+    tcp: &Tcp,
+    done: &AtomicU8,
+) -> Result<i32, Error> {
     let c = conn.into_raw_fd();
     for n in [0, 1] {
         fd::dup2(c, n).map_err(|e| Error::sys("unable to move the connection to fd 0/1", e))?;
@@ -573,6 +981,7 @@ fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Resul
     }
     set_tcp_env(tcp);
     if s.opts.delayed {
+        done.store(1, Ordering::Release);
         tlsd::proxy_header_first(s.opts)?;
         let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
         return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
@@ -583,7 +992,9 @@ fn connection(s: &Session, server: &Server, conn: TcpStream, tcp: &Tcp) -> Resul
     } else {
         tlsd::launch(TLSSERVER.name, s.prog, s.creds)?
     };
-    tlsd::serve(s.opts, s.env, s.log, Ok(server), launched)
+    tlsd::serve_then(s.opts, s.env, s.log, Ok(server), launched, || {
+        done.store(1, Ordering::Release)
+    })
 }
 
 /// `PROTO=TCP` and the addresses, as tcpserver and s6-tcpserver set them (no DNS: the
