@@ -212,6 +212,11 @@ pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String
 /// Point fd 2 at /dev/null: for a process whose stderr is the connection (inetd
 /// `nowait`) or must not be held open (a detached helper).
 pub fn silence_stderr() {
+    // A confined process opens nothing: it kept /dev/null open from before.
+    if let Some(null) = crate::sandbox::devnull() {
+        let _ = fd::dup2(null, 2);
+        return;
+    }
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         if f.as_raw_fd() == 2 {
             // fd 2 was closed and /dev/null landed on it: keep it.

@@ -145,15 +145,16 @@ pub fn same_file(a: RawFd, b: RawFd) -> bool {
 /// End the write direction: on a socket `shutdown(SHUT_WR)` (the fd stays open, so a read
 /// side on the same socket keeps reading and the number is not reused); on anything else
 /// `close`. Returns whether the fd was closed.
+/// Tried as a shutdown first, not told by fstat: a confined engine may not stat (glibc's
+/// fstat is newfstatat, which also takes paths).
 pub fn shut_write(fd: RawFd) -> bool {
-    if is_socket(fd) {
-        // SAFETY: shutdown on an fd number affects only that socket.
-        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
-        false
-    } else {
-        close(fd);
-        true
+    // SAFETY: shutdown on an fd number affects only that socket; not a socket: ENOTSOCK.
+    let r = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOTSOCK) {
+        return false;
     }
+    close(fd);
+    true
 }
 
 /// End the read direction: the fd is closed. On a socket the other fd (if shared) keeps

@@ -114,6 +114,7 @@ pub mod options;
 pub mod policy;
 pub mod process;
 pub mod proxy;
+pub mod sandbox;
 pub mod session;
 pub mod tickets;
 pub mod ucspi;

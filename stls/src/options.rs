@@ -62,6 +62,7 @@ enum Id {
     HandshakeTimeout,
     IdleTimeout,
     Verbosity,
+    NoSandbox,
     Help,
     Version,
     // the server side
@@ -170,6 +171,8 @@ pub static OPTIONS: &[Opt] = &[
         "close the session as at local EOF after DUR without data either way (default: none)"),
     both(Some('v'), "verbosity", Some("N"), Id::Verbosity,
         "0: fatal errors only, 1: warnings too (default), 2: a line per connection"),
+    both(None, "no-sandbox", None, Id::NoSandbox,
+        "do not confine the engine's process (a debugging aid: see Confinement in stls(7))"),
     opt(SERVER, Some('Y'), "optional-client-cert", None, Id::ClientCert(ClientCert::Optional),
         "ask for a client certificate and verify it if given (needs CADIR or CAFILE)"),
     opt(SERVER, Some('y'), "require-client-cert", None, Id::ClientCert(ClientCert::Required),
@@ -271,6 +274,8 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// `-v`: 0 fatal errors only, 1 warnings, 2 a line per connection.
     pub verbosity: u32,
+    /// `--no-sandbox`: the engine's process is not confined.
+    pub no_sandbox: bool,
     /// `-h`: print the help and exit.
     pub help: bool,
     /// `-V`: print the version and exit.
@@ -343,6 +348,7 @@ impl Default for Options {
             handshake_timeout: Some(Duration::from_secs(30)),
             idle_timeout: None,
             verbosity: 1,
+            no_sandbox: false,
             help: false,
             version: false,
             client_cert: ClientCert::None,
@@ -427,6 +433,7 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
                 .parse()
                 .map_err(|_| format!("invalid verbosity: {}", v()))?
         }
+        Id::NoSandbox => opts.no_sandbox = true,
         Id::Help => opts.help = true,
         Id::Version => opts.version = true,
         Id::ClientCert(c) => opts.client_cert = c,

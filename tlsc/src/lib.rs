@@ -275,11 +275,13 @@ pub fn await_connect(net: RawFd, deadline: Option<std::time::Instant>) -> Result
 
 /// `--pending-connect`: until the handshake is over, the caller closing the clear side
 /// (its program gave up on the connect) ends tlsc at once, connection and all; a thread
-/// that watches fd 0 for the hang-up.
-pub fn watch_clear_side() {
+/// that watches fd 0 for the hang-up. It is confined from its start unless `no_sandbox`
+/// (Landlock applies per thread; the process's own entry comes later).
+pub fn watch_clear_side(no_sandbox: bool) {
     let _ = std::thread::Builder::new()
         .name("clear-side".into())
-        .spawn(|| {
+        .spawn(move || {
+            stls::sandbox::confine_this_thread(no_sandbox);
             while !HANDSHAKE_DONE.load(Relaxed) {
                 let mut p = [libc::pollfd {
                     fd: 0,
@@ -437,7 +439,8 @@ pub fn session_sending(
         Some(l) => (l.from_app, l.to_app),
         None => (0, 1),
     };
-    let (tls, desc) = match handshake(opts, env, ctx, peer, (rfd, wfd), app) {
+    let child = launcher.as_ref().map(|l| l.pid);
+    let (tls, desc) = match handshake(log, opts, env, ctx, peer, (rfd, wfd), app, child) {
         Ok(t) => t,
         Err(e) => {
             if let Some(l) = launcher {
@@ -465,18 +468,24 @@ pub fn session_sending(
     ))
 }
 
-/// The handshake on the network fds `net`: the engine's credentials dropped, the session's
-/// fds non-blocking (`app`: the app's ends the engine will use), SNI and verification of
+/// The handshake on the network fds `net`: the engine's credentials dropped, the sandbox
+/// entered (unless `--no-sandbox`), the session's fds non-blocking (`app`: the app's ends the engine will use), SNI and verification of
 /// `peer`, the description written to `-d`.
+#[allow(clippy::too_many_arguments)]
 pub fn handshake(
+    log: Log,
     opts: &Options,
     env: &Env,
     ctx: &SslContext,
     peer: &Peer,
     (rfd, wfd): (RawFd, RawFd),
     app: (RawFd, RawFd),
+    child: Option<libc::pid_t>,
 ) -> Result<(Tls, session::Description), Error> {
     env::drop_privileges(env.uid, env.gid)?;
+    // The first byte from the network is read below: from here on, the engine's process
+    // touches nothing but its fds (prog, `child`, was started or its launcher forked).
+    stls::sandbox::enter(log, opts.no_sandbox, child)?;
     stls::nonblocking(&[rfd, wfd, app.0, app.1])?;
     fd::nodelay(wfd);
     let mut tls = Tls::new(ctx, rfd, wfd)?;
@@ -725,7 +734,16 @@ pub fn serve_delayed(
     (selfpipe, launcher, ctl): (Selfpipe, Launcher, RawFd),
 ) -> Result<i32, Error> {
     let up = ucspi::upgrade(ctl, launcher, net, |l| {
-        handshake(opts, env, ctx, peer, net, (l.from_app, l.to_app))
+        handshake(
+            log,
+            opts,
+            env,
+            ctx,
+            peer,
+            net,
+            (l.from_app, l.to_app),
+            Some(l.pid),
+        )
     })?;
     Ok(match up {
         ucspi::Upgrade::Declined(code) => code,

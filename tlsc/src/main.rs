@@ -98,7 +98,7 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
         tlsc::detach()?;
     }
     if opts.pending_connect {
-        tlsc::watch_clear_side();
+        tlsc::watch_clear_side(opts.no_sandbox);
     }
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);

@@ -82,17 +82,18 @@ pub struct Handshake {
     pub proxied: Option<Proxied>,
 }
 
-/// Drop the engine's privileges, read the PROXY protocol header (`-L`), and run the
-/// handshake on fd 0/1 with `server`'s context; the header and the handshake behind it
-/// share one deadline. `None`: the connection was a load balancer's health check (a
+/// Drop the engine's privileges, enter the sandbox (unless `--no-sandbox`), read the PROXY
+/// protocol header (`-L`), and run the handshake on fd 0/1 with `server`'s context; the
+/// header and the handshake behind it share one deadline. `None`: the connection was a load balancer's health check (a
 /// `LOCAL` header, then the end), which has nothing to serve and is not an error.
 pub fn handshake(
     opts: &Options,
     env: &Env,
+    log: Log,
     server: &Server,
     launcher: &Launcher,
 ) -> Result<Option<Handshake>, Error> {
-    tls_handshake(opts, env, server, launcher, opts.proxy_protocol)
+    tls_handshake(opts, env, log, server, launcher, opts.proxy_protocol)
 }
 
 /// [`handshake`], the header read only when `header` (delayed TLS has read it before prog
@@ -100,12 +101,16 @@ pub fn handshake(
 fn tls_handshake(
     opts: &Options,
     env: &Env,
+    log: Log,
     server: &Server,
     launcher: &Launcher,
     header: bool,
 ) -> Result<Option<Handshake>, Error> {
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
+        // The first byte from the network is read below: from here on, the engine's process
+        // touches nothing but its fds. prog was started, or its launcher forked, before.
+        stls::sandbox::enter(log, opts.no_sandbox, Some(launcher.pid))?;
         let deadline = cli::deadline(opts);
         let proxied = if header {
             cli::proxy_header(opts, 0, deadline)?
@@ -178,7 +183,7 @@ pub fn serve_then<S: Borrow<Server>>(
     (selfpipe, launcher): (Selfpipe, Launcher),
     established: impl FnOnce(),
 ) -> Result<i32, Error> {
-    match server.and_then(|s| handshake(opts, env, s.borrow(), &launcher)) {
+    match server.and_then(|s| handshake(opts, env, log, s.borrow(), &launcher)) {
         Ok(Some(done)) => {
             established();
             Ok(relay(opts, log, done, launcher, selfpipe))
@@ -241,7 +246,7 @@ pub fn serve_delayed(
     (selfpipe, launcher, ctl): (Selfpipe, Launcher, std::os::unix::io::RawFd),
 ) -> Result<i32, Error> {
     let up = stls::ucspi::upgrade(ctl, launcher, (0, 1), |l| {
-        let done = tls_handshake(opts, env, server, l, false)?
+        let done = tls_handshake(opts, env, log, server, l, false)?
             .ok_or_else(|| Error::handshake("the peer left after its PROXY header"))?;
         let desc = session::describe(done.tls.ssl(), None);
         Ok((done, desc))

@@ -986,8 +986,10 @@ fn connection(
         let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
         return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
     }
-    // Without an engine drop, prog can be spawned after the handshake, from this process.
-    let launched = if s.env.uid.is_none() && s.env.gid.is_none() {
+    // Without an engine drop, prog can be spawned after the handshake, from this process;
+    // not from a confined one (prog would inherit its seccomp filter and no_new_privs):
+    // with the sandbox, the launcher is forked before, as with an engine drop.
+    let launched = if s.env.uid.is_none() && s.env.gid.is_none() && s.opts.no_sandbox {
         tlsd::launch_deferred(TLSSERVER.name, s.prog, s.creds)?
     } else {
         tlsd::launch(TLSSERVER.name, s.prog, s.creds)?

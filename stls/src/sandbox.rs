@@ -1,0 +1,591 @@
+//! Confinement of the process that parses the network's bytes: once its context is built,
+//! its connection exists and the app's start is arranged, and before the first byte of the
+//! handshake is read, the engine's process enters a sandbox that lasts until it exits:
+//! - `no_new_privs`;
+//! - Landlock, best effort by the kernel's ABI: no file system access at all, no TCP (and
+//!   from ABI 10 UDP) bind or connect, no abstract Unix socket of a process outside (ABI 6),
+//!   and no signal to a process outside (ABI 6) unless the process has a child of its own
+//!   (the app), which Landlock's scope would forbid it to end after an error: there the
+//!   seccomp filter allows `kill` for that one pid only;
+//! - a seccomp filter allowing only the system calls the handshake, the relay, reaping and
+//!   exiting make ([`ALLOWED`], measured with `strace -f -c` over the test suite). Any
+//!   other call raises SIGSYS, whose handler writes one line naming the call on fd 2, ends
+//!   the app (SIGTERM) and exits 111.
+//!
+//! The app is never confined: it is started by a process forked before the sandbox.
+//! Everything the engine needs later is made before entering: `/dev/null` opened (for
+//! [`crate::cli::silence_stderr`]), OpenSSL's random generator seeded.
+//!
+//! A kernel without Landlock or seccomp: the program runs with what it has, and says so
+//! at verbosity 2. `--no-sandbox` turns it all off, as a debugging aid.
+
+use crate::cli::Log;
+use crate::exit::{self, Error};
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI,
+};
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
+
+/// `/dev/null`, opened before entering: the sandbox opens nothing.
+static DEVNULL: AtomicI32 = AtomicI32::new(-1);
+/// The app's pid, ended by the SIGSYS handler; 0 for none.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// Whether this process is confined.
+static ENTERED: AtomicBool = AtomicBool::new(false);
+/// The SIGSYS line's start (`prog: fatal: `), made before entering.
+static PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// How far the sandbox went, for the verbosity-2 line and the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confined {
+    /// The seccomp filter is installed.
+    pub seccomp: bool,
+    /// Landlock enforced every restriction asked for (`false`: some, or none).
+    pub landlock_full: bool,
+    /// Landlock enforced at least some restrictions.
+    pub landlock: bool,
+}
+
+/// Whether this process has entered the sandbox.
+pub fn entered() -> bool {
+    ENTERED.load(Ordering::Relaxed)
+}
+
+/// `/dev/null` opened before the sandbox was entered, if it was.
+pub fn devnull() -> Option<i32> {
+    let f = DEVNULL.load(Ordering::Relaxed);
+    (f >= 0).then_some(f)
+}
+
+/// Enter the sandbox, unless `off` (`--no-sandbox`). `child` is the app's pid when this
+/// process is its parent (it may end it after an error). What the kernel lacks is said at
+/// verbosity 2 and the program goes on with the rest; a failure of a call that the kernel
+/// has is a system error (111).
+pub fn enter(log: Log, off: bool, child: Option<libc::pid_t>) -> Result<(), Error> {
+    if off {
+        return Ok(());
+    }
+    prepare(log)?;
+    let child = child.filter(|&p| p > 0);
+    CHILD.store(child.unwrap_or(0), Ordering::Relaxed);
+    let landlock = landlock_ruleset(child.is_none());
+    let ll = match landlock {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(Error::new(
+                exit::SYSTEM,
+                format!("unable to enter the sandbox (Landlock): {e}; --no-sandbox runs without it"),
+            ))
+        }
+    };
+    let seccomp = install_filter(child)?;
+    ENTERED.store(true, Ordering::Relaxed);
+    let c = Confined {
+        seccomp,
+        landlock_full: ll == RulesetStatus::FullyEnforced,
+        landlock: ll != RulesetStatus::NotEnforced,
+    };
+    if !c.seccomp && !c.landlock {
+        log.info("this kernel has neither Landlock nor seccomp: the engine runs unconfined");
+    } else if !c.landlock {
+        log.info("this kernel has no Landlock: the engine is confined by seccomp only");
+    } else if !c.seccomp {
+        log.info("this kernel has no seccomp: the engine is confined by Landlock only");
+    } else if !c.landlock_full {
+        log.info("this kernel's Landlock is older: the engine is confined as far as it goes");
+    }
+    Ok(())
+}
+
+/// Landlock for the calling thread only (a helper thread that must be confined from its
+/// start, before the process enters: Landlock applies per thread, the seccomp filter is
+/// synchronised to every thread when the process enters). Nothing when `off`; a failure
+/// leaves the thread as it was (the process's entry reports what the kernel lacks).
+pub fn confine_this_thread(off: bool) {
+    if !off {
+        let _ = landlock_ruleset(true);
+    }
+}
+
+/// What must exist before entering: `/dev/null`, the random generator seeded (OpenSSL
+/// would open `/dev/urandom` if `getrandom` failed), the SIGSYS line and its handler.
+fn prepare(log: Log) -> Result<(), Error> {
+    if DEVNULL.load(Ordering::Relaxed) < 0 {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Error::sys("unable to open /dev/null", e))?;
+        DEVNULL.store(std::os::unix::io::IntoRawFd::into_raw_fd(f), Ordering::Relaxed);
+    }
+    // glibc reads /etc/localtime at its first time conversion (OpenSSL's certificate
+    // dates use gmtime_r): done now.
+    // SAFETY: tzset takes no argument and only reads TZ and the zone file.
+    unsafe { tzset() };
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b)
+        .map_err(|_| Error::new(exit::SYSTEM, "unable to seed the random number generator"))?;
+    let (word, _) = crate::cli::failure_word();
+    let _ = PREFIX.set(format!("{}: {word}: ", log.name).into_bytes());
+    // SAFETY: `sa` is a zeroed sigaction filled in here; the handler makes only
+    // async-signal-safe calls (write, kill, _exit) on static data.
+    let r = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigsys as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGSYS, &sa, std::ptr::null_mut())
+    };
+    if r < 0 {
+        return Err(Error::sys(
+            "unable to catch SIGSYS",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+extern "C" {
+    fn tzset();
+}
+
+/// No file system access, no TCP or UDP bind or connect, no abstract Unix socket outside,
+/// and (`signals`) no signal outside; for the calling thread, best effort by ABI.
+fn landlock_ruleset(signals: bool) -> Result<RulesetStatus, landlock::RulesetError> {
+    let abi = ABI::V10;
+    let mut scopes: BitFlags<Scope> = Scope::AbstractUnixSocket.into();
+    if signals {
+        scopes |= Scope::Signal;
+    }
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .handle_access(AccessNet::from_all(abi))?
+        .scope(scopes)?
+        .create()?
+        .no_new_privs(true)
+        .restrict_self()?;
+    Ok(status.ruleset)
+}
+
+/// `SYS_x` and its name, for the SIGSYS line.
+macro_rules! calls {
+    ($($n:ident),* $(,)?) => { &[$((libc::$n, strip(stringify!($n)))),*] };
+}
+
+const fn strip(s: &'static str) -> &'static str {
+    // "SYS_" is four ASCII bytes: the name follows.
+    match s.as_bytes() {
+        [b'S', b'Y', b'S', b'_', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(n) => n,
+            Err(_) => s,
+        },
+        _ => s,
+    }
+}
+
+/// The system calls the engine's process makes once confined, without conditions:
+/// the handshake and the relay (read, write, poll, recvfrom for the PROXY header's peek,
+/// shutdown, close, fcntl, getpeername for the session's line), memory (the mapping calls
+/// are allowed below without PROT_EXEC), signals' return and mask, locks (futex), random
+/// bytes (a reseed), reaping (wait4), dup2 of the pre-opened /dev/null, and exiting.
+#[cfg(target_arch = "x86_64")]
+pub const ALLOWED: &[(i64, &str)] = calls![
+    SYS_read,
+    SYS_write,
+    SYS_readv,
+    SYS_writev,
+    SYS_recvfrom,
+    SYS_poll,
+    SYS_ppoll,
+    SYS_close,
+    SYS_shutdown,
+    SYS_fcntl,
+    SYS_getpeername,
+    SYS_getsockname,
+    SYS_setsockopt,
+    SYS_dup2,
+    SYS_dup3,
+    SYS_brk,
+    SYS_munmap,
+    SYS_mremap,
+    SYS_madvise,
+    SYS_rt_sigreturn,
+    SYS_rt_sigprocmask,
+    SYS_sigaltstack,
+    SYS_futex,
+    SYS_getrandom,
+    SYS_getpid,
+    SYS_gettid,
+    SYS_clock_gettime,
+    SYS_clock_nanosleep,
+    SYS_restart_syscall,
+    SYS_sched_yield,
+    SYS_wait4,
+    SYS_exit,
+    SYS_exit_group,
+];
+
+/// See the x86_64 list; this architecture has no `poll` nor `dup2`.
+#[cfg(target_arch = "aarch64")]
+pub const ALLOWED: &[(i64, &str)] = calls![
+    SYS_read,
+    SYS_write,
+    SYS_readv,
+    SYS_writev,
+    SYS_recvfrom,
+    SYS_ppoll,
+    SYS_close,
+    SYS_shutdown,
+    SYS_fcntl,
+    SYS_getpeername,
+    SYS_getsockname,
+    SYS_setsockopt,
+    SYS_dup3,
+    SYS_brk,
+    SYS_munmap,
+    SYS_mremap,
+    SYS_madvise,
+    SYS_rt_sigreturn,
+    SYS_rt_sigprocmask,
+    SYS_sigaltstack,
+    SYS_futex,
+    SYS_getrandom,
+    SYS_getpid,
+    SYS_gettid,
+    SYS_clock_gettime,
+    SYS_clock_nanosleep,
+    SYS_restart_syscall,
+    SYS_sched_yield,
+    SYS_wait4,
+    SYS_exit,
+    SYS_exit_group,
+];
+
+/// Calls allowed with conditions (see [`install_filter`]), and calls named in the SIGSYS
+/// line when they are stopped.
+#[cfg(target_arch = "x86_64")]
+const NAMED: &[(i64, &str)] = calls![
+    SYS_mmap,
+    SYS_mprotect,
+    SYS_kill,
+    SYS_tgkill,
+    SYS_tkill,
+    SYS_open,
+    SYS_openat,
+    SYS_openat2,
+    SYS_creat,
+    SYS_stat,
+    SYS_lstat,
+    SYS_newfstatat,
+    SYS_statx,
+    SYS_fstat,
+    SYS_access,
+    SYS_faccessat,
+    SYS_faccessat2,
+    SYS_readlink,
+    SYS_readlinkat,
+    SYS_unlink,
+    SYS_unlinkat,
+    SYS_rename,
+    SYS_renameat,
+    SYS_renameat2,
+    SYS_mkdir,
+    SYS_mkdirat,
+    SYS_chdir,
+    SYS_socket,
+    SYS_socketpair,
+    SYS_connect,
+    SYS_bind,
+    SYS_listen,
+    SYS_accept,
+    SYS_accept4,
+    SYS_sendto,
+    SYS_sendmsg,
+    SYS_recvmsg,
+    SYS_execve,
+    SYS_execveat,
+    SYS_fork,
+    SYS_vfork,
+    SYS_clone,
+    SYS_clone3,
+    SYS_ptrace,
+    SYS_rt_sigaction,
+    SYS_rt_sigqueueinfo,
+    SYS_pidfd_open,
+    SYS_pidfd_send_signal,
+    SYS_ioctl,
+    SYS_prctl,
+    SYS_setuid,
+    SYS_setgid,
+    SYS_setgroups,
+    SYS_lseek,
+    SYS_pipe,
+    SYS_pipe2,
+    SYS_dup,
+    SYS_nanosleep,
+    SYS_sysinfo,
+    SYS_uname,
+    SYS_getuid,
+    SYS_geteuid,
+    SYS_sched_getaffinity,
+];
+
+#[cfg(target_arch = "aarch64")]
+const NAMED: &[(i64, &str)] = calls![
+    SYS_mmap,
+    SYS_mprotect,
+    SYS_kill,
+    SYS_tgkill,
+    SYS_tkill,
+    SYS_openat,
+    SYS_openat2,
+    SYS_newfstatat,
+    SYS_statx,
+    SYS_fstat,
+    SYS_faccessat,
+    SYS_faccessat2,
+    SYS_readlinkat,
+    SYS_unlinkat,
+    SYS_renameat,
+    SYS_renameat2,
+    SYS_mkdirat,
+    SYS_chdir,
+    SYS_socket,
+    SYS_socketpair,
+    SYS_connect,
+    SYS_bind,
+    SYS_listen,
+    SYS_accept,
+    SYS_accept4,
+    SYS_sendto,
+    SYS_sendmsg,
+    SYS_recvmsg,
+    SYS_execve,
+    SYS_execveat,
+    SYS_clone,
+    SYS_clone3,
+    SYS_ptrace,
+    SYS_rt_sigaction,
+    SYS_rt_sigqueueinfo,
+    SYS_pidfd_open,
+    SYS_pidfd_send_signal,
+    SYS_ioctl,
+    SYS_prctl,
+    SYS_setuid,
+    SYS_setgid,
+    SYS_setgroups,
+    SYS_lseek,
+    SYS_pipe2,
+    SYS_dup,
+    SYS_nanosleep,
+    SYS_sysinfo,
+    SYS_uname,
+    SYS_getuid,
+    SYS_geteuid,
+    SYS_sched_getaffinity,
+];
+
+/// The name of system call `nr`, if it is one of those the line can name.
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    ALLOWED
+        .iter()
+        .chain(NAMED)
+        .find(|(n, _)| *n == nr)
+        .map(|(_, s)| *s)
+}
+
+/// The filter: [`ALLOWED`]; mmap and mprotect without PROT_EXEC (no new code); kill only
+/// to `child` with SIGTERM or SIGKILL (the engine's end of the app after an error);
+/// tgkill only to this process (abort); anything else raises SIGSYS. False when the
+/// kernel has no seccomp filters (EINVAL).
+fn install_filter(child: Option<libc::pid_t>) -> Result<bool, Error> {
+    let built = filter(child).map_err(|e| {
+        Error::new(
+            exit::SYSTEM,
+            format!("unable to build the sandbox's filter: {e}; --no-sandbox runs without it"),
+        )
+    })?;
+    match seccompiler::apply_filter_all_threads(&built) {
+        Ok(()) => Ok(true),
+        Err(seccompiler::Error::Seccomp(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok(false)
+        }
+        Err(e) => Err(Error::new(
+            exit::SYSTEM,
+            format!("unable to enter the sandbox (seccomp): {e}; --no-sandbox runs without it"),
+        )),
+    }
+}
+
+fn filter(child: Option<libc::pid_t>) -> Result<seccompiler::BpfProgram, seccompiler::Error> {
+    let cond = |arg, op, v| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, v);
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|&(n, _)| (n, Vec::new())).collect();
+    let no_exec = SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64);
+    rules.insert(
+        libc::SYS_mmap,
+        vec![SeccompRule::new(vec![cond(2, no_exec.clone(), 0)?])?],
+    );
+    rules.insert(
+        libc::SYS_mprotect,
+        vec![SeccompRule::new(vec![cond(2, no_exec, 0)?])?],
+    );
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() } as u64;
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, me)?])?],
+    );
+    if let Some(pid) = child {
+        let mut kill = Vec::new();
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            kill.push(SeccompRule::new(vec![
+                cond(0, SeccompCmpOp::Eq, pid as u64)?,
+                cond(1, SeccompCmpOp::Eq, sig as u64)?,
+            ])?);
+        }
+        rules.insert(libc::SYS_kill, kill);
+    }
+    let arch = std::env::consts::ARCH.try_into()?;
+    // A build with STLS_SANDBOX_MEASURE set logs what the filter would stop (the kernel's
+    // log, `type=1326`) instead of stopping it: how the allow list was measured over the
+    // test suite. Never set for a build that is used.
+    let mismatch = match option_env!("STLS_SANDBOX_MEASURE") {
+        Some(_) => SeccompAction::Log,
+        None => SeccompAction::Trap,
+    };
+    SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)?
+        .try_into()
+        .map_err(seccompiler::Error::Backend)
+}
+
+/// The kernel's `siginfo_t` for SIGSYS: the system call's number follows the call's address.
+#[repr(C)]
+struct SigsysInfo {
+    _signo: libc::c_int,
+    _errno: libc::c_int,
+    _code: libc::c_int,
+    #[cfg(target_pointer_width = "64")]
+    _pad: libc::c_int,
+    _call_addr: *mut libc::c_void,
+    syscall: libc::c_int,
+    _arch: libc::c_uint,
+}
+
+/// A fixed buffer for the SIGSYS line: no allocation in a signal handler.
+struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Line {
+    fn push(&mut self, s: &[u8]) {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+    }
+
+    fn number(&mut self, mut v: i64) {
+        if v < 0 {
+            self.push(b"-");
+            v = -v;
+        }
+        let mut d = [0u8; 20];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&d[i..]);
+    }
+}
+
+/// The SIGSYS line, without the program's name: what was stopped, what to do.
+fn describe(line: &mut Line, nr: i64) {
+    line.push(b"the sandbox stopped system call ");
+    match syscall_name(nr) {
+        Some(n) => {
+            line.push(n.as_bytes());
+            line.push(b" (");
+            line.number(nr);
+            line.push(b")");
+        }
+        None => line.number(nr),
+    }
+    line.push(
+        b", which the TLS engine must not make: the session is ended; report it as a bug \
+          (--no-sandbox works around it)\n",
+    );
+}
+
+/// SIGSYS from the filter: one line naming the call, the app ended, exit 111. Only
+/// async-signal-safe calls, on static data and the stack.
+extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let nr = if info.is_null() {
+        -1
+    } else {
+        // SAFETY: the kernel passes a siginfo_t for SIGSYS, whose layout SigsysInfo mirrors.
+        i64::from(unsafe { (*info.cast::<SigsysInfo>()).syscall })
+    };
+    let mut line = Line {
+        buf: [0; 512],
+        len: 0,
+    };
+    if let Some(p) = PREFIX.get() {
+        line.push(p);
+    }
+    describe(&mut line, nr);
+    let _ = crate::fd::write_all(2, &line.buf[..line.len]);
+    let child = CHILD.load(Ordering::Relaxed);
+    // SAFETY: kill and _exit are async-signal-safe; `child` is this process's own child
+    // (the filter allows kill for it alone), and _exit runs no code of the process.
+    unsafe {
+        if child > 0 {
+            libc::kill(child, libc::SIGTERM);
+        }
+        libc::_exit(exit::SYSTEM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_the_call() {
+        let mut l = Line {
+            buf: [0; 512],
+            len: 0,
+        };
+        describe(&mut l, libc::SYS_openat);
+        let s = String::from_utf8_lossy(&l.buf[..l.len]).into_owned();
+        assert!(s.starts_with("the sandbox stopped system call openat ("), "{s}");
+        assert!(s.ends_with("(--no-sandbox works around it)\n"), "{s}");
+        let mut l = Line {
+            buf: [0; 512],
+            len: 0,
+        };
+        describe(&mut l, 99_999);
+        assert!(String::from_utf8_lossy(&l.buf[..l.len]).contains("call 99999,"));
+    }
+
+    #[test]
+    fn the_filter_builds() {
+        assert!(!filter(None).expect("filter").is_empty());
+        assert!(!filter(Some(12345)).expect("filter").is_empty());
+        assert_eq!(syscall_name(libc::SYS_connect), Some("connect"));
+        for (nr, name) in ALLOWED {
+            assert_eq!(syscall_name(*nr), Some(*name));
+        }
+    }
+}
