@@ -9,7 +9,7 @@ use openssl::ssl::{
     NameType, SniError, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use openssl::x509::X509;
+
 use std::ffi::CStr;
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +25,8 @@ pub struct ServerSettings {
     pub sni_level: u8,
     /// Keep a TCP EOF without close_notify an error (`-J`) instead of a clean EOF.
     pub enforce_close_notify: bool,
+    /// The engine will enter the sandbox: nothing may be left to read from files later.
+    pub sandbox: bool,
 }
 
 /// What a client context is built from, besides the environment.
@@ -36,6 +38,8 @@ pub struct ClientSettings {
     pub send_cert: bool,
     /// Keep a TCP EOF without close_notify an error (`-J`) instead of a clean EOF.
     pub enforce_close_notify: bool,
+    /// The engine will enter the sandbox: nothing may be left to read from files later.
+    pub sandbox: bool,
 }
 
 impl Default for ClientSettings {
@@ -44,6 +48,7 @@ impl Default for ClientSettings {
             verify_cert: true,
             send_cert: false,
             enforce_close_notify: false,
+            sandbox: false,
         }
     }
 }
@@ -105,7 +110,7 @@ fn check_trust_path(var: &str, path: &std::ffi::OsStr, dir: bool) -> Result<(), 
     }
 }
 
-fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> {
+fn trust_locations(b: &mut SslContextBuilder, env: &Env, sandbox: bool) -> Result<bool, Error> {
     let e = |what: &str| Error::config(format!("unable to load {what}: {}", ssl_reason()));
     if let Some(dir) = &env.cadir {
         check_trust_path("CADIR", dir, true)?;
@@ -117,7 +122,7 @@ fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> 
         let d = dir
             .to_str()
             .ok_or_else(|| Error::config("CADIR is not valid UTF-8"))?;
-        if env.uid.is_some() || env.gid.is_some() {
+        if env.uid.is_some() || env.gid.is_some() || sandbox {
             load_cadir_now(b, dir)?;
         } else {
             b.load_verify_locations(None, Some(std::path::Path::new(d)))
@@ -134,39 +139,17 @@ fn trust_locations(b: &mut SslContextBuilder, env: &Env) -> Result<bool, Error> 
 }
 
 /// A hashed directory is read lazily, during the handshake, which runs after the privilege
-/// drop: with TLS_UID/TLS_GID a CADIR only root can read would reject every peer. So its
-/// certificates (the `HASH.N` files OpenSSL would look up) are loaded into the store now.
+/// drop (with TLS_UID/TLS_GID a CADIR only root can read would reject every peer) and in
+/// the sandbox (which opens no file). So its `HASH.N` files are read now, and parsed when
+/// the handshake looks a name up ([`crate::hashdir`]).
 fn load_cadir_now(b: &mut SslContextBuilder, dir: &std::ffi::OsStr) -> Result<(), Error> {
-    let shown = dir.to_string_lossy();
-    let unreadable = |err: std::io::Error| {
+    crate::hashdir::add(b, &[std::path::Path::new(dir)], true).map_err(|err| {
         Error::config(format!(
-            "unable to read CADIR {shown}: {}",
+            "unable to read CADIR {}: {}",
+            dir.to_string_lossy(),
             crate::exit::io_text(&err)
         ))
-    };
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
-        let name = entry.file_name();
-        if !is_hashed_cert_name(name.as_encoded_bytes()) {
-            continue;
-        }
-        let pem = std::fs::read(entry.path()).map_err(unreadable)?;
-        // A file that does not parse is skipped, as OpenSSL's lookup would skip it.
-        for cert in X509::stack_from_pem(&pem).unwrap_or_default() {
-            // A duplicate (two hash links to one file) is not an error.
-            let _ = b.cert_store_mut().add_cert(cert);
-        }
-    }
-    let _ = openssl::error::ErrorStack::get();
-    Ok(())
-}
-
-/// `HASH.N`: eight hex digits, a dot, a decimal number (CRLs are `HASH.rN`).
-fn is_hashed_cert_name(n: &[u8]) -> bool {
-    n.len() > 9
-        && n[..8].iter().all(u8::is_ascii_hexdigit)
-        && n[8] == b'.'
-        && n[9..].iter().all(u8::is_ascii_digit)
+    })
 }
 
 /// A server context, and a slot where the SNI callback leaves the precise error (a named
@@ -227,7 +210,7 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
         use_pair(&mut b, p)?;
     }
     if opts.client_cert != ClientCert::None {
-        if !trust_locations(&mut b, env)? {
+        if !trust_locations(&mut b, env, opts.sandbox)? {
             return Err(Error::usage("-y and -Y need CADIR or CAFILE"));
         }
         let mut mode = SslVerifyMode::PEER;
@@ -345,7 +328,7 @@ pub fn client(opts: &ClientSettings, env: &Env) -> Result<SslContext, Error> {
     crate::policy::apply_client(&mut b, &env.policy)?;
     crate::ocsp::client(&mut b, &env.revocation, opts.verify_cert)?;
     if opts.verify_cert {
-        if !trust_locations(&mut b, env)? {
+        if !trust_locations(&mut b, env, opts.sandbox)? {
             let default_dir = openssl_default(CaDefault::Dir);
             let dir = match &env.ssl_cert_dir {
                 Some(d) => d.to_string_lossy().into_owned(),
@@ -357,8 +340,13 @@ pub fn client(opts: &ClientSettings, env: &Env) -> Result<SslContext, Error> {
                 .filter(|d| !d.is_empty())
                 .map(std::path::Path::new)
                 .collect();
-            for d in &dirs {
-                let _ = b.load_verify_locations(None, Some(d));
+            if opts.sandbox {
+                // Read now, parsed on demand: the sandbox opens no file.
+                let _ = crate::hashdir::add(&mut b, &dirs, false);
+            } else {
+                for d in &dirs {
+                    let _ = b.load_verify_locations(None, Some(d));
+                }
             }
             // SSL_CERT_FILE naming the system's own bundle while the system's hashed
             // directory is searched adds no certificate, only the parse of the whole
@@ -395,18 +383,6 @@ pub fn client(opts: &ClientSettings, env: &Env) -> Result<SslContext, Error> {
 #[cfg(test)]
 mod tests {
     use super::match_sni;
-
-    #[test]
-    fn hashed_cert_names() {
-        use super::is_hashed_cert_name as h;
-        assert!(h(b"ce275665.0"));
-        assert!(h(b"0A1b2C3d.12"));
-        assert!(!h(b"ce275665.r0"));
-        assert!(!h(b"ce275665."));
-        assert!(!h(b"ce27566.0"));
-        assert!(!h(b"ca.pem"));
-        assert!(!h(b"xe275665.0"));
-    }
 
     #[test]
     fn sni_matching() {

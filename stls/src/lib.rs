@@ -108,6 +108,7 @@ pub mod exit;
 mod explain;
 pub mod fd;
 pub mod handshake;
+pub mod hashdir;
 pub mod http_host;
 pub mod ocsp;
 pub mod options;

@@ -22,8 +22,8 @@
 use crate::cli::Log;
 use crate::exit::{self, Error};
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
-    ABI,
+    Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, ABI,
 };
 use seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
@@ -80,7 +80,9 @@ pub fn enter(log: Log, off: bool, child: Option<libc::pid_t>) -> Result<(), Erro
         Err(e) => {
             return Err(Error::new(
                 exit::SYSTEM,
-                format!("unable to enter the sandbox (Landlock): {e}; --no-sandbox runs without it"),
+                format!(
+                    "unable to enter the sandbox (Landlock): {e}; --no-sandbox runs without it"
+                ),
             ))
         }
     };
@@ -122,7 +124,10 @@ fn prepare(log: Log) -> Result<(), Error> {
             .write(true)
             .open("/dev/null")
             .map_err(|e| Error::sys("unable to open /dev/null", e))?;
-        DEVNULL.store(std::os::unix::io::IntoRawFd::into_raw_fd(f), Ordering::Relaxed);
+        DEVNULL.store(
+            std::os::unix::io::IntoRawFd::into_raw_fd(f),
+            Ordering::Relaxed,
+        );
     }
     // glibc reads /etc/localtime at its first time conversion (OpenSSL's certificate
     // dates use gmtime_r): done now.
@@ -413,9 +418,7 @@ fn install_filter(child: Option<libc::pid_t>) -> Result<bool, Error> {
     })?;
     match seccompiler::apply_filter_all_threads(&built) {
         Ok(()) => Ok(true),
-        Err(seccompiler::Error::Seccomp(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
-            Ok(false)
-        }
+        Err(seccompiler::Error::Seccomp(e)) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
         Err(e) => Err(Error::new(
             exit::SYSTEM,
             format!("unable to enter the sandbox (seccomp): {e}; --no-sandbox runs without it"),
@@ -569,7 +572,10 @@ mod tests {
         };
         describe(&mut l, libc::SYS_openat);
         let s = String::from_utf8_lossy(&l.buf[..l.len]).into_owned();
-        assert!(s.starts_with("the sandbox stopped system call openat ("), "{s}");
+        assert!(
+            s.starts_with("the sandbox stopped system call openat ("),
+            "{s}"
+        );
         assert!(s.ends_with("(--no-sandbox works around it)\n"), "{s}");
         let mut l = Line {
             buf: [0; 512],

@@ -347,6 +347,7 @@ pub fn client_context(opts: &Options, env: &Env) -> Result<SslContext, Error> {
         verify_cert: opts.verify_cert,
         send_cert: opts.send_cert,
         enforce_close_notify: opts.enforce_close_notify,
+        sandbox: !opts.no_sandbox,
     };
     context::client(&settings, env)
 }

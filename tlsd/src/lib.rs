@@ -46,6 +46,7 @@ pub fn settings(opts: &Options, log: Log) -> ServerSettings {
         client_cert: opts.client_cert,
         sni_level: opts.sni_level,
         enforce_close_notify: opts.enforce_close_notify,
+        sandbox: !opts.no_sandbox,
     }
 }
 
