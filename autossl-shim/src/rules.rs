@@ -328,6 +328,8 @@ pub struct Vars {
     pub verbose: Option<String>,
     pub names: Option<String>,
     pub nested: bool,
+    /// `AUTOSSL_NO_SANDBOX`: set, not empty and not `0`.
+    pub no_sandbox: bool,
 }
 
 /// The parsed configuration.
@@ -350,6 +352,8 @@ pub struct Config {
     /// configuration, any port (any address) could have been meant.
     pub ports_unknown: bool,
     pub ips_unknown: bool,
+    /// `AUTOSSL_NO_SANDBOX`: tlsc runs with `--no-sandbox` (a debugging aid).
+    pub no_sandbox: bool,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -427,6 +431,7 @@ impl Config {
             broken: None,
             ports_unknown: ports_unknown && !v.nested,
             ips_unknown,
+            no_sandbox: v.no_sandbox,
         };
         if !problems.is_empty() {
             let mut msg = problems.join("; ");

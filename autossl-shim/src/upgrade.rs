@@ -57,6 +57,7 @@ fn load() -> State {
         verbose: var("AUTOSSL_VERBOSE"),
         names: var("AUTOSSL_NAMES"),
         nested: std::env::var_os("AUTOSSL_NESTED").is_some(),
+        no_sandbox: matches!(var("AUTOSSL_NO_SANDBOX").as_deref(), Some(x) if !x.is_empty() && x != "0"),
     };
     let cfg = Config::parse(&v);
     if let Some(why) = &cfg.broken {
@@ -778,6 +779,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
         (c.fd, 7),
     ];
     late_log(c, &mut argv, &mut fds)?;
+    sandbox_off(c, &mut argv)?;
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);
@@ -919,6 +921,14 @@ fn unknown_name_advice(c: &Call, cands: &names::Candidates) -> String {
     )
 }
 
+/// `AUTOSSL_NO_SANDBOX`: tlsc's engine is not confined (`--no-sandbox`).
+fn sandbox_off(c: &Call, argv: &mut Vec<CString>) -> Result<(), c_int> {
+    if c.cfg().no_sandbox {
+        argv.push(cstr("--no-sandbox")?);
+    }
+    Ok(())
+}
+
 /// Messages that come after the connection is ready (the verdict on the program's request)
 /// go to the program's stderr, as tlsc's fd 4: not with AUTOSSL_SILENT, nor when the
 /// connection is on fd 2 itself.
@@ -942,6 +952,7 @@ fn over_tcp_from_request(c: &Call, tlsc: &CStr, chosen: &Chosen) -> Result<(), c
     let (app, helper) = socketpair()?;
     let mut fds = vec![(helper.0, 0), (helper.0, 1), (c.fd, 6), (c.fd, 7)];
     late_log(c, &mut argv, &mut fds)?;
+    sandbox_off(c, &mut argv)?;
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     swap(c, app, &local[..local_len])?;
@@ -989,6 +1000,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
         fds.push((ew.0, 2));
     }
     late_log(c, &mut argv, &mut fds)?;
+    sandbox_off(c, &mut argv)?;
     start_helper(c, tlsc.to_owned(), argv, &fds, 8, &tlsc.to_string_lossy())?;
     drop(helper);
     drop(nw);

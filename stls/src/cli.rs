@@ -212,9 +212,15 @@ pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String
 /// Point fd 2 at /dev/null: for a process whose stderr is the connection (inetd
 /// `nowait`) or must not be held open (a detached helper).
 pub fn silence_stderr() {
-    // A confined process opens nothing: it kept /dev/null open from before.
-    if let Some(null) = crate::sandbox::devnull() {
+    // A confined process opens nothing: it kept /dev/null open from before, for this
+    // one use (no descriptor is held beyond it).
+    if let Some(null) = crate::sandbox::take_devnull() {
         let _ = fd::dup2(null, 2);
+        fd::close(null);
+        return;
+    }
+    if crate::sandbox::entered() {
+        // Taken already: fd 2 is /dev/null.
         return;
     }
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {

@@ -276,12 +276,16 @@ pub fn await_connect(net: RawFd, deadline: Option<std::time::Instant>) -> Result
 /// `--pending-connect`: until the handshake is over, the caller closing the clear side
 /// (its program gave up on the connect) ends tlsc at once, connection and all; a thread
 /// that watches fd 0 for the hang-up. It is confined from its start unless `no_sandbox`
-/// (Landlock applies per thread; the process's own entry comes later).
+/// (Landlock applies per thread; the process's own entry comes later). Returns once the
+/// thread runs: its start-up calls (robust list, rseq, name, signal stack) must be made
+/// before the process's seccomp filter, which reaches every thread, allows none of them.
 pub fn watch_clear_side(no_sandbox: bool) {
-    let _ = std::thread::Builder::new()
+    let (started, running) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
         .name("clear-side".into())
         .spawn(move || {
             stls::sandbox::confine_this_thread(no_sandbox);
+            let _ = started.send(());
             while !HANDSHAKE_DONE.load(Relaxed) {
                 let mut p = [libc::pollfd {
                     fd: 0,
@@ -300,6 +304,10 @@ pub fn watch_clear_side(no_sandbox: bool) {
                 }
             }
         });
+    if spawned.is_ok() {
+        // Bounded: a thread that never runs must not hold the connection.
+        let _ = running.recv_timeout(std::time::Duration::from_secs(5));
+    }
 }
 
 /// `--discard=N`: read and drop the first `n` bytes of clear input (`fd`, non-blocking),
