@@ -437,14 +437,52 @@ fn install_filter(child: Option<libc::pid_t>) -> Result<bool, Error> {
             format!("unable to build the sandbox's filter: {e}; --no-sandbox runs without it"),
         )
     })?;
-    match seccompiler::apply_filter_all_threads(&built) {
-        Ok(()) => Ok(true),
-        Err(seccompiler::Error::Seccomp(e)) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
-        Err(e) => Err(Error::new(
+    let fail = |e: std::io::Error| {
+        Error::new(
             exit::SYSTEM,
-            format!("unable to enter the sandbox (seccomp): {e}; --no-sandbox runs without it"),
-        )),
+            format!(
+                "unable to enter the sandbox (seccomp): {}; --no-sandbox runs without it",
+                exit::io_text(&e)
+            ),
+        )
+    };
+    // SAFETY: prctl takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(fail(std::io::Error::last_os_error()));
     }
+    // Every thread (tlsc's helper too). SPEC_ALLOW: a filter otherwise turns on the
+    // speculative store bypass mitigation for the process where the kernel ties it to
+    // seccomp, which slows its cryptography; it guards code run inside the process against
+    // its own sandbox, and the engine runs none.
+    let tsync = libc::SECCOMP_FILTER_FLAG_TSYNC;
+    for flags in [tsync | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW, tsync] {
+        let prog = libc::sock_fprog {
+            len: built.len() as u16,
+            filter: built.as_ptr().cast_mut().cast(),
+        };
+        // SAFETY: seccompiler's sock_filter has the kernel's layout (repr(C): u16, u8, u8,
+        // u32); `prog` points at `built`, alive across the call, which the kernel copies.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        match r {
+            0 => return Ok(true),
+            // A thread that could not be synchronised (its id).
+            r if r > 0 => return Err(fail(std::io::Error::from_raw_os_error(libc::ESRCH))),
+            _ => {}
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(fail(e));
+        }
+    }
+    // EINVAL with and without SPEC_ALLOW: no seccomp filters in this kernel.
+    Ok(false)
 }
 
 fn filter(child: Option<libc::pid_t>) -> Result<seccompiler::BpfProgram, seccompiler::Error> {
