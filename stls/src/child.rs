@@ -125,6 +125,16 @@ pub struct Launcher {
     deferred: Option<Box<Deferred>>,
 }
 
+/// What a launcher that shares this process's memory uses until its exec: never freed
+/// (leaked once per connection's process), so that no path of this process can free it
+/// under the launcher.
+struct SharedLaunch {
+    prep: Prepared,
+    pipes: ChildPipes,
+    close_in_child: Vec<RawFd>,
+    _stack: crate::process::Pages,
+}
+
 /// What a deferred start needs: the exec prepared, the app's ends of its pipes and where
 /// they go, the fds it must not inherit.
 struct Deferred {
@@ -266,6 +276,83 @@ impl Launcher {
                 app_out,
             };
             launcher_child(&mut prep, pipes, close_in_child);
+        }
+        for f in [in_r, out_w, n_r] {
+            fd::close(f);
+        }
+        Ok(Launcher {
+            pid,
+            notify: n_w,
+            to_app: in_w,
+            from_app: out_r,
+            deferred: None,
+        })
+    }
+
+    /// [`Launcher::spawn_as`] with a launcher that shares this process's memory until its
+    /// exec (clone(2) with `CLONE_VM`, not `CLONE_VFORK`: this process goes on), so that no
+    /// copy of the address space is made, nor faulted in page by page as this process
+    /// writes to it. For a process that is confined before the handshake (the launcher
+    /// is not: it is another process, made before) and would otherwise have spawned the
+    /// app after it ([`Launcher::deferred_as`]). The launcher touches only what was made
+    /// for it here, allocates nothing, and its system calls fail only where it exits.
+    pub fn spawn_shared_as(
+        name: &'static str,
+        argv: &[OsString],
+        app_in: RawFd,
+        app_out: RawFd,
+        close_in_child: &[RawFd],
+        creds: &Credentials,
+    ) -> Result<Launcher, Error> {
+        let mut prep = Prepared::new(name, argv, creds)?;
+        prep.description.reserve_exact(MAX_DESCRIPTION);
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (n_r, n_w) = pipe()?;
+        let launch: &'static mut SharedLaunch = Box::leak(Box::new(SharedLaunch {
+            prep,
+            pipes: ChildPipes {
+                in_r,
+                out_w,
+                n_r,
+                app_in,
+                app_out,
+            },
+            // The parent's ends too: the description's EOF must reach the launcher.
+            close_in_child: [close_in_child, &[in_w, out_r, n_w]].concat(),
+            _stack: crate::process::Pages::new(SPAWN_STACK),
+        }));
+        let top = (launch._stack.as_mut_ptr() as usize + SPAWN_STACK) & !15;
+        // SAFETY: `all` and `old` are locals that sigfillset and pthread_sigmask fill in.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let arg: *mut SharedLaunch = launch;
+        // SAFETY: `top` is the aligned end of the launch's stack, and the launch is leaked:
+        // it outlives the launcher's use of it, and this process does not touch it again.
+        // Every signal is blocked across the clone, so no
+        // handler runs in the child before it resets them; the child runs only
+        // `shared_launcher`, which makes async-signal-safe calls on the launch alone.
+        let pid = unsafe {
+            libc::clone(
+                shared_launcher,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::SIGCHLD,
+                arg.cast(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if pid < 0 {
+            for f in [in_r, in_w, out_r, out_w, n_r, n_w] {
+                fd::close(f);
+            }
+            return Err(Error::sys("unable to start the app's launcher", err));
         }
         for f in [in_r, out_w, n_r] {
             fd::close(f);
@@ -506,6 +593,7 @@ fn ucspi_child(prep: &Prepared, keep: &[RawFd], close_in_child: &[RawFd]) -> ! {
 }
 
 /// The launcher's ends of its three pipes, and where the app's two go.
+#[derive(Clone, Copy)]
 struct ChildPipes {
     in_r: RawFd,
     out_w: RawFd,
@@ -572,6 +660,15 @@ fn reset_signals() {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
+}
+
+/// The launcher of [`Launcher::spawn_shared_as`], between clone and exec: the forked
+/// launcher's steps, on the launch made for it.
+extern "C" fn shared_launcher(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the leaked launch, which the parent no longer touches.
+    let l = unsafe { &mut *arg.cast::<SharedLaunch>() };
+    let p = l.pipes;
+    launcher_child(&mut l.prep, p, &l.close_in_child)
 }
 
 /// Spawn a deferred launcher's app: clone(2) with `CLONE_VM | CLONE_VFORK`, as

@@ -988,9 +988,12 @@ fn connection(
     }
     // Without an engine drop, prog can be spawned after the handshake, from this process;
     // not from a confined one (prog would inherit its seccomp filter and no_new_privs):
-    // with the sandbox, the launcher is forked before, as with an engine drop.
-    let launched = if s.env.uid.is_none() && s.env.gid.is_none() && s.opts.no_sandbox {
+    // with the sandbox, its launcher is made before, sharing this process's memory.
+    let keeps_credentials = s.env.uid.is_none() && s.env.gid.is_none();
+    let launched = if keeps_credentials && s.opts.no_sandbox {
         tlsd::launch_deferred(TLSSERVER.name, s.prog, s.creds)?
+    } else if keeps_credentials {
+        tlsd::launch_shared(TLSSERVER.name, s.prog, s.creds)?
     } else {
         tlsd::launch(TLSSERVER.name, s.prog, s.creds)?
     };
