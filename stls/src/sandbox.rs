@@ -8,13 +8,14 @@
 //!   (the app), which Landlock's scope would forbid it to end after an error: there the
 //!   seccomp filter allows `kill` for that one pid only;
 //! - a seccomp filter allowing only the system calls the handshake, the relay, reaping and
-//!   exiting make ([`ALLOWED`], measured with `strace -f -c` over the test suite). Any
-//!   other call raises SIGSYS, whose handler writes one line naming the call on fd 2, ends
-//!   the app (SIGTERM) and exits 111.
+//!   exiting make ([`ALLOWED`], measured by `bench/syscalls` over real sessions and
+//!   confirmed over the test suite). Any other call raises SIGSYS, whose handler writes
+//!   one line naming the call on fd 2, ends the app (SIGTERM) and exits 111.
 //!
-//! The app is never confined: it is started by a process forked before the sandbox.
+//! The app is never confined: it is started by a process made before the sandbox.
 //! Everything the engine needs later is made before entering: `/dev/null` opened (for
-//! [`crate::cli::silence_stderr`]), OpenSSL's random generator seeded.
+//! [`crate::cli::silence_stderr`]), the time zone read, OpenSSL's random generator seeded,
+//! hashed CA directories read ahead ([`crate::hashdir`]).
 //!
 //! A kernel without Landlock or seccomp: the program runs with what it has, and says so
 //! at verbosity 2. `--no-sandbox` turns it all off, as a debugging aid.
