@@ -83,6 +83,8 @@ enum Id {
     CheckHost,
     HostFromRequest,
     LogFd,
+    Serve,
+    ServeIdle,
     // a server that listens
     MaxConn,
     MaxConnPerIp,
@@ -208,6 +210,10 @@ pub static OPTIONS: &[Opt] = &[
         "no -k: the host an HTTP/1.x request in the first clear input names, if one of NAMES (a,b), is the name"),
     opt(SHIM, None, "log-fd", Some("FD"), Id::LogFd,
         "with --detach: messages after the connection is ready go to FD until the first request is judged"),
+    opt(SHIM, None, "serve", Some("PATH"), Id::Serve,
+        "autossl-shim's helper: serve the connections handed over the Unix socket PATH"),
+    opt(SHIM, None, "serve-idle", Some("DUR"), Id::ServeIdle,
+        "with --serve: end after DUR with no connection (default 60s; 0: never)"),
     opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
         "at most N connections at once; at the limit, end the one longest in its handshake, else wait (default 40)"),
     opt(LISTEN, Some('C'), "maxconn-per-ip", Some("N"), Id::MaxConnPerIp,
@@ -309,6 +315,10 @@ pub struct Options {
     /// `--log-fd=FD`: where messages go after the connection is ready, until the first
     /// request is judged.
     pub log_fd: Option<i32>,
+    /// `--serve=PATH`: the pre-started helper's socket.
+    pub serve: Option<std::path::PathBuf>,
+    /// `--serve-idle=DUR`: how long the helper waits for a connection; `None`: for ever.
+    pub serve_idle: Option<Duration>,
     /// Server `-c`: the most connections at once.
     pub maxconn: u32,
     /// Server `-C`: the most connections at once from one address; `None` is the
@@ -361,6 +371,8 @@ impl Default for Options {
             check_host: false,
             host_from_request: None,
             log_fd: None,
+            serve: None,
+            serve_idle: Some(Duration::from_secs(60)),
             maxconn: 40,
             maxconn_per_ip: None,
             backlog: None,
@@ -471,6 +483,8 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
             opts.host_from_request = Some(names)
         }
         Id::LogFd => opts.log_fd = Some(parse_fd(v(), "log fd")?),
+        Id::Serve => opts.serve = Some(std::path::PathBuf::from(val.unwrap_or_default())),
+        Id::ServeIdle => opts.serve_idle = parse_duration(v())?,
         Id::MaxConn => opts.maxconn = parse_count(v(), "maxconn")?,
         Id::MaxConnPerIp => {
             // 0 turns the per-address limit off (clients behind one NAT); unset is the default.
