@@ -514,12 +514,18 @@ pub fn namespaced(cmd: &[&str], vars: &[(String, String)]) -> Command {
 
 /// The shim's variables for upgrading `ports`, trusting the test CA.
 pub fn shim_vars(ports: &str) -> Vec<(String, String)> {
-    vec![
+    let mut v: Vec<(String, String)> = vec![
         ("LD_PRELOAD".into(), library().display().to_string()),
         ("AUTOSSL_UPGRADE_PORTS".into(), ports.into()),
         ("AUTOSSL_VERBOSE".into(), "1".into()),
         ("CAFILE".into(), pki().ca.display().to_string()),
-    ]
+    ];
+    // `make test` runs the shim's tests a second time with AUTOSSL_HELPER=0: every
+    // client then gets a tlsc of its own per connection.
+    if let Ok(h) = std::env::var("AUTOSSL_HELPER") {
+        v.push(("AUTOSSL_HELPER".into(), h));
+    }
+    v
 }
 
 /// Run a client under the shim in the namespace (bounded), with `input` on stdin.

@@ -63,6 +63,8 @@ pub fn serve(cmd: &Command, opts: &Options) -> Result<i32, Error> {
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let ctx = tlsc::client_context(opts, &env)?;
+    // What a handshake fetches, built once here rather than in every connection's process.
+    process::warm_up_client(&ctx);
     let listener = handoff::listen(&path)
         .map_err(|e| Error::sys("unable to listen on the helper's socket", e))?;
     handoff::new_session();
@@ -173,13 +175,14 @@ fn hand_off(
         Ok(None) => {
             // The connection's process: nothing of the helper's but the context.
             handoff::end_with_parent(libc::SIGKILL);
+            process::keep_heap();
             handoff::default_signal(libc::SIGCHLD);
             for h in helpers {
                 fd::close(h);
             }
             drop(conn);
             let code = run(cmd, env, ctx, fds, &targets, args);
-            std::process::exit(code)
+            handoff::exit_now(code)
         }
         Err(_) => 0,
     }
