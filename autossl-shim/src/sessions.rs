@@ -167,8 +167,7 @@ pub fn claim(timeout: Duration) -> Option<Claim> {
                 == Some((s.dev.load(Ordering::Relaxed), s.ino.load(Ordering::Relaxed)));
         let free = c == 0 || (written && !open_here) || now.saturating_sub(c) > expired;
         if free
-            && s
-                .claimed
+            && s.claimed
                 .compare_exchange(c, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
@@ -191,7 +190,9 @@ impl Claim {
     pub fn bind(&self, fd: c_int) {
         if let Some((dev, ino)) = identity(fd) {
             // SAFETY: getpid cannot fail.
-            self.slot.pid.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+            self.slot
+                .pid
+                .store(unsafe { libc::getpid() }, Ordering::Relaxed);
             self.slot.fd.store(fd, Ordering::Relaxed);
             self.slot.dev.store(dev, Ordering::Relaxed);
             self.slot.ino.store(ino, Ordering::Release);
@@ -215,9 +216,7 @@ pub fn lookup(fd: c_int, out: &mut [u8]) -> Result<usize, c_int> {
     let s = t
         .slots
         .iter()
-        .find(|s| {
-            s.ino.load(Ordering::Acquire) == ino && s.dev.load(Ordering::Relaxed) == dev
-        })
+        .find(|s| s.ino.load(Ordering::Acquire) == ino && s.dev.load(Ordering::Relaxed) == dev)
         .ok_or(libc::ENOENT)?;
     let n = s.len.load(Ordering::Acquire) as usize;
     if n == 0 {
@@ -290,7 +289,12 @@ mod tests {
         let wire = b"SSL_PROTOCOL=TLSv1.3\0\0";
         // SAFETY: pwrite of our buffers into the memfd, inside the table.
         unsafe {
-            libc::pwrite(c.fd, wire.as_ptr() as *const _, wire.len(), (c.offset + 4) as i64);
+            libc::pwrite(
+                c.fd,
+                wire.as_ptr() as *const _,
+                wire.len(),
+                (c.offset + 4) as i64,
+            );
             let l = (wire.len() as u32).to_le_bytes();
             libc::pwrite(c.fd, l.as_ptr() as *const _, 4, c.offset as i64);
         }

@@ -88,7 +88,9 @@ fn clear_fd_form(opts: &stls::options::Options, log: Log, clear: i32) -> Result<
     }
     if let Some((to, _)) = opts.session_at {
         if to < 3 || to == clear || !fd::is_open(to) {
-            return Err(Error::usage(format!("--session-at: fd {to} is not open above fd 2")));
+            return Err(Error::usage(format!(
+                "--session-at: fd {to} is not open above fd 2"
+            )));
         }
     }
     tlsd::check_network()?;
