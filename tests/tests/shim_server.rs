@@ -1,7 +1,7 @@
 //! autossl-shim's server side: daemons that listen and accept by themselves, preloaded
 //! with the library and `AUTOSSL_ACCEPT_PORTS`, reached over TLS by real clients and
-//! checked by payload: redis-server, memcached, Python's http.server, a forking server
-//! and an epoll daemon that accepts with accept4's flags itself (tests/apps/shim_server).
+//! checked by payload: redis-server, memcached, Python's http.server, busybox httpd, a
+//! forking server and an epoll daemon that accepts with accept4's flags itself (tests/apps/shim_server).
 //! What the daemon sees (addresses, flags, options, the session), client certificates, a
 //! stalled handshake, and 1,000 connections without a leak in the daemon.
 
@@ -682,4 +682,58 @@ fn a_stalled_handshake_does_not_delay_the_others() {
     assert!(gone, "helpers left: {err}");
     let eofs = err.lines().filter(|l| l.starts_with("eof ")).count();
     assert!(eofs >= 13, "the daemon saw {eofs} ends: {err}");
+}
+
+#[test]
+fn busybox_httpd_forks_and_logs_the_client() {
+    if !(require("busybox") && require("curl")) {
+        return;
+    }
+    let dir = stls_tests::scratch("busybox-httpd");
+    let body = text(80, 200_000);
+    std::fs::write(dir.join("file"), &body).expect("file");
+    let port = free_port("127.0.0.1");
+    // A process per connection, forked by the one that accepted.
+    let d = Daemon::start(
+        "busybox httpd",
+        &[
+            "busybox".into(),
+            "httpd".into(),
+            "-f".into(),
+            "-vv".into(),
+            "-p".into(),
+            format!("127.0.0.1:{port}"),
+            "-h".into(),
+            dir.display().to_string(),
+        ],
+        port,
+        &[],
+    );
+    for i in 0..3 {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--interface", "127.0.0.2", "--cacert"])
+            .arg(&pki().ca)
+            .arg("--resolve")
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .arg(format!("https://localhost:{port}/file?{i}"));
+        let o = proc::run(&mut c, None, Duration::from_secs(60));
+        assert_eq!(o.code(), 0, "curl: {}", o.stderr_str());
+        assert!(
+            o.stdout == body,
+            "curl got {} bytes, other than the file",
+            o.stdout.len()
+        );
+    }
+    let gone = proc::wait_for(Duration::from_secs(20), || d.helpers().is_empty());
+    let out = d.stop();
+    let err = out.stderr_str();
+    assert!(gone, "helpers left: {err}");
+    let served = err
+        .lines()
+        .filter(|l| l.starts_with("127.0.0.2:") && l.ends_with("response:200"))
+        .count();
+    assert_eq!(
+        served, 3,
+        "busybox httpd's log does not name 127.0.0.2 three times: {err}"
+    );
 }
