@@ -85,6 +85,11 @@ pub static VARS: &[Var] = &[
         doc: "a line for every upgraded connection",
     },
     Var {
+        name: "AUTOSSL_HELPER",
+        default: "on: connections go to the pre-started helper",
+        doc: "0: start tlsc for every connection instead",
+    },
+    Var {
         name: "AUTOSSL_NESTED",
         default: "unset",
         doc: "set by the library in tlsc's environment: upgrade nothing there",
@@ -103,6 +108,7 @@ pub struct Vars {
     pub sni: Option<String>,
     pub timeout: Option<String>,
     pub verbose: Option<String>,
+    pub helper: Option<String>,
     pub names: Option<String>,
     pub nested: bool,
     pub accept_ports: Option<String>,
@@ -122,6 +128,7 @@ impl Vars {
             sni: get("AUTOSSL_SNI"),
             timeout: get("AUTOSSL_TIMEOUT"),
             verbose: get("AUTOSSL_VERBOSE"),
+            helper: get("AUTOSSL_HELPER"),
             names: get("AUTOSSL_NAMES"),
             nested: get("AUTOSSL_NESTED").is_some(),
             accept_ports: get("AUTOSSL_ACCEPT_PORTS"),
@@ -140,6 +147,8 @@ pub struct Config {
     pub errno: Option<i32>,
     pub silent: bool,
     pub verbose: bool,
+    /// Hand connections to the pre-started helper (`AUTOSSL_HELPER` not `0`).
+    pub helper: bool,
     pub sni: Option<String>,
     pub timeout: Duration,
     /// `AUTOSSL_NAMES`: the server name of a destination.
@@ -240,6 +249,7 @@ impl Config {
             errno,
             silent: v.silent,
             verbose: matches!(v.verbose.as_deref(), Some(x) if !x.is_empty() && x != "0"),
+            helper: v.helper.as_deref() != Some("0"),
             sni,
             timeout,
             names,

@@ -10,6 +10,7 @@
 //! - `fds`: system calls on descriptors (what a socket is, waits, flags carried over);
 //! - `say`: messages, one `write(2)` a line;
 //! - `spawn`: starting a helper with no SIGCHLD, no zombie, no inherited fd;
+//! - `handoff`: the pre-started helper, found or started, handed each connection;
 //! - `outcome`: the handshake's outcome as tlsc reports it on its `-d` pipe;
 //! - `pending`: non-blocking connects in progress, completed at the program's own pace
 //!   (its design is in its documentation);
@@ -31,6 +32,7 @@ pub mod accept;
 pub mod addr;
 pub mod config;
 pub mod fds;
+pub mod handoff;
 pub mod names;
 pub mod outcome;
 pub mod pending;

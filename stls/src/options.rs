@@ -85,6 +85,8 @@ enum Id {
     CheckHost,
     HostFromRequest,
     LogFd,
+    Serve,
+    ServeIdle,
     // autossl-shim's server side
     ClearFd,
     SessionAt,
@@ -214,6 +216,10 @@ pub static OPTIONS: &[Opt] = &[
         "no -k: the host an HTTP/1.x request in the first clear input names, if one of NAMES (a,b), is the name"),
     opt(SHIM, None, "log-fd", Some("FD"), Id::LogFd,
         "with --detach: messages after the connection is ready go to FD until the first request is judged"),
+    opt(SHIM, None, "serve", Some("PATH"), Id::Serve,
+        "autossl-shim's helper: serve the connections handed over the Unix socket PATH"),
+    opt(SHIM, None, "serve-idle", Some("DUR"), Id::ServeIdle,
+        "with --serve: end after DUR with no connection (default 60s; 0: never)"),
     opt(SHIM_SERVER, None, "clear-fd", Some("FD"), Id::ClearFd,
         "no prog: after the handshake, clear text on the socket FD (autossl-shim's server side)"),
     opt(SHIM_SERVER, None, "session-at", Some("FD:OFFSET"), Id::SessionAt,
@@ -319,6 +325,10 @@ pub struct Options {
     /// `--log-fd=FD`: where messages go after the connection is ready, until the first
     /// request is judged.
     pub log_fd: Option<i32>,
+    /// `--serve=PATH`: the pre-started helper's socket.
+    pub serve: Option<std::path::PathBuf>,
+    /// `--serve-idle=DUR`: how long the helper waits for a connection; `None`: for ever.
+    pub serve_idle: Option<Duration>,
     /// Server `--clear-fd=FD`: no prog; clear text on the socket FD.
     pub clear_fd: Option<i32>,
     /// Server `--session-at=FD:OFFSET`: where the session description is written (a
@@ -376,6 +386,8 @@ impl Default for Options {
             check_host: false,
             host_from_request: None,
             log_fd: None,
+            serve: None,
+            serve_idle: Some(Duration::from_secs(60)),
             clear_fd: None,
             session_at: None,
             maxconn: 40,
@@ -488,6 +500,8 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
             opts.host_from_request = Some(names)
         }
         Id::LogFd => opts.log_fd = Some(parse_fd(v(), "log fd")?),
+        Id::Serve => opts.serve = Some(std::path::PathBuf::from(val.unwrap_or_default())),
+        Id::ServeIdle => opts.serve_idle = parse_duration(v())?,
         Id::ClearFd => opts.clear_fd = Some(parse_fd(v(), "clear fd")?),
         Id::SessionAt => {
             let bad = || format!("invalid session-at: {} (give FD:OFFSET)", v());
