@@ -11,7 +11,7 @@ use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use crate::addr::{self, Dest, Target};
 use crate::pending::{self, Outcome};
 use crate::upgrade;
-use crate::{config, fds, names, real, rules, socks, spawn};
+use crate::{accept, config, fds, names, real, rules, socks, spawn};
 
 thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
@@ -265,6 +265,55 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
             unsafe { real_sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN) }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// accept and accept4: the server side (see accept.rs)
+
+/// The real call's new descriptor `fd` (or its failure), then ours: the descriptor, or -1
+/// with the errno of a connection that had to be closed.
+fn accepted(listener: c_int, fd: c_int) -> c_int {
+    if fd < 0 {
+        return fd;
+    }
+    match guarded(|| accept::on_accept(listener, fd).err()) {
+        None => fd,
+        Some(e) => {
+            // SAFETY: the descriptor the real accept just gave, not yet the program's.
+            unsafe { libc::close(fd) };
+            set_errno(e);
+            -1
+        }
+    }
+}
+
+/// # Safety
+/// The C contract of accept(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(f) = real::accept() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: the real accept with the caller's own arguments.
+    accepted(fd, unsafe { f(fd, addr, len) })
+}
+
+/// # Safety
+/// The C contract of accept4(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let Some(f) = real::accept4() else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // SAFETY: the real accept4 with the caller's own arguments.
+    accepted(fd, unsafe { f(fd, addr, len, flags) })
 }
 
 // ---------------------------------------------------------------------------------------

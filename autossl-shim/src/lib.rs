@@ -17,6 +17,10 @@
 //! - `socks`: the upgraded sockets (what getpeername & co. answer for them);
 //! - `upgrade`: one matching connect, in the native mode's and `AUTOSSL_TLS_CMD`'s steps:
 //!   real TCP connect, helper started, outcome awaited, swap;
+//! - `accept`: the server side, one accepted connection on a chosen listening port: tlsd
+//!   started on the real socket, the socketpair end swapped in, at once;
+//! - `sessions`: the accepted connections' session descriptions, in a table tlsd writes
+//!   (shared memory), and `autossl_session`, the daemon's query;
 //! - `hooks` (not in unit-test builds: a test binary must not interpose `connect`): the
 //!   exported symbols, each behind a reentrancy guard and `catch_unwind`.
 
@@ -24,6 +28,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod accept;
 pub mod addr;
 pub mod config;
 pub mod fds;
@@ -34,6 +39,7 @@ pub mod pending;
 pub mod real;
 pub mod rules;
 pub mod say;
+pub mod sessions;
 pub mod socks;
 pub mod spawn;
 pub mod upgrade;

@@ -626,6 +626,9 @@ fn exports_only_the_hooks() {
     assert_eq!(
         names,
         [
+            "accept",
+            "accept4",
+            "autossl_session",
             "connect",
             "gai_error",
             "getaddrinfo",
