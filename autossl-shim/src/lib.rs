@@ -22,7 +22,8 @@
 //! - `sessions`: the accepted connections' session descriptions, in a table tlsd writes
 //!   (shared memory), and `autossl_session`, the daemon's query;
 //! - `hooks` (not in unit-test builds: a test binary must not interpose `connect`): the
-//!   exported symbols, each behind a reentrancy guard and `catch_unwind`.
+//!   exported socket functions, each behind a reentrancy guard and `catch_unwind`;
+//! - `lookups` (likewise): the exported resolver functions, which feed `names`.
 
 // Loaded into every host process: every unsafe operation is spelt out and justified.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -46,3 +47,5 @@ pub mod upgrade;
 
 #[cfg(not(test))]
 mod hooks;
+#[cfg(not(test))]
+mod lookups;
