@@ -40,6 +40,16 @@ pub static VARS: &[Var] = &[
         doc: "the addresses (and CIDR ranges) whose connections are upgraded",
     },
     Var {
+        name: "AUTOSSL_ACCEPT_PORTS",
+        default: "none: no accepted connection is upgraded",
+        doc: "the listening TCP ports whose accepted connections get TLS from tlsd (a list)",
+    },
+    Var {
+        name: "AUTOSSL_ACCEPT_CLIENT_CERT",
+        default: "none: no client certificate asked for",
+        doc: "`optional` or `required`: ask accepted clients for a certificate (CAFILE, CADIR)",
+    },
+    Var {
         name: "AUTOSSL_TLS_CMD",
         default: "none: tlsc, natively",
         doc: "a command run as `cmd IP PORT` with clear text on its stdin and stdout",
@@ -80,6 +90,11 @@ pub static VARS: &[Var] = &[
         doc: "tlsc runs with --no-sandbox (a debugging aid)",
     },
     Var {
+        name: "AUTOSSL_HELPER",
+        default: "on: connections go to the pre-started helper",
+        doc: "0: start tlsc for every connection instead",
+    },
+    Var {
         name: "AUTOSSL_NESTED",
         default: "unset",
         doc: "set by the library in tlsc's environment: upgrade nothing there",
@@ -98,10 +113,13 @@ pub struct Vars {
     pub sni: Option<String>,
     pub timeout: Option<String>,
     pub verbose: Option<String>,
+    pub helper: Option<String>,
     pub names: Option<String>,
     pub nested: bool,
     /// `AUTOSSL_NO_SANDBOX`: set, not empty and not `0`.
     pub no_sandbox: bool,
+    pub accept_ports: Option<String>,
+    pub accept_client_cert: Option<String>,
 }
 
 impl Vars {
@@ -117,9 +135,12 @@ impl Vars {
             sni: get("AUTOSSL_SNI"),
             timeout: get("AUTOSSL_TIMEOUT"),
             verbose: get("AUTOSSL_VERBOSE"),
+            helper: get("AUTOSSL_HELPER"),
             names: get("AUTOSSL_NAMES"),
             nested: get("AUTOSSL_NESTED").is_some(),
             no_sandbox: matches!(get("AUTOSSL_NO_SANDBOX").as_deref(), Some(x) if !x.is_empty() && x != "0"),
+            accept_ports: get("AUTOSSL_ACCEPT_PORTS"),
+            accept_client_cert: get("AUTOSSL_ACCEPT_CLIENT_CERT"),
         }
     }
 }
@@ -134,6 +155,8 @@ pub struct Config {
     pub errno: Option<i32>,
     pub silent: bool,
     pub verbose: bool,
+    /// Hand connections to the pre-started helper (`AUTOSSL_HELPER` not `0`).
+    pub helper: bool,
     pub sni: Option<String>,
     pub timeout: Duration,
     /// `AUTOSSL_NAMES`: the server name of a destination.
@@ -146,6 +169,10 @@ pub struct Config {
     pub ips_unknown: bool,
     /// `AUTOSSL_NO_SANDBOX`: tlsc runs with `--no-sandbox` (a debugging aid).
     pub no_sandbox: bool,
+    /// `AUTOSSL_ACCEPT_PORTS`: the listening ports of the server side.
+    pub accept_ports: Ports,
+    /// `AUTOSSL_ACCEPT_CLIENT_CERT`: tlsd's `-Y` or `-y`, if any.
+    pub accept_client_cert: Option<&'static str>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,6 +190,10 @@ impl Config {
             }
         }
         let ports_unknown = !bad.is_empty();
+        let mut accept_ports = Ports::default();
+        if let (false, Some(s)) = (v.nested, &v.accept_ports) {
+            bad.extend(parse_ports("AUTOSSL_ACCEPT_PORTS", s, &mut accept_ports));
+        }
         let (ips, b) = match &v.ips {
             Some(s) => parse_ips("AUTOSSL_UPGRADE_IPS", s),
             None => (Vec::new(), Vec::new()),
@@ -209,6 +240,17 @@ impl Config {
             },
             _ => None,
         };
+        let accept_client_cert = match v.accept_client_cert.as_deref().map(str::trim) {
+            None | Some("" | "none" | "0") => None,
+            Some("optional") => Some("-Y"),
+            Some("required") => Some("-y"),
+            Some(s) => {
+                problems.push(format!(
+                    "AUTOSSL_ACCEPT_CLIENT_CERT: not none, optional or required: {s}"
+                ));
+                None
+            }
+        };
         let tls_cmd = v.tls_cmd.clone().filter(|c| !c.trim().is_empty());
         let mut c = Config {
             ports,
@@ -217,6 +259,7 @@ impl Config {
             errno,
             silent: v.silent,
             verbose: matches!(v.verbose.as_deref(), Some(x) if !x.is_empty() && x != "0"),
+            helper: v.helper.as_deref() != Some("0"),
             sni,
             timeout,
             names,
@@ -224,6 +267,8 @@ impl Config {
             ports_unknown: ports_unknown && !v.nested,
             ips_unknown,
             no_sandbox: v.no_sandbox,
+            accept_ports,
+            accept_client_cert,
         };
         if !problems.is_empty() {
             let mut msg = problems.join("; ");
@@ -247,6 +292,12 @@ impl Config {
     /// Does any connection match at all?
     pub fn active(&self) -> bool {
         !self.ports.is_empty()
+    }
+
+    /// Is any accepted connection upgraded (a readable configuration with
+    /// `AUTOSSL_ACCEPT_PORTS`)?
+    pub fn accepting(&self) -> bool {
+        !self.accept_ports.is_empty() && self.broken.is_none()
     }
 
     /// Does a TCP connection to (address key, port) match the rules?
@@ -281,10 +332,32 @@ impl Config {
 pub struct State {
     /// The configuration from the environment.
     pub cfg: Config,
-    /// Our own file (from dladdr), to take it out of the helper's LD_PRELOAD.
-    pub lib: Option<CString>,
-    /// tlsc beside the library, else on PATH.
-    pub tlsc: Option<CString>,
+    /// Our own file, found at first use: dladdr searches our symbol table, which would
+    /// cost every process that loads the library, upgrading or not.
+    lib: OnceLock<Option<CString>>,
+    /// tlsc beside the library, else on PATH, found at first use.
+    tlsc: OnceLock<Option<CString>>,
+}
+
+impl State {
+    /// Our own file, to take it out of a helper's LD_PRELOAD and to find tlsc and tlsd
+    /// beside it.
+    pub fn lib(&self) -> Option<&CStr> {
+        self.lib.get_or_init(own_path).as_deref()
+    }
+
+    /// The tlsc of the native mode (None in the command mode, or when there is none).
+    pub fn tlsc(&self) -> Option<&CStr> {
+        self.tlsc
+            .get_or_init(|| {
+                if self.cfg.active() && self.cfg.tls_cmd.is_none() {
+                    find_tlsc(self.lib())
+                } else {
+                    None
+                }
+            })
+            .as_deref()
+    }
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -307,16 +380,27 @@ pub fn load() -> State {
             message(&format!("bad configuration: {why}; {then}"));
         }
     }
-    let lib = own_path();
-    let tlsc = if cfg.active() && cfg.tls_cmd.is_none() {
-        find_tlsc(lib.as_deref())
-    } else {
-        None
-    };
-    State { cfg, lib, tlsc }
+    State {
+        cfg,
+        lib: OnceLock::new(),
+        tlsc: OnceLock::new(),
+    }
 }
 
-/// The configuration (parsed on first use; the constructor makes that first use).
+/// Whether the environment asks for any upgrade at all (a list of ports set, outside a
+/// helper): looked up without allocating, for the constructor.
+pub fn wanted() -> bool {
+    let set = |k: &CStr| {
+        // SAFETY: getenv on a NUL-terminated name; the result is only compared with null.
+        !unsafe { libc::getenv(k.as_ptr()) }.is_null()
+    };
+    !set(c"AUTOSSL_NESTED")
+        && (set(c"AUTOSSL_UPGRADE_PORTS")
+            || set(c"AUTOSSL_UPGRADE_PORT")
+            || set(c"AUTOSSL_ACCEPT_PORTS"))
+}
+
+/// The configuration, parsed at the first intercepted call.
 pub fn state() -> &'static State {
     STATE.get_or_init(load)
 }
@@ -443,6 +527,30 @@ mod tests {
             ..Vars::default()
         });
         assert!(c.could_match(k("192.0.2.1"), 443) && !c.could_match(k("192.0.2.1"), 80));
+    }
+
+    #[test]
+    fn accept_side() {
+        let c = Config::parse(&Vars {
+            accept_ports: Some("6379, 11211".into()),
+            accept_client_cert: Some("required".into()),
+            ..Vars::default()
+        });
+        assert!(c.broken.is_none() && c.accepting() && !c.active());
+        assert!(c.accept_ports.contains(6379) && !c.accept_ports.contains(443));
+        assert_eq!(c.accept_client_cert, Some("-y"));
+        let c = Config::parse(&Vars {
+            accept_ports: Some("6379".into()),
+            accept_client_cert: Some("maybe".into()),
+            ..Vars::default()
+        });
+        assert!(c.broken.is_some() && !c.accepting());
+        let c = Config::parse(&Vars {
+            accept_ports: Some("6379".into()),
+            nested: true,
+            ..Vars::default()
+        });
+        assert!(!c.accepting());
     }
 
     #[test]

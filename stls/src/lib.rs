@@ -107,6 +107,7 @@ pub mod env;
 pub mod exit;
 mod explain;
 pub mod fd;
+pub mod handoff;
 pub mod handshake;
 pub mod hashdir;
 pub mod http_host;

@@ -209,7 +209,9 @@ const fn strip(s: &'static str) -> &'static str {
 /// (wait4), exiting (exit_group; exit for tlsc's helper thread), getpid (OpenSSL's fork
 /// check). Then the paths the measurement may not cross, each from the code: recvfrom (the
 /// PROXY header's peek), dup2 (/dev/null, opened before, onto fd 2), futex (locks shared
-/// with tlsc's helper thread), getrandom (OpenSSL's reseed), rt_sigprocmask (abort).
+/// with tlsc's helper thread), getrandom (OpenSSL's reseed), rt_sigprocmask (abort),
+/// pwrite64 (tlsd `--session-at`: the description into autossl-shim's table, an fd it
+/// gave).
 #[cfg(target_arch = "x86_64")]
 pub const ALLOWED: &[(i64, &str)] = calls![
     SYS_read,
@@ -236,6 +238,7 @@ pub const ALLOWED: &[(i64, &str)] = calls![
     SYS_futex,
     SYS_getrandom,
     SYS_rt_sigprocmask,
+    SYS_pwrite64,
 ];
 
 /// See the x86_64 list; this architecture has ppoll for poll and dup3 for dup2.
@@ -265,6 +268,7 @@ pub const ALLOWED: &[(i64, &str)] = calls![
     SYS_futex,
     SYS_getrandom,
     SYS_rt_sigprocmask,
+    SYS_pwrite64,
 ];
 
 /// Elsewhere no filter is installed (Landlock and no_new_privs only): the list has not
