@@ -128,36 +128,84 @@ fn client_side_engines_are_confined_and_prog_is_not() {
     assert_confined(&o.stdout_str(), "ucspitlsc");
 }
 
-/// The tlsc the shim starts (the io form, detached): found by a marker in its environment
-/// while its session is open, since it has no prog to report.
-#[test]
-fn the_shims_tlsc_is_confined() {
-    if !(shim::ready(&["python3"]) && shim::namespaces()) {
-        return;
-    }
+/// The status of the tlsc that runs a shimmed connection (the io form, detached; or a
+/// connection's process of the pre-started helper, `helper`), found by a marker in its
+/// environment while its session is open (it has no prog to report), with `extra`
+/// variables for the shim. The helper itself (`--serve`) is not a connection's process.
+fn shim_tlsc_status(helper: bool, extra: &[(&str, &str)], want: &str) -> String {
     let l = TinyListener::start(spawn("tlsd", &sh("sleep 3; echo hello")));
     let port = l.port();
-    let marker = shim::Marker::new("STLS_SANDBOX_TEST", "shim", port);
-    let vars = marker.on(shim::shim_vars(&port.to_string()));
+    let what = if helper { "helper" } else { "direct" };
+    let marker = shim::Marker::new("STLS_SANDBOX_TEST", what, port);
+    let mut vars = marker.on(shim::shim_vars(&port.to_string()));
+    if !helper {
+        vars = shim::with(vars, "AUTOSSL_HELPER", "0");
+    }
+    for (k, v) in extra {
+        vars = shim::with(vars, k, v);
+    }
     let code = format!(
         "import socket; s=socket.create_connection(('127.0.0.1',{port})); print(s.recv(100))"
     );
     let client = std::thread::spawn(move || shim::run(&["python3", "-c", &code], &vars, None));
     let mut seen = String::new();
+    let mut found = None;
+    let mut all = Vec::new();
     proc::wait_for(Duration::from_secs(20), || {
         for pid in marker.processes() {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            all.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            if exe.file_name().is_some_and(|n| n == "tlsc") {
-                seen = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                return seen.contains("Seccomp:\t2");
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            // The helper's connections are forks of it: the same command line, the helper
+            // their parent.
+            let parent = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .map(|p| p.trim().to_string())
+                .unwrap_or_default();
+            let parent_exe = std::fs::read_link(format!("/proc/{parent}/exe")).unwrap_or_default();
+            let helper_itself = String::from_utf8_lossy(&cmd).contains("--serve=")
+                && parent_exe.file_name().is_none_or(|n| n != "tlsc");
+            if exe.file_name().is_some_and(|n| n == "tlsc") && !helper_itself {
+                found = Some(pid);
+                seen = status;
+                return seen.contains(want);
             }
         }
         false
     });
+    // Looked at again once its handshake is surely done (the server's prog sleeps 3 s).
+    std::thread::sleep(Duration::from_millis(700));
+    if let Some(pid) = found {
+        if let Ok(now) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            seen = now;
+        }
+    }
     let o = client.join().expect("client");
-    assert!(o.stdout_str().contains("hello"), "{}", o.stderr_str());
-    assert!(seen.contains("Seccomp:\t2"), "the shim's tlsc: {seen}");
-    assert!(seen.contains("NoNewPrivs:\t1"), "the shim's tlsc: {seen}");
+    assert!(
+        o.stdout_str().contains("hello"),
+        "{what}: {}",
+        o.stderr_str()
+    );
+    all.dedup();
+    format!("{seen}\n(the marked processes: {all:?})")
+}
+
+#[test]
+fn the_shims_tlsc_is_confined() {
+    if !(shim::ready(&["python3"]) && shim::namespaces()) {
+        return;
+    }
+    for helper in [true, false] {
+        let seen = shim_tlsc_status(helper, &[], "Seccomp:\t2");
+        assert!(seen.contains("Seccomp:\t2"), "helper {helper}: {seen}");
+        assert!(seen.contains("NoNewPrivs:\t1"), "helper {helper}: {seen}");
+    }
 }
 
 /// A library preloaded into tlsd whose SIGUSR2 handler, in the confined engine, tries what
@@ -344,37 +392,11 @@ fn without_landlock_the_engine_still_serves() {
 
 #[test]
 fn the_shim_passes_autossl_no_sandbox_on() {
-    // The variable's effect is tlsc's --no-sandbox: seen in the helper's command line.
     if !(shim::ready(&["python3"]) && shim::namespaces()) {
         return;
     }
-    let l = TinyListener::start(spawn("tlsd", &sh("sleep 3; echo hello")));
-    let port = l.port();
-    let marker = shim::Marker::new("STLS_SANDBOX_OFF_TEST", "shim", port);
-    let vars = shim::with(
-        marker.on(shim::shim_vars(&port.to_string())),
-        "AUTOSSL_NO_SANDBOX",
-        "1",
-    );
-    let code = format!(
-        "import socket; s=socket.create_connection(('127.0.0.1',{port})); print(s.recv(100))"
-    );
-    let client = std::thread::spawn(move || shim::run(&["python3", "-c", &code], &vars, None));
-    let mut seen = (String::new(), String::new());
-    proc::wait_for(Duration::from_secs(20), || {
-        for pid in marker.processes() {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            if exe.file_name().is_some_and(|n| n == "tlsc") {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                seen.0 = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                seen.1 = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                return seen.1.contains("Seccomp:");
-            }
-        }
-        false
-    });
-    let o = client.join().expect("client");
-    assert!(o.stdout_str().contains("hello"), "{}", o.stderr_str());
-    assert!(seen.0.contains("--no-sandbox"), "{}", seen.0);
-    assert!(seen.1.contains("Seccomp:\t0"), "{}", seen.1);
+    for helper in [true, false] {
+        let seen = shim_tlsc_status(helper, &[("AUTOSSL_NO_SANDBOX", "1")], "Seccomp:");
+        assert!(seen.contains("Seccomp:\t0"), "helper {helper}: {seen}");
+    }
 }
