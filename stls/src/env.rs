@@ -319,6 +319,12 @@ fn parse_id(name: &str, v: &OsStr) -> Result<u32, Error> {
         .ok_or_else(|| Error::usage(format!("{name} must be a number: {}", v.to_string_lossy())))
 }
 
+/// Whether [`drop_privileges`] will drop anything: `TLS_UID` or `TLS_GID` set, as root.
+pub fn will_drop_privileges(uid: Option<libc::uid_t>, gid: Option<libc::gid_t>) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    (uid.is_some() || gid.is_some()) && unsafe { libc::geteuid() } == 0
+}
+
 /// Drop to `TLS_UID`/`TLS_GID` (supplementary groups too) when running as root.
 /// Returns whether a drop happened.
 pub fn drop_privileges(uid: Option<libc::uid_t>, gid: Option<libc::gid_t>) -> Result<bool, Error> {

@@ -628,10 +628,17 @@ fn sni_missing_pair_file_is_96() {
     let s = l.next_session(WAIT);
     assert_eq!(s.code(), 96, "{}", s.stderr_str());
     assert!(
-        one_fatal_line(&s.stderr_str(), "tlsd"),
-        "{}",
+        one_fatal_line(&s.stderr_str(), "tlsd")
+            && s.stderr_str().contains(&missing.display().to_string()),
+        "the file is named: {}",
         s.stderr_str()
     );
+    // Only the pair a client names is read, when it names it: a broken pair fails the
+    // connections that ask for it, not the others.
+    for name in [None, Some("other.test")] {
+        assert_eq!(served_cn(l.addr, name).unwrap(), "localhost", "{name:?}");
+        assert_clean(&l.next_session(WAIT), "another name");
+    }
 }
 
 // ------------------------------------------------------------------ client certificates
