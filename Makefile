@@ -112,11 +112,13 @@ lint:
 # The benchmarks (bench/RESULTS.md, bench/ratios.svg): root, for the cgroups that count
 # each server's CPU; peers from Debian: ucspi-tcp stunnel4 socat hitch openssl valgrind.
 # The default build, and beside it the opt-in position-dependent one (STLS_NO_PIE=1,
-# see stls/bin-build.rs) as the column tlsd:no-pie.
+# see stls/bin-build.rs) as the column tlsd:no-pie and the vendored build (OpenSSL 4.0)
+# as the column tlsd:vendored.
 NOPIE_DIR := $(TARGET_DIR)/no-pie
-bench: build
+bench: build build-vendored
 	STLS_NO_PIE=1 CARGO_TARGET_DIR=$(NOPIE_DIR) $(CARGO) build --release -p tlsd
-	bench/run --variant no-pie=$(NOPIE_DIR)/release
+	bench/run --bin $(TARGET_DIR)/release --variant no-pie=$(NOPIE_DIR)/release \
+	  --variant vendored=$(VENDORED_RELEASE)
 
 clean:
 	$(CARGO) clean
