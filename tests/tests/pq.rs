@@ -420,3 +420,26 @@ fn chromium_negotiates_the_group_with_tlsserver_and_tlsd() {
         s.stderr_str()
     );
 }
+
+/// The README's `ldd target/vendored/release/tlsd`: either build's programs and library
+/// need nothing but the C library (and GCC's unwinder, which every Rust program links):
+/// OpenSSL is linked in.
+#[test]
+fn binaries_need_only_the_c_library() {
+    if !require("ldd") {
+        return;
+    }
+    for prog in ["tlsd", "tlsc", "tlsserver", "libautossl.so"] {
+        let o = proc::run(Command::new("ldd").arg(bins::bin(prog)), None, WAIT);
+        assert_eq!(o.code(), 0, "ldd {prog}: {}", o.stderr_str());
+        for line in o.stdout_str().lines() {
+            let lib = line.split_whitespace().next().unwrap_or("");
+            assert!(
+                ["linux-vdso.so.1", "libgcc_s.so.1", "libc.so.6"].contains(&lib)
+                    || lib.contains("ld-linux"),
+                "{prog} needs {lib}: {}",
+                o.stdout_str()
+            );
+        }
+    }
+}
