@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 pub struct Selfpipe {
     /// The read end, to poll: readable after a SIGCHLD.
     pub rfd: RawFd,
+    /// The write end, which the handler writes to (for a forked child to close).
+    pub wfd: RawFd,
 }
 
 impl Selfpipe {
@@ -33,7 +35,7 @@ impl Selfpipe {
         signal_hook::low_level::pipe::register_raw(libc::SIGCHLD, w)
             .map_err(|e| Error::sys("unable to catch SIGCHLD", e))?;
         ignore_sigpipe();
-        Ok(Selfpipe { rfd: r })
+        Ok(Selfpipe { rfd: r, wfd: w })
     }
 }
 

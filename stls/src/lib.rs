@@ -109,6 +109,7 @@ pub mod exit;
 mod explain;
 pub mod fd;
 pub mod groups;
+pub mod handoff;
 pub mod handshake;
 pub mod http_host;
 pub mod ocsp;
