@@ -50,6 +50,8 @@ pub fn settings(opts: &Options, log: Log) -> ServerSettings {
         sni_level: opts.sni_level,
         enforce_close_notify: opts.enforce_close_notify,
         sandbox: !opts.no_sandbox,
+        // tlsd and ucspitlsd serve one connection: only the pair its client names.
+        sni_preload: false,
     }
 }
 
