@@ -85,8 +85,18 @@ pub fn wait_or_kill(child: &mut Child, timeout: Duration, what: &str) -> ExitSta
 pub fn spawn(cmd: &mut Command) -> Child {
     cmd.process_group(0);
     let prog = format!("{:?}", cmd.get_program());
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {prog}: {e}"))
+    // A script a test has just written can be "busy" for a moment: another test's thread
+    // forked while the file was open for writing, and its child holds that descriptor
+    // until it execs. Bounded: 50 tries, 10 ms apart.
+    for _ in 0..50 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            r => return r.unwrap_or_else(|e| panic!("cannot spawn {prog}: {e}")),
+        }
+    }
+    panic!("cannot spawn {prog}: the file stayed busy (ETXTBSY) for 500 ms")
 }
 
 /// A running child whose stdout and stderr are being collected by threads.
