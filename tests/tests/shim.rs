@@ -1171,6 +1171,7 @@ fn vhosts_cached_address_never_reaches_a_later_lookups_host() {
             assert_eq!(shim::assert_right_hosts(scenario, &got, &want, &err), 0);
             assert!(err.contains("(b.test, ...)"), "{err}");
         } else {
+            let err = format!("{err}\nstdout: {}", lines.join("\n"));
             shim::assert_every_host(scenario, &got, &want, &err);
         }
     }

@@ -170,11 +170,21 @@ fn hand_off(
     let Some((targets, args)) = parse(&buf[..n], fds.len()) else {
         return 0;
     };
+    let helper = std::process::id();
     match handoff::fork() {
-        Ok(Some(_)) => 1,
+        Ok(Some(_)) => {
+            // The sender keeps its descriptors until it hears that a process has them: a
+            // helper that ends before this byte leaves the connection to the sender.
+            let _ = fd::write(conn.as_raw_fd(), b"k");
+            1
+        }
         Ok(None) => {
-            // The connection's process: nothing of the helper's but the context.
+            // The connection's process: nothing of the helper's but the context; it ends
+            // with the helper, even one that ended before it could ask for that.
             handoff::end_with_parent(libc::SIGKILL);
+            if handoff::parent_pid() != helper {
+                handoff::exit_now(exit::SYSTEM);
+            }
             process::keep_heap();
             handoff::default_signal(libc::SIGCHLD);
             for h in helpers {
