@@ -9,8 +9,8 @@
 //! and keeping the previous one after it. A ticket whose key is gone, or that has expired,
 //! gives a full handshake, never a failure.
 
-use crate::cli::Log;
 use crate::exit::{ssl_reason, Error};
+use crate::log::Log;
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::{SslContext, SslContextBuilder, SslOptions, SslRef};
 use std::ffi::{OsStr, OsString};
@@ -24,15 +24,6 @@ pub const KEY_LEN: usize = 80;
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 /// The longest lifetime a TLS 1.3 ticket may have (RFC 8446, 4.6.1).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The variables of this module, stripped from the child's environment with the other
-/// TLS variables.
-pub const VARIABLES: &[&str] = &["TICKETKEYFILE", "TICKETLIFETIME"];
-
-/// Is `key` one of [`VARIABLES`]?
-pub fn is_ticket_variable(key: &OsStr) -> bool {
-    VARIABLES.iter().any(|v| OsStr::new(v) == key)
-}
 
 /// One ticket key.
 #[derive(Clone)]
@@ -374,7 +365,5 @@ mod tests {
             Settings::from_vars([("TICKETKEYFILE", ""), ("TICKETLIFETIME", "")]).expect("empty"),
             Settings::default()
         );
-        assert!(is_ticket_variable(OsStr::new("TICKETKEYFILE")));
-        assert!(!is_ticket_variable(OsStr::new("TICKETKEYFILEX")));
     }
 }

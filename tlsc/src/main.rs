@@ -15,27 +15,19 @@
 //! 7. the description written to `-d`, prog started;
 //! 8. the engine relays; the exit code is prog's unless the engine failed.
 
+#![forbid(unsafe_code)]
+
 use std::os::unix::io::RawFd;
-use stls::cli::{self, Log};
+use stls::cli;
 use stls::env::Env;
 use stls::exit::{self, Error};
-use stls::options::{Command, Groups, Options};
+use stls::log::{self, Log};
+use stls::options::Options;
 use stls::{fd, process};
 use tlsc::{form_of, Form, Network, Peer};
 
-const TLSC: Command = Command {
-    name: "tlsc",
-    groups: Groups::COMMON
-        .with(Groups::CLIENT)
-        .with(Groups::CLIENT_FDS)
-        .with(Groups::SHIM),
-    usage: "usage: tlsc [options] [--] prog...   (network on fd 6/7, prog gets clear text on its fd 6/7)\n\
-            \x20      tlsc [options]              (io form: clear text on stdin/stdout)\n\
-            \x20      tlsc [options] ADDR PORT    (connect first, then the io form)\n",
-};
-
 fn main() {
-    cli::exit_with(TLSC.name, tlsc())
+    log::exit_with(tlsc::TLSC.name, tlsc())
 }
 
 fn tlsc() -> Result<i32, Error> {
@@ -46,7 +38,7 @@ fn tlsc() -> Result<i32, Error> {
              tlsc [options] ADDR PORT (see tlsc --help)",
         ));
     }
-    let Some(opts) = cli::parse_args(&TLSC)? else {
+    let Some(opts) = cli::parse_args(&tlsc::TLSC)? else {
         return Ok(0);
     };
     let form = form_of(&opts)?;
@@ -93,7 +85,7 @@ fn no_network_fds(opts: &Options) -> Error {
 }
 
 fn session(opts: &Options, form: Form) -> Result<i32, Error> {
-    let log = Log::new(&TLSC, opts);
+    let log = Log::new(&tlsc::TLSC, opts);
     if opts.detach {
         tlsc::detach()?;
     }
@@ -114,7 +106,7 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
     };
     let (rfd, wfd) = network(opts, &form)?;
     if opts.pending_connect {
-        tlsc::await_connect(rfd, cli::deadline(opts))?;
+        tlsc::await_connect(rfd, opts.deadline())?;
     }
     let net = Network {
         rfd,

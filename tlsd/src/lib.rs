@@ -13,16 +13,58 @@
 //! the first thing on the connection, before prog's clear text), [`launch_delayed`] (prog
 //! running at once), then [`serve_delayed`] (prog's command, the handshake, the relay).
 
+#![forbid(unsafe_code)]
+
 use std::borrow::Borrow;
 use stls::child::{Credentials, Launcher, Selfpipe};
-use stls::cli::{self, Log};
 use stls::context::{Server, ServerSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
-use stls::options::Options;
+use stls::log::{self, Log};
+use stls::options::{Command, Groups, Options};
 use stls::proxy::Proxied;
 use stls::session;
 use stls::{fd, process, Fds, Tls};
+
+/// `tlsd`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const TLSD: Command = Command {
+    name: "tlsd",
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::PROXY)
+        .with(Groups::NOT_DELAYED),
+    usage: "usage: tlsd [options] [--] prog...\n\
+            TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n",
+};
+
+/// `tlsserver`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const TLSSERVER: Command = Command {
+    name: "tlsserver",
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::LISTEN)
+        .with(Groups::PROXY)
+        .with(Groups::NOT_DELAYED)
+        .with(Groups::DELAYED),
+    usage: "usage: tlsserver [options] [--] ADDR PORT prog...\n\
+            \x20      tlsserver [options] [--] prog...   (socket activation: the listener on fd 3)\n\
+            TLS server: listen on ADDR PORT and run prog for every connection with clear text on its fd 0/1.\n",
+};
+
+/// `ucspitlsd`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const UCSPITLSD: Command = Command {
+    name: "ucspitlsd",
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::PROXY)
+        .with(Groups::DELAYED),
+    usage: "usage: ucspitlsd [options] [--] prog...\n\
+            Delayed TLS (UCSPI-TLS) on the server side: the network on fd 0/1, prog starts at once on it \
+            and asks for TLS on SSLCTLFD.\n",
+};
 
 /// The network must be on fd 0 and fd 1; fd 2 is silenced when it is the connection too
 /// (inetd `nowait` puts the socket there: messages must not enter the TLS stream).
@@ -34,7 +76,7 @@ pub fn check_network() -> Result<(), Error> {
         ));
     }
     if fd::is_socket(2) && fd::same_file(0, 2) {
-        cli::silence_stderr();
+        fd::silence_stderr();
     }
     Ok(())
 }
@@ -106,9 +148,9 @@ fn tls_handshake(
 ) -> Result<Option<Handshake>, Error> {
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
-        let deadline = cli::deadline(opts);
+        let deadline = opts.deadline();
         let proxied = if header {
-            cli::proxy_header(opts, 0, deadline)?
+            stls::proxy::header(opts, 0, deadline)?
         } else {
             None
         };
@@ -116,7 +158,7 @@ fn tls_handshake(
             return Ok(None);
         }
         stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
-        fd::nodelay(1);
+        stls::net::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
         tls.handshake(deadline)?;
@@ -137,10 +179,10 @@ pub fn relay(
     process::trim_heap();
     let mut desc = session::describe(tls.ssl(), None);
     if let Some(p) = proxied {
-        stls::proxy::describe(p, &mut desc);
+        stls::proxy::describe(p, 0, &mut desc);
     }
-    log.info(&cli::session_line(&desc, 0));
-    if let Err(e) = launcher.try_start(&cli::child_description(opts, desc)) {
+    log.info(&log::session_line(&desc, 0));
+    if let Err(e) = launcher.try_start(&stls::child::app_description(opts.keep_env, desc)) {
         log.fatal(&e);
         return e.code;
     }
@@ -151,8 +193,8 @@ pub fn relay(
         cipher_out: 1,
         selfpipe: selfpipe.rfd,
     };
-    let out = stls::run(&mut tls, fds, Some(launcher.pid), &cli::engine_config(opts));
-    cli::conclude(&log, out)
+    let out = stls::run(&mut tls, fds, Some(launcher.pid), &opts.engine_config());
+    log::conclude(&log, out)
 }
 
 /// The handshake with `server` (owned or borrowed; an error there is the session's), then
@@ -200,11 +242,11 @@ pub fn serve_then<S: Borrow<Server>>(
 /// the handshake timeout; the client it names goes into this process's environment
 /// (`TCPREMOTEIP`, ...), which prog inherits. Nothing without `-L`.
 pub fn proxy_header_first(opts: &Options) -> Result<(), Error> {
-    let Some(p) = cli::proxy_header(opts, 0, cli::deadline(opts))? else {
+    let Some(p) = stls::proxy::header(opts, 0, opts.deadline())? else {
         return Ok(());
     };
     let mut edits = stls::session::Description::default();
-    stls::proxy::describe(p, &mut edits);
+    stls::proxy::describe(p, 0, &mut edits);
     for (k, v) in edits.vars {
         match v {
             Some(v) => std::env::set_var(k, v),
