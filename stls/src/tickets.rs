@@ -161,7 +161,7 @@ impl Keys {
 }
 
 /// Issue and accept tickets with `keys` on a server context: one TLS 1.3 ticket per
-/// connection, TLS 1.2 tickets, sessions valid for `lifetime`. `sid_context` names the
+/// connection, resumed or not, TLS 1.2 tickets, sessions valid for `lifetime`. `sid_context` names the
 /// settings a session was made under (client certificates): a session made under other
 /// settings is not resumed.
 pub fn enable(
@@ -264,9 +264,10 @@ unsafe fn init_mac(hctx: *mut EvpMacCtx, secret: &[u8; 32]) -> bool {
 
 /// OpenSSL's ticket key callback. Encrypting (`enc` 1): the first key's name into
 /// `key_name`, a random IV, AES-256-CBC and HMAC-SHA256 keyed; 1. Decrypting: the key
-/// named `key_name`; 0 when there is none (a full handshake), 1 for the first key, 2 for
-/// another one (the session is then given a new ticket under the first key); -1 on an
-/// internal error.
+/// named `key_name`; 0 when there is none (a full handshake), else 2, which asks OpenSSL
+/// for a new ticket (under the first key): with 1, a resumed TLS 1.3 session would get
+/// none, and a client that uses each ticket once (as TLS 1.3 advises) would resume only
+/// every other connection; -1 on an internal error.
 unsafe extern "C" fn ticket_key(
     ssl: *mut openssl_sys::SSL,
     key_name: *mut u8,
@@ -300,21 +301,17 @@ unsafe extern "C" fn ticket_key(
             return 1;
         }
         let name = std::slice::from_raw_parts(key_name, 16);
-        let Some(pos) = keys.0.iter().position(|k| k.name[..] == *name) else {
+        let Some(k) = keys.0.iter().find(|k| k.name[..] == *name) else {
             return 0;
         };
-        let k = &keys.0[pos];
         let null = std::ptr::null_mut();
         if openssl_sys::EVP_DecryptInit_ex(cctx, aes, null, k.aes.as_ptr(), iv) != 1
             || !init_mac(hctx, &k.hmac)
         {
             return -1;
         }
-        if pos == 0 {
-            1
-        } else {
-            2
-        }
+        // Every resumed session gets a fresh ticket, whichever key decrypted this one.
+        2
     }
 }
 
