@@ -8,9 +8,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
+use crate::addr::{self, Dest, Target};
 use crate::pending::{self, Outcome};
-use crate::upgrade::{self, Dest, Target};
-use crate::{names, real, rules, socks, spawn};
+use crate::upgrade;
+use crate::{config, fds, names, real, rules, socks, spawn};
 
 thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
@@ -66,7 +67,7 @@ extern "C" fn init() {
     let _ = catch_unwind(|| {
         let _g = enter();
         real::init();
-        if upgrade::state().cfg.active() {
+        if config::state().cfg.active() {
             // Before any fork: a child that resolves must fill its parent's table.
             names::init();
         }
@@ -89,7 +90,7 @@ enum Decision {
 
 /// The shared decision of connect, sendto and sendmsg with MSG_FASTOPEN.
 fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
-    let st = upgrade::state();
+    let st = config::state();
     let cfg = &st.cfg;
     if !cfg.engaged() && !socks::any() {
         return Decision::Pass;
@@ -103,21 +104,21 @@ fn decide(fd: c_int, dest: Dest<'_>, matched: &mut bool) -> Decision {
     let Some(t): Option<Target> = dest.target() else {
         return Decision::Pass;
     };
-    if upgrade::is_ours(fd) {
+    if fds::is_ours(fd) {
         return Decision::Done(Err(libc::EISCONN));
     }
     if cfg.broken.is_some() {
         // A configuration that could not be read: with AUTOSSL_ERRNO, whatever it could have
         // meant fails; without, everything goes out as it is (the message said so).
         return match cfg.errno {
-            Some(e) if cfg.could_match(t.key, t.port) && upgrade::is_tcp(fd) => {
+            Some(e) if cfg.could_match(t.key, t.port) && fds::is_tcp(fd) => {
                 *matched = true;
                 Decision::Done(Err(e))
             }
             _ => Decision::Pass,
         };
     }
-    if !cfg.active() || !cfg.matches(t.key, t.port) || !upgrade::is_tcp(fd) {
+    if !cfg.active() || !cfg.matches(t.key, t.port) || !fds::is_tcp(fd) {
         return Decision::Pass;
     }
     *matched = true;
@@ -528,7 +529,7 @@ impl Ips {
 }
 
 fn recording() -> bool {
-    upgrade::state().cfg.active()
+    config::state().cfg.active()
 }
 
 /// Record that the lookup of `node` gave `ips`.
@@ -560,7 +561,7 @@ unsafe fn record_list(node: *const c_char, mut ai: *const addrinfo) {
             // SAFETY: a node of the list (our caller's promise).
             let a = unsafe { &*ai };
             // SAFETY: the node's ai_addr is valid for ai_addrlen bytes.
-            if let Some(t) = unsafe { upgrade::target(a.ai_addr, a.ai_addrlen) } {
+            if let Some(t) = unsafe { addr::target(a.ai_addr, a.ai_addrlen) } {
                 ips.push(t.key);
             }
             ai = a.ai_next;

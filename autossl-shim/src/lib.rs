@@ -1,17 +1,21 @@
 //! autossl-shim: an `LD_PRELOAD` library that upgrades chosen TCP connections of an
 //! unmodified program to TLS, through the toolkit's `tlsc` (see autossl-shim(8)).
 //!
-//! Layout:
-//! - `rules`: the environment's lists (ports, addresses, CIDR), parsed once;
-//! - `names`: host names recorded from the resolver hooks (per thread, and a table in
-//!   shared memory that survives fork);
+//! Layout, one job a file, no file importing one that imports it back:
+//! - `config`: the `AUTOSSL_*` variables (one table), parsed once, and the paths found;
+//! - `rules`: the entries of those variables (ports, addresses, CIDR, names), pure code;
+//! - `addr`: the program's destination, from its sockaddr;
+//! - `names`: host names recorded from the resolver hooks (a table in shared memory that
+//!   survives fork), and the choice of a connection's name from them;
+//! - `fds`: system calls on descriptors (what a socket is, waits, flags carried over);
+//! - `say`: messages, one `write(2)` a line;
+//! - `spawn`: starting a helper with no SIGCHLD, no zombie, no inherited fd;
+//! - `outcome`: the handshake's outcome as tlsc reports it on its `-d` pipe;
 //! - `pending`: non-blocking connects in progress, completed at the program's own pace
 //!   (its design is in its documentation);
 //! - `socks`: the upgraded sockets (what getpeername & co. answer for them);
-//! - `spawn`: starting a helper with no SIGCHLD, no zombie, no inherited fd;
-//! - `upgrade`: one matching connect, in steps shared by the native mode and
-//!   `AUTOSSL_TLS_CMD`'s: real TCP connect, helper started, session description awaited
-//!   (decoded by `stls_desc`, the format tlsc writes), swap;
+//! - `upgrade`: one matching connect, in the native mode's and `AUTOSSL_TLS_CMD`'s steps:
+//!   real TCP connect, helper started, outcome awaited, swap;
 //! - `hooks` (not in unit-test builds: a test binary must not interpose `connect`): the
 //!   exported symbols, each behind a reentrancy guard and `catch_unwind`.
 
@@ -19,10 +23,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod addr;
+pub mod config;
+pub mod fds;
 pub mod names;
+pub mod outcome;
 pub mod pending;
 pub mod real;
 pub mod rules;
+pub mod say;
 pub mod socks;
 pub mod spawn;
 pub mod upgrade;

@@ -24,6 +24,8 @@
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use crate::addr::Target;
+use crate::config::Config;
 use crate::rules;
 
 pub const SLOTS: usize = 512;
@@ -338,6 +340,101 @@ pub fn evidence(ip: u128) -> Evidence {
     }
     c.more |= marked && c.n < 2;
     Evidence::Unknown(c)
+}
+
+// ---------------------------------------------------------------------------------------
+// The choice of a connection's name, from the user's variables and the evidence above
+
+/// The name to send and verify, and where it came from.
+pub struct Chosen {
+    /// The name, or the address when none is known, or the candidates joined with commas
+    /// when the request is to tell.
+    pub name: String,
+    /// None: the user's or the program's name; Some: no name could be told (these are the
+    /// candidates).
+    pub unknown: Option<Candidates>,
+    /// Several candidates: the program's own request picks one of them.
+    pub from_request: bool,
+}
+
+impl Chosen {
+    /// What the failure messages say was checked.
+    pub fn checked(&self) -> String {
+        match (&self.unknown, self.from_request) {
+            (Some(_), true) => format!("the name its request gives, one of {}", self.name),
+            (Some(_), false) => "the address".to_string(),
+            (None, _) => format!("name {}", self.name),
+        }
+    }
+}
+
+/// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; the only name that ever gave the
+/// address; several candidates: the program's request (HTTP/1.x `Host`) picks one; else
+/// the address itself (`ip_text`). A name is checked against the program's request before
+/// anything is sent (tlsc's `--check-host`).
+pub fn choose(cfg: &Config, t: Target, ip_text: &str) -> Chosen {
+    let named = |name: &str| Chosen {
+        name: name.to_string(),
+        unknown: None,
+        from_request: false,
+    };
+    if let Some(s) = &cfg.sni {
+        return named(s);
+    }
+    if let Some(n) = cfg.named(t.key, t.port) {
+        return named(n);
+    }
+    match evidence(t.key) {
+        Evidence::Certain(n) => named(&n.text()),
+        Evidence::Unknown(cands) if cands.n > 0 => {
+            let mut list: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
+            if cands.more {
+                // Never a host name: it matches no request, and says "and others".
+                list.push("...".into());
+            }
+            Chosen {
+                name: list.join(","),
+                unknown: Some(cands),
+                from_request: true,
+            }
+        }
+        Evidence::Unknown(cands) => Chosen {
+            name: ip_text.to_string(),
+            unknown: Some(cands),
+            from_request: false,
+        },
+    }
+}
+
+/// `a.test, b.test` (and `and others`).
+pub fn candidate_list(cands: &Candidates) -> String {
+    let mut v: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
+    if cands.more {
+        v.push("others".into());
+    }
+    v.join(", ")
+}
+
+/// Why the address was verified, and what settles it: for a failure message.
+pub fn unknown_name_advice(t: Target, cands: &Candidates) -> String {
+    let (ip, port) = (t.ip(), t.port);
+    let dest = if rules::key_is_v4(t.key) {
+        format!("{ip}:{port}")
+    } else {
+        format!("[{ip}]:{port}")
+    };
+    let why = if cands.n == 0 && !cands.more {
+        "no host name the program resolved through the C library gave this address".to_string()
+    } else {
+        format!(
+            "several names gave this address ({}) and the connection does not say which",
+            candidate_list(cands)
+        )
+    };
+    format!(
+        "{ip} port {port}: the certificate was checked against the address, because {why}; \
+         set AUTOSSL_SNI=NAME, or AUTOSSL_NAMES=\"NAME={dest}\""
+    )
 }
 
 #[cfg(test)]

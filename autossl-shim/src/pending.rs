@@ -419,7 +419,7 @@ fn failed_tls(info: &Info, msg: Option<&str>) -> Read {
 
 fn say(info: &Info, text: &str) {
     if !info.silent {
-        crate::upgrade::message(text);
+        crate::say::message(text);
     }
 }
 

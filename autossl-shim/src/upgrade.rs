@@ -12,478 +12,19 @@
 //!   itself), then [`swap`].
 
 use std::ffi::{CStr, CString};
-use std::marker::PhantomData;
-use std::net::IpAddr;
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use libc::{sockaddr, socklen_t};
-use stls_desc::{Description, MAX_NOTIFICATION};
-
-use crate::rules::{self, Config, Vars};
+use crate::addr::{Dest, Target};
+use crate::config::{Config, State};
+use crate::fds::{
+    errno, int_opt, millis, pipe, poll_until, sockaddr_bytes, socketpair, timeo, Carried, Fd,
+};
+use crate::names::Chosen;
+use crate::outcome::{await_blocking, await_description};
+use crate::say::{say, say_once};
 use crate::{names, pending, real, socks, spawn};
-
-// ---------------------------------------------------------------------------------------
-// Configuration and paths, once per process
-
-/// What the library knows once per process.
-pub struct State {
-    /// The configuration from the environment.
-    pub cfg: Config,
-    /// Our own file (from dladdr), to take it out of the helper's LD_PRELOAD.
-    pub lib: Option<CString>,
-    /// tlsc beside the library, else on PATH.
-    pub tlsc: Option<CString>,
-}
-
-static STATE: OnceLock<State> = OnceLock::new();
-
-fn var(k: &str) -> Option<String> {
-    std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
-}
-
-fn load() -> State {
-    let v = Vars {
-        ports: var("AUTOSSL_UPGRADE_PORTS"),
-        port: var("AUTOSSL_UPGRADE_PORT"),
-        ips: var("AUTOSSL_UPGRADE_IPS"),
-        tls_cmd: var("AUTOSSL_TLS_CMD"),
-        errno: var("AUTOSSL_ERRNO"),
-        silent: std::env::var_os("AUTOSSL_SILENT").is_some(),
-        sni: var("AUTOSSL_SNI"),
-        timeout: var("AUTOSSL_TIMEOUT"),
-        verbose: var("AUTOSSL_VERBOSE"),
-        names: var("AUTOSSL_NAMES"),
-        nested: std::env::var_os("AUTOSSL_NESTED").is_some(),
-    };
-    let cfg = Config::parse(&v);
-    if let Some(why) = &cfg.broken {
-        if !cfg.silent && !v.nested {
-            let then = match cfg.errno {
-                Some(e) => format!(
-                    "every connection it could have meant fails with errno {e} (AUTOSSL_ERRNO)"
-                ),
-                None => "connections go out in clear text, not upgraded (set AUTOSSL_ERRNO to make them fail instead)".to_string(),
-            };
-            message(&format!("bad configuration: {why}; {then}"));
-        }
-    }
-    let lib = own_path();
-    let tlsc = if cfg.active() && cfg.tls_cmd.is_none() {
-        find_tlsc(lib.as_deref())
-    } else {
-        None
-    };
-    State { cfg, lib, tlsc }
-}
-
-/// The configuration (parsed on first use; the constructor makes that first use).
-pub fn state() -> &'static State {
-    STATE.get_or_init(load)
-}
-
-fn own_path() -> Option<CString> {
-    // SAFETY: Dl_info is plain data (pointers and integers): all zeros is a valid value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr fills the Dl_info it is given, for an address inside this object.
-    let found = unsafe { libc::dladdr(own_path as *const libc::c_void, &mut info) } != 0;
-    if !found || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: dli_fname is the loader's NUL-terminated name of this object, which stays
-    // loaded (and the name with it) while we copy it.
-    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
-}
-
-fn executable(p: &[u8]) -> Option<CString> {
-    let c = CString::new(p).ok()?;
-    // SAFETY: access on a NUL-terminated path.
-    (unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).then_some(c)
-}
-
-fn find_tlsc(lib: Option<&CStr>) -> Option<CString> {
-    if let Some(lib) = lib {
-        let b = lib.to_bytes();
-        if let Some(i) = b.iter().rposition(|&c| c == b'/') {
-            let mut p = b[..=i].to_vec();
-            p.extend_from_slice(b"tlsc");
-            if let Some(c) = executable(&p) {
-                return Some(c);
-            }
-        }
-    }
-    let path = std::env::var_os("PATH")?;
-    use std::os::unix::ffi::OsStrExt;
-    for dir in path.as_bytes().split(|&b| b == b':') {
-        if dir.is_empty() {
-            continue;
-        }
-        let mut p = dir.to_vec();
-        p.extend_from_slice(b"/tlsc");
-        if let Some(c) = executable(&p) {
-            return Some(c);
-        }
-    }
-    None
-}
-
-// ---------------------------------------------------------------------------------------
-// Messages: one write(2) of a line to fd 2, no std locks
-
-pub fn message(text: &str) {
-    let mut line = String::with_capacity(text.len() + 10);
-    line.push_str("autossl: ");
-    line.push_str(text);
-    line.push('\n');
-    let b = line.as_bytes();
-    // SAFETY: write reads b.len() bytes of our own buffer.
-    unsafe {
-        libc::write(2, b.as_ptr() as *const libc::c_void, b.len());
-    }
-}
-
-fn say(cfg: &Config, text: &str) {
-    if !cfg.silent {
-        message(text);
-    }
-}
-
-/// A one-time message (the helper is missing, ...).
-fn say_once(flag: &AtomicBool, cfg: &Config, text: &str) {
-    if !flag.swap(true, Ordering::Relaxed) {
-        say(cfg, text);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Addresses
-
-/// A destination taken from the caller's sockaddr.
-#[derive(Clone, Copy)]
-pub struct Target {
-    /// The address as a table key (an IPv4-mapped address as its IPv4 form).
-    pub key: u128,
-    /// The port, in host order.
-    pub port: u16,
-}
-
-impl Target {
-    /// The address.
-    pub fn ip(&self) -> IpAddr {
-        rules::ip_of(self.key)
-    }
-}
-
-/// Read an AF_INET/AF_INET6 destination, checking `len` against the family's size.
-///
-/// # Safety
-/// `addr` is null or valid for reads of `len` bytes (the caller's promise to connect()).
-pub unsafe fn target(addr: *const sockaddr, len: socklen_t) -> Option<Target> {
-    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
-    // SAFETY: addr is valid for `len` bytes (our caller's promise), at least a family's.
-    let family = c_int::from(unsafe { std::ptr::read_unaligned(addr) }.sa_family);
-    match family {
-        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: as above, and `len` covers a sockaddr_in.
-            let sin = unsafe { std::ptr::read_unaligned(addr as *const libc::sockaddr_in) };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(Target {
-                key: rules::key_of(IpAddr::V4(ip)),
-                port: u16::from_be(sin.sin_port),
-            })
-        }
-        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, and `len` covers a sockaddr_in6.
-            let sin6 = unsafe { std::ptr::read_unaligned(addr as *const libc::sockaddr_in6) };
-            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let ip = match ip.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(ip),
-            };
-            Some(Target {
-                key: rules::key_of(ip),
-                port: u16::from_be(sin6.sin6_port),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// The caller's destination argument to connect() (or sendto/sendmsg), for as long as
-/// that call lasts (`'a`).
-#[derive(Clone, Copy)]
-pub struct Dest<'a> {
-    addr: *const sockaddr,
-    len: socklen_t,
-    _call: PhantomData<&'a [u8]>,
-}
-
-impl<'a> Dest<'a> {
-    /// # Safety
-    /// `addr` is null or valid for reads of `len` bytes during `'a`: connect()'s contract,
-    /// for the duration of the hook.
-    pub unsafe fn new(addr: *const sockaddr, len: socklen_t) -> Dest<'a> {
-        Dest {
-            addr,
-            len,
-            _call: PhantomData,
-        }
-    }
-
-    /// The destination, if it is AF_INET/AF_INET6 and `len` covers its family's size.
-    pub fn target(&self) -> Option<Target> {
-        // SAFETY: the promise made to Dest::new.
-        unsafe { target(self.addr, self.len) }
-    }
-
-    /// What getpeername will answer: the address as given, at its family's own size (a
-    /// caller may pass sizeof(struct sockaddr_storage)); empty when there is no family.
-    fn peer(&self) -> &'a [u8] {
-        if self.addr.is_null() || (self.len as usize) < std::mem::size_of::<libc::sa_family_t>() {
-            return &[];
-        }
-        // SAFETY: the promise made to Dest::new, and `len` covers the family.
-        let family = c_int::from(unsafe { std::ptr::read_unaligned(self.addr) }.sa_family);
-        let size = if family == libc::AF_INET6 {
-            std::mem::size_of::<libc::sockaddr_in6>()
-        } else {
-            std::mem::size_of::<libc::sockaddr_in>()
-        };
-        // SAFETY: the promise made to Dest::new; at most `len` bytes.
-        unsafe { std::slice::from_raw_parts(self.addr as *const u8, size.min(self.len as usize)) }
-    }
-}
-
-fn int_opt(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
-    let get = real::getsockopt()?;
-    let mut v: c_int = 0;
-    let mut l = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: an int-sized option into an int, with its length.
-    let r = unsafe {
-        get(
-            fd,
-            level,
-            name,
-            &mut v as *mut c_int as *mut libc::c_void,
-            &mut l,
-        )
-    };
-    (r == 0).then_some(v)
-}
-
-/// Is `fd` a TCP (or MPTCP) stream socket of the Internet families?
-pub fn is_tcp(fd: c_int) -> bool {
-    matches!(
-        int_opt(fd, libc::SOL_SOCKET, libc::SO_TYPE),
-        Some(libc::SOCK_STREAM)
-    ) && matches!(
-        int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN),
-        Some(libc::AF_INET) | Some(libc::AF_INET6)
-    ) && matches!(
-        int_opt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL),
-        Some(libc::IPPROTO_TCP) | Some(libc::IPPROTO_MPTCP) | Some(0)
-    )
-}
-
-/// Is `fd` one of our swapped sockets? (Only Unix sockets can be.)
-pub fn is_ours(fd: c_int) -> bool {
-    socks::any()
-        && int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
-        && socks::find(fd).is_some()
-}
-
-// ---------------------------------------------------------------------------------------
-// System calls on descriptors
-
-fn errno() -> c_int {
-    // SAFETY: the thread's errno location is always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-fn millis(d: Duration) -> c_int {
-    d.as_millis().min(i32::MAX as u128) as c_int
-}
-
-/// Wait for `events` on `fd` until `deadline`: Ok(revents), Err(ETIMEDOUT) or the errno.
-fn poll_until(fd: c_int, events: i16, deadline: Instant) -> Result<i16, c_int> {
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(libc::ETIMEDOUT);
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: one pollfd, ours.
-        let r = unsafe { libc::poll(&mut p, 1, millis(deadline - now).max(1)) };
-        if r > 0 {
-            return Ok(p.revents);
-        }
-        if r < 0 && errno() != libc::EINTR {
-            return Err(errno());
-        }
-    }
-}
-
-fn set_fl(fd: c_int, fl: c_int) {
-    // SAFETY: F_SETFL takes an int; on a bad fd it fails without harm.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFL, fl);
-    }
-}
-
-fn sockaddr_bytes(fd: c_int, peer: bool) -> ([u8; 128], usize) {
-    // SAFETY: sockaddr_storage is plain data: all zeros is a valid value.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    let f = real::sockname(peer);
-    let mut out = [0u8; 128];
-    let Some(f) = f else {
-        return (out, 0);
-    };
-    // SAFETY: a sockaddr_storage and its length.
-    let r = unsafe { f(fd, &mut st as *mut _ as *mut sockaddr, &mut l) };
-    if r != 0 {
-        return (out, 0);
-    }
-    let n = (l as usize).min(128);
-    // SAFETY: st is a 128-byte sockaddr_storage, initialised.
-    let src = unsafe { std::slice::from_raw_parts(&st as *const _ as *const u8, 128) };
-    out[..n].copy_from_slice(&src[..n]);
-    (out, n)
-}
-
-/// What the descriptor carries besides being a socket: kept across the swap.
-struct Carried {
-    fd_flags: c_int,
-    fl: c_int,
-    owner: Option<[c_int; 2]>,
-    sig: Option<c_int>,
-    rcvtimeo: Option<libc::timeval>,
-    sndtimeo: Option<libc::timeval>,
-}
-
-const F_SETSIG: c_int = 10;
-const F_GETSIG: c_int = 11;
-const F_SETOWN_EX: c_int = 15;
-const F_GETOWN_EX: c_int = 16;
-
-/// A socket's SO_RCVTIMEO or SO_SNDTIMEO, when set (non-zero).
-fn timeo(fd: c_int, name: c_int) -> Option<libc::timeval> {
-    let get = real::getsockopt()?;
-    // SAFETY: timeval is plain data: all zeros is a valid value.
-    let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
-    let mut l = std::mem::size_of::<libc::timeval>() as socklen_t;
-    // SAFETY: a timeval option into a timeval, with its length.
-    let r = unsafe {
-        get(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            &mut tv as *mut _ as *mut _,
-            &mut l,
-        )
-    };
-    (r == 0 && (tv.tv_sec != 0 || tv.tv_usec != 0)).then_some(tv)
-}
-
-impl Carried {
-    fn of(fd: c_int, fl: c_int, fd_flags: c_int) -> Carried {
-        let mut own = [0 as c_int; 2];
-        // SAFETY: F_GETOWN_EX writes a struct f_owner_ex (two ints) into `own`.
-        let got_owner = unsafe { libc::fcntl(fd, F_GETOWN_EX, own.as_mut_ptr()) } == 0;
-        // SAFETY: F_GETSIG takes no argument.
-        let s = unsafe { libc::fcntl(fd, F_GETSIG) };
-        Carried {
-            fd_flags,
-            fl,
-            owner: (got_owner && own[1] != 0).then_some(own),
-            sig: (s > 0).then_some(s),
-            rcvtimeo: timeo(fd, libc::SO_RCVTIMEO),
-            sndtimeo: timeo(fd, libc::SO_SNDTIMEO),
-        }
-    }
-
-    /// Put `app` in the place of `fd` with everything carried over.
-    fn swap(&self, app: c_int, fd: c_int) -> Result<(), c_int> {
-        let cloexec = if self.fd_flags & libc::FD_CLOEXEC != 0 {
-            libc::O_CLOEXEC
-        } else {
-            0
-        };
-        // SAFETY: dup3 on two descriptors: our socketpair end onto the caller's fd.
-        if unsafe { libc::dup3(app, fd, cloexec) } < 0 {
-            return Err(errno());
-        }
-        // Owner and signal first: O_ASYNC must not fire before they are in place.
-        if let Some(mut o) = self.owner {
-            // SAFETY: F_SETOWN_EX reads a struct f_owner_ex (two ints) from `o`.
-            unsafe { libc::fcntl(fd, F_SETOWN_EX, o.as_mut_ptr()) };
-        }
-        if let Some(s) = self.sig {
-            // SAFETY: F_SETSIG takes an int.
-            unsafe { libc::fcntl(fd, F_SETSIG, s) };
-        }
-        set_fl(fd, self.fl);
-        if let Some(set) = real::setsockopt() {
-            let l = std::mem::size_of::<libc::timeval>() as socklen_t;
-            for (name, tv) in [
-                (libc::SO_RCVTIMEO, &self.rcvtimeo),
-                (libc::SO_SNDTIMEO, &self.sndtimeo),
-            ] {
-                if let Some(tv) = tv {
-                    // SAFETY: a timeval option from a timeval, with its length.
-                    unsafe { set(fd, libc::SOL_SOCKET, name, tv as *const _ as *const _, l) };
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A descriptor of ours, closed when dropped (-1: none).
-struct Fd(c_int);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        if self.0 >= 0 {
-            // SAFETY: closing a descriptor we own.
-            unsafe { libc::close(self.0) };
-        }
-    }
-}
-
-fn socketpair() -> Result<(Fd, Fd), c_int> {
-    let mut sv = [-1; 2];
-    // SAFETY: socketpair writes two ints into a 2-int array.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(errno());
-    }
-    Ok((Fd(sv[0]), Fd(sv[1])))
-}
-
-fn pipe() -> Result<(Fd, Fd), c_int> {
-    let mut p = [-1; 2];
-    // SAFETY: pipe2 writes two ints into a 2-int array.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(errno());
-    }
-    Ok((Fd(p[0]), Fd(p[1])))
-}
 
 /// The helper's stderr: /dev/null, added to `fds` as its fd 2, when the caller must not see
 /// its messages (AUTOSSL_SILENT, or the connection is on fd 2 itself); else the caller's. The
@@ -504,9 +45,6 @@ fn quiet_stderr(cfg: &Config, fd: c_int, fds: &mut Vec<(c_int, c_int)>) -> Fd {
 fn cstr(s: &str) -> Result<CString, c_int> {
     CString::new(s).map_err(|_| libc::EINVAL)
 }
-
-// ---------------------------------------------------------------------------------------
-// The upgrade
 
 static NO_TLSC: AtomicBool = AtomicBool::new(false);
 static SPAWN_FAILED: AtomicBool = AtomicBool::new(false);
@@ -590,7 +128,7 @@ impl<'a> Call<'a> {
         let cfg = self.cfg();
         if cfg.verbose {
             say(
-                cfg,
+                cfg.silent,
                 &format!(
                     "fd {}: {} port {}{rest}",
                     self.fd, self.ip_text, self.port_text
@@ -634,7 +172,7 @@ fn native_mode(c: &Call) -> Result<(), c_int> {
     let Some(tlsc) = &c.st.tlsc else {
         say_once(
             &NO_TLSC,
-            c.cfg(),
+            c.cfg().silent,
             "tlsc not found beside the library nor on PATH: refusing the connection",
         );
         return Err(c.fail(libc::ECONNREFUSED));
@@ -767,7 +305,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
         cstr("-d")?,
         cstr("3")?,
     ];
-    argv.extend(chosen.tlsc_args()?);
+    argv.extend(name_args(&chosen)?);
     // tlsc's io form on the connecting socket (fd 6 and 7), the socketpair as its stdin
     // and stdout, the pipe's writing end as its -d fd, on which it also reports failures.
     let mut fds = vec![
@@ -797,7 +335,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
         advice: chosen
             .unknown
             .as_ref()
-            .map(|cands| unknown_name_advice(c, cands)),
+            .map(|cands| names::unknown_name_advice(c.t, cands)),
     });
     swap(c, app, &local[..local_len])?;
     entry.publish(c.fd, nr.0, info)?;
@@ -806,117 +344,32 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
     Ok(())
 }
 
-/// The name to send and verify, and where it came from.
-struct Chosen {
-    /// The name, or the address when none is known, or the candidates joined with commas
-    /// when the request is to tell.
-    name: String,
-    /// None: the user's or the program's name; Some: no name could be told (these are the
-    /// candidates).
-    unknown: Option<names::Candidates>,
-    /// Several candidates: the program's own request picks one of them.
-    from_request: bool,
-}
-
-impl Chosen {
-    /// What the failure messages say was checked.
-    fn checked(&self) -> String {
-        match (self.unknown, self.from_request) {
-            (Some(_), true) => format!("the name its request gives, one of {}", self.name),
-            (Some(_), false) => "the address".to_string(),
-            (None, _) => format!("name {}", self.name),
-        }
-    }
-
-    /// tlsc's options for the name: `-k NAME --check-host`, `--host-from-request=NAMES`, or
-    /// `-k ADDRESS`.
-    fn tlsc_args(&self) -> Result<Vec<CString>, c_int> {
-        Ok(match (self.unknown, self.from_request) {
-            (_, true) => vec![cstr(&format!("--host-from-request={}", self.name))?],
-            (Some(_), false) => vec![cstr("-k")?, cstr(&self.name)?],
-            (None, false) => vec![cstr("-k")?, cstr(&self.name)?, cstr("--check-host")?],
-        })
-    }
-}
-
-/// Evidence, best first: AUTOSSL_SNI; AUTOSSL_NAMES; the only name that ever gave the
-/// address; several candidates: the program's request (HTTP/1.x `Host`) picks one; else
-/// the address itself (said with `AUTOSSL_VERBOSE`, with the candidates). A name is checked
-/// against the program's request before anything is sent.
+/// The connection's name ([`names::choose`]), said with AUTOSSL_VERBOSE when none is
+/// certain.
 fn server_name(c: &Call) -> Chosen {
-    let cfg = c.cfg();
-    let named = |name: &str| Chosen {
-        name: name.to_string(),
-        unknown: None,
-        from_request: false,
-    };
-    if let Some(s) = &cfg.sni {
-        return named(s);
+    let chosen = names::choose(c.cfg(), c.t, &c.ip_text);
+    match (&chosen.unknown, chosen.from_request) {
+        (Some(cands), true) => c.verbose(&format!(
+            ": several names ({}): the request's host picks one",
+            names::candidate_list(cands)
+        )),
+        (Some(cands), false) => c.verbose(&format!(
+            ": no single name known ({}): verifying the address",
+            names::candidate_list(cands)
+        )),
+        (None, _) => {}
     }
-    if let Some(n) = cfg.named(c.t.key, c.t.port) {
-        return named(n);
-    }
-    match names::evidence(c.t.key) {
-        names::Evidence::Certain(n) => named(&n.text()),
-        names::Evidence::Unknown(cands) if cands.n > 0 => {
-            let mut list: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
-            if cands.more {
-                // Never a host name: it matches no request, and says "and others".
-                list.push("...".into());
-            }
-            c.verbose(&format!(
-                ": several names ({}): the request's host picks one",
-                candidate_list(&cands)
-            ));
-            Chosen {
-                name: list.join(","),
-                unknown: Some(cands),
-                from_request: true,
-            }
-        }
-        names::Evidence::Unknown(cands) => {
-            c.verbose(&format!(
-                ": no single name known ({}): verifying the address",
-                candidate_list(&cands)
-            ));
-            Chosen {
-                name: c.ip_text.clone(),
-                unknown: Some(cands),
-                from_request: false,
-            }
-        }
-    }
+    chosen
 }
 
-/// `a.test, b.test` (and `and others`).
-fn candidate_list(cands: &names::Candidates) -> String {
-    let mut v: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
-    if cands.more {
-        v.push("others".into());
-    }
-    v.join(", ")
-}
-
-/// Why the address was verified, and what settles it: for a failure message.
-fn unknown_name_advice(c: &Call, cands: &names::Candidates) -> String {
-    let dest = if rules::key_is_v4(c.t.key) {
-        format!("{}:{}", c.ip_text, c.port_text)
-    } else {
-        format!("[{}]:{}", c.ip_text, c.port_text)
-    };
-    let why = if cands.n == 0 && !cands.more {
-        "no host name the program resolved through the C library gave this address".to_string()
-    } else {
-        format!(
-            "several names gave this address ({}) and the connection does not say which",
-            candidate_list(cands)
-        )
-    };
-    format!(
-        "{} port {}: the certificate was checked against the address, because {why}; \
-         set AUTOSSL_SNI=NAME, or AUTOSSL_NAMES=\"NAME={dest}\"",
-        c.ip_text, c.port_text
-    )
+/// tlsc's options for the name: `-k NAME --check-host`, `--host-from-request=NAMES`, or
+/// `-k ADDRESS`.
+fn name_args(chosen: &Chosen) -> Result<Vec<CString>, c_int> {
+    Ok(match (&chosen.unknown, chosen.from_request) {
+        (_, true) => vec![cstr(&format!("--host-from-request={}", chosen.name))?],
+        (Some(_), false) => vec![cstr("-k")?, cstr(&chosen.name)?],
+        (None, false) => vec![cstr("-k")?, cstr(&chosen.name)?, cstr("--check-host")?],
+    })
 }
 
 /// Messages that come after the connection is ready (the verdict on the program's request)
@@ -938,7 +391,7 @@ fn over_tcp_from_request(c: &Call, tlsc: &CStr, chosen: &Chosen) -> Result<(), c
     let (local, local_len) = sockaddr_bytes(c.fd, false);
     let ms = millis(c.cfg().timeout).to_string();
     let mut argv = vec![tlsc.to_owned(), cstr("--detach")?, cstr("-K")?, cstr(&ms)?];
-    argv.extend(chosen.tlsc_args()?);
+    argv.extend(name_args(chosen)?);
     let (app, helper) = socketpair()?;
     let mut fds = vec![(helper.0, 0), (helper.0, 1), (c.fd, 6), (c.fd, 7)];
     late_log(c, &mut argv, &mut fds)?;
@@ -968,7 +421,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
         cstr("-d")?,
         cstr("3")?,
     ];
-    argv.extend(chosen.tlsc_args()?);
+    argv.extend(name_args(&chosen)?);
     let (app, helper) = socketpair()?;
     let (nr, nw) = pipe()?;
     // tlsc's messages come through a pipe: each is given with the destination, before
@@ -1004,7 +457,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     for line in String::from_utf8_lossy(&said).lines() {
         if !line.trim().is_empty() {
             say(
-                cfg,
+                cfg.silent,
                 &format!("{} port {} ({checked}): {line}", c.ip_text, c.port_text),
             );
         }
@@ -1014,7 +467,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
         Err(e) => {
             c.verbose(&format!(" name {name}: TLS failed"));
             if let (Some(cands), true) = (&chosen.unknown, c.fd != 2) {
-                say(cfg, &unknown_name_advice(c, cands));
+                say(cfg.silent, &names::unknown_name_advice(c.t, cands));
             }
             return Err(e);
         }
@@ -1050,169 +503,11 @@ fn start_helper(
     r.map_err(|e| {
         say_once(
             &SPAWN_FAILED,
-            c.cfg(),
+            c.cfg().silent,
             &format!("cannot start {what}: errno {e}"),
         );
         libc::ECONNREFUSED
     })
-}
-
-/// The handshake's outcome, read from the `-d` pipe `nr`: the session description tlsc
-/// writes after a handshake (then it closes the pipe); EOF with nothing written, a failed
-/// handshake (ECONNREFUSED, or ETIMEDOUT when tlsc gave up at its own handshake timeout
-/// `timeout`); nothing within `timeout` and a second, ETIMEDOUT. What does not decode as a
-/// description of at most 4 KiB counts as a failed handshake. With `er`, tlsc's stderr:
-/// what it wrote until it closed it (at most 4 KiB; a second at most once the outcome is
-/// known), returned with the outcome.
-fn await_description(
-    nr: &Fd,
-    er: Option<&Fd>,
-    timeout: Duration,
-) -> (Result<Description, c_int>, Vec<u8>) {
-    let started = Instant::now();
-    let deadline = started + timeout + Duration::from_secs(1);
-    // One byte more than a description may have: to see that there is more.
-    let mut buf = [0u8; MAX_NOTIFICATION + 1];
-    let mut got = 0usize;
-    let mut said = Vec::new();
-    let mut outcome: Option<Result<Description, c_int>> = None;
-    let mut err_open = er.is_some();
-    let mut end = deadline;
-    loop {
-        if outcome.is_some() && !err_open {
-            break;
-        }
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let mut p = [
-            libc::pollfd {
-                fd: if outcome.is_none() { nr.0 } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: match er {
-                    Some(e) if err_open => e.0,
-                    _ => -1,
-                },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two pollfds, ours.
-        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, millis(end - now).max(1)) };
-        if r < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            break;
-        }
-        if p[1].revents != 0 {
-            if let Some(e) = er {
-                let mut chunk = [0u8; 512];
-                // SAFETY: read writes at most 512 bytes into our buffer.
-                let n = unsafe { libc::read(e.0, chunk.as_mut_ptr() as *mut libc::c_void, 512) };
-                if n > 0 {
-                    let room = 4096usize.saturating_sub(said.len());
-                    said.extend_from_slice(&chunk[..(n as usize).min(room)]);
-                } else if n == 0 || (errno() != libc::EINTR && errno() != libc::EAGAIN) {
-                    err_open = false;
-                }
-            }
-        }
-        if p[0].revents == 0 {
-            continue;
-        }
-        let room = &mut buf[got..];
-        // SAFETY: read writes at most room.len() bytes into our buffer.
-        let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
-        let done = if n < 0 {
-            if errno() == libc::EINTR || errno() == libc::EAGAIN {
-                continue;
-            }
-            Err(libc::ECONNREFUSED)
-        } else if n == 0 {
-            if got > 0 {
-                Description::decode_notification(&buf[..got]).map_err(|_| libc::ECONNREFUSED)
-            } else if started.elapsed() + Duration::from_millis(50) >= timeout {
-                // tlsc gave up at its handshake timeout (-K): a timeout.
-                Err(libc::ETIMEDOUT)
-            } else {
-                Err(libc::ECONNREFUSED)
-            }
-        } else {
-            got += n as usize;
-            if got <= MAX_NOTIFICATION {
-                continue;
-            }
-            Err(libc::ECONNREFUSED)
-        };
-        outcome = Some(done);
-        end = end.min(Instant::now() + Duration::from_secs(1));
-    }
-    (outcome.unwrap_or(Err(libc::ETIMEDOUT)), said)
-}
-
-/// [`await_description`] for a blocking socket: the `-d` pipe read with blocking reads, so
-/// that a signal handler interrupts the wait exactly as it would interrupt a blocking
-/// connect (restarted under SA_RESTART, else EINTR); tlsc's own handshake timeout
-/// (`timeout`) bounds it. Then tlsc's stderr as there.
-fn await_blocking(
-    nr: &Fd,
-    er: Option<&Fd>,
-    timeout: Duration,
-) -> (Result<Description, c_int>, Vec<u8>) {
-    let started = Instant::now();
-    let mut buf = [0u8; MAX_NOTIFICATION + 1];
-    let mut got = 0usize;
-    let outcome = loop {
-        let room = &mut buf[got..];
-        // SAFETY: read writes at most room.len() bytes into our buffer.
-        let n = unsafe { libc::read(nr.0, room.as_mut_ptr() as *mut libc::c_void, room.len()) };
-        if n < 0 {
-            // EINTR: a handler without SA_RESTART ran (with it, the kernel restarts).
-            break Err(if errno() == libc::EINTR {
-                libc::EINTR
-            } else {
-                libc::ECONNREFUSED
-            });
-        }
-        if n == 0 {
-            break if got > 0 {
-                Description::decode_notification(&buf[..got]).map_err(|_| libc::ECONNREFUSED)
-            } else if started.elapsed() + Duration::from_millis(50) >= timeout {
-                Err(libc::ETIMEDOUT)
-            } else {
-                Err(libc::ECONNREFUSED)
-            };
-        }
-        got += n as usize;
-        if got > MAX_NOTIFICATION {
-            break Err(libc::ECONNREFUSED);
-        }
-        // tlsc writes its description at once: complete, it needs no EOF (which a copy of
-        // the pipe inherited by a fork elsewhere in the host would hold back).
-        if let Ok(d) = Description::decode_notification(&buf[..got]) {
-            break Ok(d);
-        }
-    };
-    let mut said = Vec::new();
-    if let (Some(e), false) = (er, outcome == Err(libc::EINTR)) {
-        let end = Instant::now() + Duration::from_secs(1);
-        while poll_until(e.0, libc::POLLIN, end).is_ok() {
-            let mut chunk = [0u8; 512];
-            // SAFETY: read writes at most 512 bytes into our buffer.
-            let n = unsafe { libc::read(e.0, chunk.as_mut_ptr() as *mut libc::c_void, 512) };
-            if n <= 0 {
-                break;
-            }
-            let room = 4096usize.saturating_sub(said.len());
-            said.extend_from_slice(&chunk[..(n as usize).min(room)]);
-        }
-    }
-    (outcome, said)
 }
 
 /// The swap: the socketpair end `app` takes the place of the caller's descriptor (same
@@ -1224,136 +519,4 @@ fn swap(c: &Call, app: Fd, local: &[u8]) -> Result<(), c_int> {
     drop(app);
     socks::insert(c.fd, c.domain, c.dest.peer(), local);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v4(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
-        // SAFETY: sockaddr_in is plain data: all zeros is a valid value.
-        let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        s.sin_family = libc::AF_INET as libc::sa_family_t;
-        s.sin_port = port.to_be();
-        s.sin_addr.s_addr = u32::from_be_bytes(ip).to_be();
-        s
-    }
-
-    fn v6(ip: std::net::Ipv6Addr, port: u16) -> libc::sockaddr_in6 {
-        // SAFETY: sockaddr_in6 is plain data: all zeros is a valid value.
-        let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        s.sin6_port = port.to_be();
-        s.sin6_addr.s6_addr = ip.octets();
-        s
-    }
-
-    /// A Dest over `a`'s first `len` bytes (at most its size).
-    fn dest<T>(a: &T, len: usize) -> Dest<'_> {
-        assert!(len <= std::mem::size_of::<T>());
-        // SAFETY: `a` is valid for reads of `len` bytes for as long as it is borrowed.
-        unsafe { Dest::new(a as *const T as *const sockaddr, len as socklen_t) }
-    }
-
-    #[test]
-    fn destinations_and_lengths() {
-        let a = v4([192, 0, 2, 7], 443);
-        let n = std::mem::size_of::<libc::sockaddr_in>();
-        let t = dest(&a, n).target().expect("v4");
-        assert_eq!(t.port, 443);
-        assert_eq!(t.ip().to_string(), "192.0.2.7");
-        assert!(rules::key_is_v4(t.key));
-        assert_eq!(dest(&a, n).peer().len(), n);
-        assert!(dest(&a, n - 1).target().is_none(), "short addrlen");
-        assert!(dest(&a, 1).target().is_none());
-        assert!(dest(&a, 1).peer().is_empty());
-        // SAFETY: a null pointer is allowed.
-        let null = unsafe { Dest::new(std::ptr::null(), n as socklen_t) };
-        assert!(null.target().is_none());
-        assert!(null.peer().is_empty());
-
-        let m = v6("::ffff:127.0.0.1".parse().expect("ip"), 8443);
-        let n = std::mem::size_of::<libc::sockaddr_in6>();
-        let t = dest(&m, n).target().expect("mapped");
-        assert_eq!(t.ip().to_string(), "127.0.0.1");
-        assert_eq!(t.port, 8443);
-        assert!(dest(&m, n - 4).target().is_none());
-
-        let six = v6("2001:db8::1".parse().expect("ip"), 1);
-        let t = dest(&six, n).target().expect("v6");
-        assert_eq!(t.ip().to_string(), "2001:db8::1");
-        assert!(!rules::key_is_v4(t.key));
-
-        // SAFETY: sockaddr_un is plain data: all zeros is a valid value.
-        let mut un: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        un.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let n = std::mem::size_of::<libc::sockaddr_un>();
-        assert!(dest(&un, n).target().is_none(), "AF_UNIX is never ours");
-    }
-
-    #[test]
-    fn peer_is_the_family_size_of_a_longer_argument() {
-        // SAFETY: sockaddr_storage is plain data: all zeros is a valid value.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        ss.ss_family = libc::AF_INET as libc::sa_family_t;
-        let n = std::mem::size_of::<libc::sockaddr_storage>();
-        assert_eq!(
-            dest(&ss, n).peer().len(),
-            std::mem::size_of::<libc::sockaddr_in>()
-        );
-        ss.ss_family = libc::AF_INET6 as libc::sa_family_t;
-        assert_eq!(
-            dest(&ss, n).peer().len(),
-            std::mem::size_of::<libc::sockaddr_in6>()
-        );
-    }
-
-    #[test]
-    fn description_from_the_pipe() {
-        let (r, w) = pipe().expect("pipe");
-        let d = b"SSL_PROTOCOL=TLSv1.3\0SSL_CIPHER=X\0SSL_PEER_CERT_HASH\0\0";
-        // SAFETY: write reads d.len() bytes of d.
-        let n = unsafe { libc::write(w.0, d.as_ptr() as *const libc::c_void, d.len()) };
-        assert_eq!(n, d.len() as isize);
-        drop(w);
-        let got = await_description(&r, None, Duration::from_secs(5))
-            .0
-            .expect("description");
-        assert_eq!(
-            got.get("SSL_PROTOCOL"),
-            Some(std::ffi::OsStr::new("TLSv1.3"))
-        );
-        assert_eq!(got.get("SSL_CIPHER"), Some(std::ffi::OsStr::new("X")));
-
-        // EOF with nothing: a failed handshake.
-        let (r, w) = pipe().expect("pipe");
-        drop(w);
-        assert_eq!(
-            await_description(&r, None, Duration::from_secs(5)).0.err(),
-            Some(libc::ECONNREFUSED)
-        );
-        // Malformed, or longer than 4 KiB: failed too.
-        for bad in [
-            &b"SSL_PROTOCOL=TLSv1.3\0"[..],
-            &[b'x'; MAX_NOTIFICATION + 1][..],
-        ] {
-            let (r, w) = pipe().expect("pipe");
-            // SAFETY: write reads bad.len() bytes of bad (less than a pipe's buffer).
-            let n = unsafe { libc::write(w.0, bad.as_ptr() as *const libc::c_void, bad.len()) };
-            assert_eq!(n, bad.len() as isize);
-            drop(w);
-            assert_eq!(
-                await_description(&r, None, Duration::from_secs(5)).0.err(),
-                Some(libc::ECONNREFUSED)
-            );
-        }
-        // Nothing at all within the time: a timeout.
-        let (r, _w) = pipe().expect("pipe");
-        assert_eq!(
-            await_description(&r, None, Duration::from_millis(1))
-                .0
-                .err(),
-            Some(libc::ETIMEDOUT)
-        );
-    }
 }

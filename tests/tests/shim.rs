@@ -304,135 +304,7 @@ fn redis_cli_second_connect() {
 
 // ------------------------------------------------------------------ the socket API after the swap
 
-const API_SCRIPT: &str = r#"
-import errno, fcntl, os, select, signal, socket, sys
-name, port = sys.argv[1], int(sys.argv[2])
-chld = [0]
-signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
-def request(s, host=None):
-    s.sendall(b"GET / HTTP/1.0\r\n" + (b"Host: %s\r\n" % host.encode() if host else b"") + b"\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            return data.decode()
-        data += d
-def show(what, text):
-    print(what, " ".join(text.split()))
-def nonblocking(fd):
-    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
-
-# By name, with a timeout (non-blocking underneath), close-on-exec.
-s = socket.create_connection((name, port), timeout=30)
-assert not os.get_inheritable(s.fileno()), "FD_CLOEXEC lost"
-assert nonblocking(s.fileno()), "O_NONBLOCK lost"
-peer = s.getpeername()
-assert peer[1] == port and peer[0] in ("127.0.0.1", "::1"), peer
-local = s.getsockname()
-assert local[0] == peer[0] and local[1] not in (0, port), local
-assert s.family in (socket.AF_INET, socket.AF_INET6)
-assert s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == s.family
-assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == socket.IPPROTO_TCP
-assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
-assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
-s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-# The answers have the kernel's sizes (as a TCP socket of the family gives them), its
-# errors, and TCP_INFO says established.
-ref = socket.socket(s.family, socket.SOCK_STREAM)
-for opt, size in ((socket.TCP_INFO, 512), (socket.TCP_MAXSEG, 4), (socket.TCP_CONGESTION, 16)):
-    got, want = s.getsockopt(socket.IPPROTO_TCP, opt, size), ref.getsockopt(socket.IPPROTO_TCP, opt, size)
-    assert len(got) == len(want), (opt, len(got), len(want))
-assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)[0] == 1, "TCP_INFO: not established"
-assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) == ref.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
-for bad in ((socket.IPPROTO_TCP, 9999, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, -1)):
-    try:
-        s.setsockopt(*bad)
-        raise SystemExit("setsockopt%r succeeded" % (bad,))
-    except OSError as e:
-        try:
-            ref.setsockopt(*bad)
-            raise SystemExit("the kernel took setsockopt%r" % (bad,))
-        except OSError as k:
-            assert e.errno == k.errno, (bad, e, k)
-ref.close()
-try:
-    s.connect(peer[:2])
-    raise SystemExit("a second connect succeeded")
-except OSError as e:
-    assert e.errno == errno.EISCONN, e
-show("named:", request(s))
-s.close()
-
-# By address on a blocking, inheritable socket: both flags as they were.
-b = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-os.set_inheritable(b.fileno(), True)
-b.connect(("127.0.0.1", port))
-assert os.get_inheritable(b.fileno()), "FD_CLOEXEC appeared"
-assert not nonblocking(b.fileno()), "O_NONBLOCK appeared"
-assert b.getpeername() == ("127.0.0.1", port), b.getpeername()
-show("blocking:", request(b))
-b.close()
-
-# Non-blocking connect: EINPROGRESS, as the kernel; a second connect EALREADY while the
-# handshake goes on (tlsc has not even started yet); writable once it is done, then
-# SO_ERROR 0 and a connect EISCONN.
-n = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-n.setblocking(False)
-assert n.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
-assert n.connect_ex(("127.0.0.1", port)) == errno.EALREADY
-assert nonblocking(n.fileno())
-assert select.select([], [n], [], 20)[1] == [n], "never writable"
-assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-assert n.connect_ex(("127.0.0.1", port)) == errno.EISCONN
-n.setblocking(True)
-show("nonblocking:", request(n))
-n.close()
-
-# An AF_INET6 socket to a v4-mapped address (as Java does).
-m = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-m.connect(("::ffff:127.0.0.1", port))
-assert m.getpeername()[:2] == ("::ffff:127.0.0.1", port), m.getpeername()
-show("mapped:", request(m))
-m.close()
-
-# gethostbyname_r (CPython's gethostbyname_ex), then a connect by address: the address
-# now has two names, and the request's Host tells which.
-h = socket.gethostbyname_ex(sys.argv[3])
-g = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-g.connect((h[2][0], port))
-show("byname:", request(g, sys.argv[3]))
-g.close()
-
-# TCP Fast Open: sendto with MSG_FASTOPEN connects (upgraded) and sends.
-f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-f.sendto(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % name.encode(), socket.MSG_FASTOPEN, ("127.0.0.1", port))
-data = b""
-while True:
-    d = f.recv(65536)
-    if not d:
-        break
-    data += d
-show("fastopen:", data.decode())
-f.close()
-
-# UDP to the listed port is untouched.
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.connect(("127.0.0.1", port))
-assert u.getsockname()[0] == "127.0.0.1"
-assert u.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_DGRAM
-u.send(b"x")
-u.close()
-
-try:
-    os.waitpid(-1, os.WNOHANG)
-    waited = "a child"
-except ChildProcessError:
-    waited = "none"
-print("sigchld=%d wait=%s" % (chld[0], waited))
-"#;
+const API_SCRIPT: &str = include_str!("../apps/shim/socket-api.py");
 
 #[test]
 fn socket_api_after_the_swap() {
@@ -573,49 +445,7 @@ fn untrusted_certificate_or_wrong_name_fails_connect_never_plain() {
 
 // ------------------------------------------------------------------ many connections
 
-const MANY_SCRIPT: &str = r#"
-import os, signal, socket, sys, threading
-name, port, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-chld = [0]
-signal.signal(signal.SIGCHLD, lambda *a: chld.__setitem__(0, chld[0] + 1))
-def fds():
-    return sorted(os.listdir("/proc/self/fd"), key=int)
-def one():
-    s = socket.create_connection((name, port), timeout=60)
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
-    return b"proto=TLSv1.3" in data
-before = fds()
-seq = sum(1 for _ in range(n) if one())
-res = []
-def worker():
-    try:
-        res.append(one())
-    except Exception as e:
-        res.append(repr(e))
-ts = [threading.Thread(target=worker) for _ in range(t)]
-for x in ts: x.start()
-for x in ts: x.join(120)
-par = sum(1 for r in res if r is True)
-after = fds()
-children = []
-for task in os.listdir("/proc/self/task"):
-    children += open("/proc/self/task/%s/children" % task).read().split()
-try:
-    os.waitpid(-1, os.WNOHANG)
-    waited = "a child"
-except ChildProcessError:
-    waited = "none"
-print("seq=%d/%d par=%d/%d fds_same=%s children=%d sigchld=%d wait=%s errors=%r" % (
-    seq, n, par, t, before == after, len(children), chld[0], waited,
-    [r for r in res if r is not True][:3]))
-"#;
+const MANY_SCRIPT: &str = include_str!("../apps/shim/many.py");
 
 #[test]
 fn many_connections_leave_no_fd_no_zombie_no_helper() {
@@ -836,30 +666,7 @@ fn man_page_is_lint_clean() {
 
 // ------------------------------------------------------------------ the helper itself
 
-const HOLD_SCRIPT: &str = r#"
-import os, socket, sys, time
-name, port, d = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((name, port), timeout=30)
-# The first bytes are judged (not an HTTP request: they pass), which lets tlsc drop the
-# program's stderr; the rest comes later.
-s.sendall(b"ECHO\n")
-with open(os.path.join(d, "ready.tmp"), "w") as f:
-    f.write(str(os.getpid()))
-os.rename(os.path.join(d, "ready.tmp"), os.path.join(d, "ready"))
-for _ in range(1200):
-    if os.path.exists(os.path.join(d, "go")):
-        break
-    time.sleep(0.05)
-s.sendall(b"held")
-s.shutdown(socket.SHUT_WR)
-data = b""
-while True:
-    x = s.recv(65536)
-    if not x:
-        break
-    data += x
-sys.stdout.write(data.decode())
-"#;
+const HOLD_SCRIPT: &str = include_str!("../apps/shim/hold.py");
 
 #[test]
 fn helper_runs_without_the_library_and_ends_with_the_connection() {
@@ -1008,15 +815,7 @@ fn address_lists_fixed_name_and_the_singular_port_variable() {
     );
 }
 
-const ERRNO_SCRIPT: &str = r#"
-import errno, socket, sys, time
-t = time.monotonic()
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60).close()
-    print("connected")
-except OSError as e:
-    print("errno=%s after=%.1f" % (errno.errorcode.get(e.errno, e.errno), time.monotonic() - t))
-"#;
+const ERRNO_SCRIPT: &str = include_str!("../apps/shim/errno.py");
 
 #[test]
 fn handshake_timeout_is_etimedout_and_missing_helper_is_refused() {
@@ -1101,82 +900,7 @@ fn handshake_timeout_is_etimedout_and_missing_helper_is_refused() {
 
 // ------------------------------------------------------------------ a C client
 
-const C_CLIENT: &str = r#"
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
-
-#define CHECK(c) do { if (!(c)) { printf("FAILED: %s (line %d, errno %d)\n", #c, __LINE__, errno); return 1; } } while (0)
-
-int main(int argc, char **argv) {
-    int port = atoi(argv[2]);
-    struct hostent *h = gethostbyname(argv[1]);
-    CHECK(h && h->h_addrtype == AF_INET);
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(port);
-    memcpy(&sin->sin_addr, h->h_addr_list[0], 4);
-
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0);
-    struct timeval rcv = {7, 0}, snd = {9, 0};
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof rcv) == 0);
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof snd) == 0);
-    CHECK(fcntl(fd, F_SETOWN, getpid()) == 0);
-    CHECK(fcntl(fd, F_SETSIG, SIGUSR1) == 0);
-    /* The length of a sockaddr_storage, as some programs pass. */
-    CHECK(connect(fd, (struct sockaddr *)&ss, sizeof ss) == 0);
-
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof peer;
-    CHECK(getpeername(fd, (struct sockaddr *)&peer, &len) == 0);
-    CHECK(len == sizeof(struct sockaddr_in));
-    CHECK(((struct sockaddr_in *)&peer)->sin_port == htons(port));
-    /* Truncation: a 4-byte buffer gets 4 bytes and the full length. */
-    char small[4];
-    len = sizeof small;
-    CHECK(getpeername(fd, (struct sockaddr *)small, &len) == 0);
-    CHECK(len == sizeof(struct sockaddr_in));
-    struct timeval tv;
-    len = sizeof tv;
-    CHECK(getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0 && tv.tv_sec == 7);
-    len = sizeof tv;
-    CHECK(getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0 && tv.tv_sec == 9);
-    CHECK(fcntl(fd, F_GETOWN) == getpid());
-    CHECK(fcntl(fd, F_GETSIG) == SIGUSR1);
-    struct tcp_info ti;
-    len = sizeof ti;
-    CHECK(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0);
-    int one = 1, v = 0;
-    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
-    len = sizeof v;
-    CHECK(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0 && v == 1);
-    CHECK(connect(fd, (struct sockaddr *)&ss, sizeof ss) == -1 && errno == EISCONN);
-
-    const char *req = "GET / HTTP/1.0\r\n\r\n";
-    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
-    char buf[4096];
-    ssize_t n, total = 0;
-    while ((n = read(fd, buf + total, sizeof buf - 1 - total)) > 0)
-        total += n;
-    buf[total] = 0;
-    close(fd);
-    fputs(buf, stdout);
-    return 0;
-}
-"#;
+const C_CLIENT: &str = include_str!("../apps/shim/client.c");
 
 #[test]
 fn c_client_sockaddr_storage_length_timeouts_owner_and_gethostbyname() {
@@ -1203,40 +927,7 @@ fn c_client_sockaddr_storage_length_timeouts_owner_and_gethostbyname() {
 
 // ------------------------------------------------------------------ names across fork
 
-const FORK_SCRIPT: &str = r#"
-import os, socket, sys
-name, port = sys.argv[1], int(sys.argv[2])
-def request(s):
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            return " ".join(data.decode().split())
-        data += d
-# The child resolves, the parent connects to the address it was told (as lynx does).
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    ip = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-    os.write(w, ip.encode())
-    os._exit(0)
-os.close(w)
-ip = os.read(r, 100).decode()
-os.waitpid(pid, 0)
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.connect((ip, port))
-print("parent:", request(s))
-s.close()
-# The parent resolved (above, through its child's table entry) and a child connects.
-pid = os.fork()
-if pid == 0:
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.connect((ip, port))
-    print("child:", request(c), flush=True)
-    os._exit(0)
-os.waitpid(pid, 0)
-"#;
+const FORK_SCRIPT: &str = include_str!("../apps/shim/fork-names.py");
 
 #[test]
 fn names_cross_fork_both_ways() {
@@ -1336,19 +1027,7 @@ fn vhosts_curl_dns_cache_and_parallel() {
     shim::assert_every_host("curl -Z", &answers_in(&dir, par.len()), &par, &err);
 }
 
-const NODE_ALL: &str = r#"
-const http = require('http');
-const urls = process.argv.slice(1);
-Promise.all(urls.map((u, i) => new Promise(done => {
-  const r = http.get(u, { timeout: 10000 }, res => {
-    let b = '';
-    res.on('data', d => b += d);
-    res.on('end', () => done(i + ' ' + b.replace(/\s+/g, ' ')));
-  });
-  r.on('timeout', () => r.destroy(new Error('timeout')));
-  r.on('error', e => done(i + ' ERR ' + e.message));
-}))).then(v => console.log(v.join('\n')));
-"#;
+const NODE_ALL: &str = include_str!("../apps/shim/promise-all.js");
 
 /// node resolves on its thread pool and connects on the main thread, all at once.
 #[test]
@@ -1378,24 +1057,7 @@ fn vhosts_node_promise_all() {
     );
 }
 
-const JAVA_SEQ: &str = r#"
-import java.net.*;
-public class Vhosts {
-    public static void main(String[] a) {
-        for (int i = 0; i < a.length; i++) {
-            try {
-                HttpURLConnection c = (HttpURLConnection) new URL(a[i]).openConnection();
-                c.setConnectTimeout(10000);
-                c.setReadTimeout(10000);
-                String b = new String(c.getInputStream().readAllBytes());
-                System.out.println(i + " " + b.replaceAll("\\s+", " "));
-            } catch (Exception e) {
-                System.out.println(i + " ERR " + e);
-            }
-        }
-    }
-}
-"#;
+const JAVA_SEQ: &str = include_str!("../apps/shim/Vhosts.java");
 
 /// Java in a row, a.test, b.test, a.test: its own thread looks up (the third from
 /// InetAddress's cache, which cannot be told from b.test).
@@ -1423,19 +1085,7 @@ fn vhosts_java_requests_in_a_row() {
     shim::assert_every_host("java", &got, &names, &err);
 }
 
-const AIOHTTP_GATHER: &str = r#"
-import asyncio, sys, aiohttp
-async def one(session, i, u):
-    try:
-        async with session.get(u, timeout=aiohttp.ClientTimeout(total=10)) as r:
-            return "%d %s" % (i, " ".join((await r.text()).split()))
-    except Exception as e:
-        return "%d ERR %r" % (i, e)
-async def main():
-    async with aiohttp.ClientSession() as s:
-        print("\n".join(await asyncio.gather(*[one(s, i, u) for i, u in enumerate(sys.argv[1:])])))
-asyncio.run(main())
-"#;
+const AIOHTTP_GATHER: &str = include_str!("../apps/shim/aiohttp-gather.py");
 
 /// aiohttp resolves in an executor thread, `gather` connects to all at once.
 #[test]
@@ -1464,63 +1114,7 @@ fn vhosts_aiohttp_gather() {
     shim::assert_every_host("aiohttp", &answers_by_line(&out, names.len()), &names, &err);
 }
 
-const GAI_A_CLIENT: &str = r#"
-#define _GNU_SOURCE
-#include <errno.h>
-#include <netdb.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-static void get(const char *tag, const char *host, struct addrinfo *ai) {
-    int s = socket(ai->ai_family, SOCK_STREAM, 0);
-    if (connect(s, ai->ai_addr, ai->ai_addrlen) != 0) {
-        printf("%s ERR connect: %s\n", tag, strerror(errno));
-        close(s);
-        return;
-    }
-    char req[256];
-    snprintf(req, sizeof req, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", host);
-    if (write(s, req, strlen(req)) < 0) { printf("%s ERR write\n", tag); close(s); return; }
-    char buf[4096];
-    size_t n = 0;
-    ssize_t r;
-    while (n < sizeof buf - 1 && (r = read(s, buf + n, sizeof buf - 1 - n)) > 0) n += r;
-    buf[n] = 0;
-    for (size_t i = 0; i < n; i++) if (buf[i] == '\r' || buf[i] == '\n') buf[i] = ' ';
-    printf("%s %s\n", tag, buf);
-    close(s);
-}
-
-int main(int argc, char **argv) {
-    if (argc < 2) return 2;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    /* GAI_WAIT */
-    struct gaicb a = { .ar_name = "a.test", .ar_service = argv[1], .ar_request = &hints };
-    struct gaicb *list[1] = { &a };
-    if (getaddrinfo_a(GAI_WAIT, list, 1, NULL) != 0 || gai_error(&a) != 0) return 3;
-    get("0", "a.test", a.ar_result);
-    /* GAI_NOWAIT, then gai_suspend and gai_error */
-    struct gaicb b = { .ar_name = "b.test", .ar_service = argv[1], .ar_request = &hints };
-    list[0] = &b;
-    if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) return 4;
-    for (int i = 0; i < 100 && gai_error(&b) == EAI_INPROGRESS; i++) {
-        const struct gaicb *l[1] = { &b };
-        struct timespec t = { 0, 100000000 };
-        gai_suspend(l, 1, &t);
-    }
-    if (gai_error(&b) != 0) return 5;
-    get("1", "b.test", b.ar_result);
-    /* a.test's address again with no new lookup: only its request's Host tells. */
-    get("2", "a.test", a.ar_result);
-    return 0;
-}
-"#;
+const GAI_A_CLIENT: &str = include_str!("../apps/shim/getaddrinfo-a.c");
 
 /// A C client that resolves with getaddrinfo_a (waiting, then not waiting).
 #[test]
@@ -1540,9 +1134,9 @@ fn vhosts_getaddrinfo_a_client() {
     shim::assert_every_host("getaddrinfo_a", &got, &names, &err);
 }
 
-/// The client with its own DNS cache (`tests/apps/vhost-cache`), one scenario: its lines.
+/// The client with its own DNS cache (`tests/apps/shim/vhost-cache.py`), one scenario: its lines.
 fn vhost_cache(s: &shim::Server, scenario: &str) -> (Vec<String>, String) {
-    let app = stls_tests::bins::workspace().join("tests/apps/vhost-cache");
+    let app = stls_tests::bins::workspace().join("tests/apps/shim/vhost-cache.py");
     let py = python_arg();
     let port = s.port.to_string();
     let o = s.run(&[py.as_str(), app.to_str().expect("utf-8"), &port, scenario]);
@@ -1875,85 +1469,7 @@ fn pid1_and_subreaper_see_no_helper() {
 
 // ------------------------------------------------------------------ the program's own timing
 
-const TIMING_CLIENT: &str = r#"
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
-
-static void on_alarm(int s) { (void)s; }
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-/* A listener on 127.0.0.1:port whose queue is full: further SYNs are dropped, as by a
-   blackhole. Filled with raw connect system calls, which the library does not see. */
-static void blackhole(int port) {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 0) != 0) { perror("listen"); exit(3); }
-    for (int i = 0; i < 4; i++) {
-        int f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        syscall(SYS_connect, f, (struct sockaddr *)&a, sizeof a);
-    }
-    struct timespec t = { 0, 200000000 };
-    nanosleep(&t, NULL);
-}
-
-/* One blocking connect to 127.0.0.1:port, in one of three ways ("bh-": to a blackhole). */
-int main(int argc, char **argv) {
-    if (argc < 3) return 2;
-    int port = atoi(argv[1]);
-    const char *how = argv[2];
-    if (!strncmp(how, "bh-", 3)) {
-        blackhole(port);
-        how += 3;
-    }
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm;
-    if (!strcmp(how, "alarm")) {
-        sigaction(SIGALRM, &sa, NULL);
-        alarm(2);
-    } else if (!strcmp(how, "restart")) {
-        sa.sa_flags = SA_RESTART;
-        sigaction(SIGALRM, &sa, NULL);
-        alarm(1);
-    } else if (!strcmp(how, "sndtimeo")) {
-        struct timeval tv = { 2, 0 };
-        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    double t = now();
-    int r = connect(s, (struct sockaddr *)&a, sizeof a);
-    int e = errno;
-    printf("%s r=%d errno=%s after=%.1f\n", how, r, r ? strerror(e) : "0", now() - t);
-    return 0;
-}
-"#;
+const TIMING_CLIENT: &str = include_str!("../apps/shim/timing.c");
 
 /// A blocking connect to a server that accepts TCP and never answers TLS keeps the
 /// program's timing: alarm(2) with a handler without SA_RESTART interrupts it (EINTR, the
@@ -2126,88 +1642,7 @@ fn happy_eyeballs_fall_back_at_curls_own_pace() {
     marker.assert_gone("the blackholed attempt's helper outlived curl");
 }
 
-const NB_CLIENT: &str = r#"
-#define _GNU_SOURCE
-#include <errno.h>
-#include <netdb.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-/* Wait for `ev` (POLLIN/POLLOUT) on s, with poll or with the epoll set ep (registered
-   once right after connect, as libuv and asyncio do). */
-static int wait_for(int s, int ep, int ev) {
-    if (ep < 0) {
-        struct pollfd p = { s, (short)ev, 0 };
-        int r = poll(&p, 1, 20000);
-        return r == 1 ? p.revents : -1;
-    }
-    struct epoll_event e = { .events = (ev == POLLIN ? EPOLLIN : EPOLLOUT), .data.fd = s };
-    if (epoll_ctl(ep, EPOLL_CTL_MOD, s, &e) != 0) return -1;
-    struct epoll_event got;
-    int r = epoll_wait(ep, &got, 1, 20000);
-    if (r != 1) return -1;
-    return (got.events & EPOLLIN ? POLLIN : 0) | (got.events & EPOLLOUT ? POLLOUT : 0)
-        | (got.events & EPOLLHUP ? POLLHUP : 0) | (got.events & EPOLLERR ? POLLERR : 0);
-}
-
-/* A non-blocking client: connect (EINPROGRESS), the socket unwritable until the connect
-   is done, readiness, SO_ERROR, then the payload (stdin) sent with ECHO and the answer
-   copied to stdout. argv: name port poll|epoll */
-int main(int argc, char **argv) {
-    if (argc < 4) return 2;
-    int use_epoll = !strcmp(argv[3], "epoll");
-    struct addrinfo h, *ai;
-    memset(&h, 0, sizeof h);
-    h.ai_family = AF_INET;
-    h.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(argv[1], argv[2], &h, &ai) != 0) return 3;
-    static char in[4 << 20];
-    size_t len = 5, n;
-    memcpy(in, "ECHO\n", 5);
-    while ((n = fread(in + len, 1, sizeof in - len, stdin)) > 0) len += n;
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int r = connect(s, ai->ai_addr, ai->ai_addrlen);
-    if (r == 0 || errno != EINPROGRESS) { fprintf(stderr, "connect: %s\n", strerror(errno)); return 4; }
-    int ep = -1;
-    if (use_epoll) {
-        ep = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event e = { .events = EPOLLOUT, .data.fd = s };
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, s, &e) != 0) return 5;
-    }
-    /* As a connecting TCP socket: nothing to write to yet, a second connect EALREADY. */
-    if (send(s, "x", 1, MSG_NOSIGNAL) != -1 || errno != EAGAIN) { fprintf(stderr, "early send: %s\n", strerror(errno)); return 6; }
-    if (connect(s, ai->ai_addr, ai->ai_addrlen) != -1 || errno != EALREADY) { fprintf(stderr, "second connect: %s\n", strerror(errno)); return 7; }
-    int ev = wait_for(s, ep, POLLOUT);
-    if (ev < 0 || !(ev & POLLOUT)) { fprintf(stderr, "never writable (%d)\n", ev); return 8; }
-    int err = -1;
-    socklen_t el = sizeof err;
-    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) { fprintf(stderr, "SO_ERROR %d\n", err); return 9; }
-    fprintf(stderr, "connected: EINPROGRESS, EAGAIN, EALREADY, writable, SO_ERROR 0\n");
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = send(s, in + off, len - off, MSG_NOSIGNAL);
-        if (w > 0) { off += w; continue; }
-        if (w < 0 && errno != EAGAIN) { perror("send"); return 10; }
-        if (wait_for(s, ep, POLLOUT) < 0) return 11;
-    }
-    shutdown(s, SHUT_WR);
-    for (;;) {
-        static char buf[65536];
-        ssize_t got = recv(s, buf, sizeof buf, 0);
-        if (got > 0) { fwrite(buf, 1, got, stdout); continue; }
-        if (got == 0) break;
-        if (errno != EAGAIN) { perror("recv"); return 12; }
-        if (wait_for(s, ep, POLLIN) < 0) return 13;
-    }
-    fflush(stdout);
-    return 0;
-}
-"#;
+const NB_CLIENT: &str = include_str!("../apps/shim/nonblocking.c");
 
 /// A C client with a non-blocking connect, once waiting with poll and once with epoll (the
 /// socket registered right after EINPROGRESS): unwritable and EALREADY while the connect
@@ -2248,39 +1683,7 @@ fn nonblocking_c_client_with_poll_and_epoll() {
     }
 }
 
-const FORK_PENDING: &str = r#"
-import errno, os, select, socket, sys
-port = int(sys.argv[1])
-def request(s):
-    s.setblocking(True)
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            return " ".join(data.decode().split())
-        data += d
-def connect():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    assert s.connect_ex(("localhost", port)) == errno.EINPROGRESS
-    return s
-n = connect()
-pid = os.fork()
-if pid == 0:
-    # Once the parent's outcome is there (its socket is writable), a connect of our own:
-    # our copy of the table must not take our parent's report.
-    assert select.select([], [n], [], 20)[1] == [n]
-    c = connect()
-    assert select.select([], [c], [], 20)[1] == [c]
-    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-    print("child:", request(c), flush=True)
-    os._exit(0)
-os.waitpid(pid, 0)
-assert select.select([], [n], [], 20)[1] == [n]
-assert n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-print("parent:", request(n))
-"#;
+const FORK_PENDING: &str = include_str!("../apps/shim/fork-pending.py");
 
 /// A non-blocking connect pending across a fork: the child's own connect (which tidies
 /// its copy of the table of pending connects) leaves the parent's outcome to the parent.
@@ -2303,21 +1706,7 @@ fn pending_connect_across_fork() {
     }
 }
 
-const JAVA_TIMEOUT: &str = r#"
-import java.net.*;
-public class Timeout {
-    public static void main(String[] a) throws Exception {
-        long t = System.nanoTime();
-        try (Socket s = new Socket()) {
-            s.connect(new InetSocketAddress(a[0], Integer.parseInt(a[1])), 2000);
-            System.out.print("connected");
-        } catch (Exception e) {
-            System.out.print("failed " + e.getClass().getSimpleName());
-        }
-        System.out.printf(java.util.Locale.ROOT, " after=%.2f%n", (System.nanoTime() - t) / 1e9);
-    }
-}
-"#;
+const JAVA_TIMEOUT: &str = include_str!("../apps/shim/Timeout.java");
 
 /// Java's `Socket.connect(addr, 2000)` (a non-blocking connect and poll in the JVM) keeps
 /// its own timeout through the shim, against a blackholed address and against a server
