@@ -44,13 +44,16 @@ build:
 	$(CARGO) build --release --workspace
 
 # The README's test command. The peers first (installed as root on Debian, else named);
-# then the build and every test; then the tests that were skipped, and what would run
-# them. The status is cargo's.
+# then the build and every test, and the shim's tests again without its pre-started
+# helper (AUTOSSL_HELPER=0); then the tests that were skipped, and what would run them.
+# The status is cargo's.
 SKIP_LOG := $(abspath $(TARGET_DIR))/stls-skips.txt
 test:
 	tests/install-peers
 	mkdir -p $(TARGET_DIR) && rm -f $(SKIP_LOG)
-	$(CARGO) build --release --workspace && STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release --workspace; \
+	$(CARGO) build --release --workspace && STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release --workspace \
+	  && AUTOSSL_HELPER=0 STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release -p stls-tests \
+	    --test shim --test shim_soak --test shim_helper; \
 	  status=$$?; tests/skipped $(SKIP_LOG); exit $$status
 
 demo:
@@ -62,8 +65,8 @@ certs:
 	demo/certs $(CERTDIR)
 
 # Stripped (-s): the symbols make each binary about 11 MB and are not needed to run.
-# The shim looks for tlsc beside itself first: a symbolic link in
-# $(SHIMDIR) points at the installed tlsc.
+# The shim looks for tlsc and tlsd beside itself first: symbolic links in
+# $(SHIMDIR) point at the installed ones.
 install: build
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHIMDIR) \
 	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
@@ -72,6 +75,7 @@ install: build
 	$(INSTALL) -s -m 755 $(RELEASE)/ucspitlsd $(RELEASE)/ucspitlsc $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -s -m 755 $(RELEASE)/libautossl.so $(DESTDIR)$(SHIMDIR)/libautossl.so
 	ln -sf $(BINDIR)/tlsc $(DESTDIR)$(SHIMDIR)/tlsc
+	ln -sf $(BINDIR)/tlsd $(DESTDIR)$(SHIMDIR)/tlsd
 	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
 	$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
 	$(INSTALL) -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
@@ -80,7 +84,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tlsd $(DESTDIR)$(BINDIR)/tlsc
 	rm -f $(DESTDIR)$(BINDIR)/ucspitlsd $(DESTDIR)$(BINDIR)/ucspitlsc
 	rm -f $(DESTDIR)$(BINDIR)/tlsserver $(DESTDIR)$(BINDIR)/tlsclient
-	rm -f $(DESTDIR)$(SHIMDIR)/libautossl.so $(DESTDIR)$(SHIMDIR)/tlsc
+	rm -f $(DESTDIR)$(SHIMDIR)/libautossl.so $(DESTDIR)$(SHIMDIR)/tlsc $(DESTDIR)$(SHIMDIR)/tlsd
 	-rmdir $(DESTDIR)$(SHIMDIR)
 	rm -f $(DESTDIR)$(MANDIR)/man1/tlsd.1 $(DESTDIR)$(MANDIR)/man1/tlsc.1
 	rm -f $(DESTDIR)$(MANDIR)/man1/ucspitlsd.1 $(DESTDIR)$(MANDIR)/man1/ucspitlsc.1

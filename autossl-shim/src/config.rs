@@ -40,6 +40,16 @@ pub static VARS: &[Var] = &[
         doc: "the addresses (and CIDR ranges) whose connections are upgraded",
     },
     Var {
+        name: "AUTOSSL_ACCEPT_PORTS",
+        default: "none: no accepted connection is upgraded",
+        doc: "the listening TCP ports whose accepted connections get TLS from tlsd (a list)",
+    },
+    Var {
+        name: "AUTOSSL_ACCEPT_CLIENT_CERT",
+        default: "none: no client certificate asked for",
+        doc: "`optional` or `required`: ask accepted clients for a certificate (CAFILE, CADIR)",
+    },
+    Var {
         name: "AUTOSSL_TLS_CMD",
         default: "none: tlsc, natively",
         doc: "a command run as `cmd IP PORT` with clear text on its stdin and stdout",
@@ -75,6 +85,11 @@ pub static VARS: &[Var] = &[
         doc: "a line for every upgraded connection",
     },
     Var {
+        name: "AUTOSSL_HELPER",
+        default: "on: connections go to the pre-started helper",
+        doc: "0: start tlsc for every connection instead",
+    },
+    Var {
         name: "AUTOSSL_NESTED",
         default: "unset",
         doc: "set by the library in tlsc's environment: upgrade nothing there",
@@ -93,8 +108,11 @@ pub struct Vars {
     pub sni: Option<String>,
     pub timeout: Option<String>,
     pub verbose: Option<String>,
+    pub helper: Option<String>,
     pub names: Option<String>,
     pub nested: bool,
+    pub accept_ports: Option<String>,
+    pub accept_client_cert: Option<String>,
 }
 
 impl Vars {
@@ -110,8 +128,11 @@ impl Vars {
             sni: get("AUTOSSL_SNI"),
             timeout: get("AUTOSSL_TIMEOUT"),
             verbose: get("AUTOSSL_VERBOSE"),
+            helper: get("AUTOSSL_HELPER"),
             names: get("AUTOSSL_NAMES"),
             nested: get("AUTOSSL_NESTED").is_some(),
+            accept_ports: get("AUTOSSL_ACCEPT_PORTS"),
+            accept_client_cert: get("AUTOSSL_ACCEPT_CLIENT_CERT"),
         }
     }
 }
@@ -126,6 +147,8 @@ pub struct Config {
     pub errno: Option<i32>,
     pub silent: bool,
     pub verbose: bool,
+    /// Hand connections to the pre-started helper (`AUTOSSL_HELPER` not `0`).
+    pub helper: bool,
     pub sni: Option<String>,
     pub timeout: Duration,
     /// `AUTOSSL_NAMES`: the server name of a destination.
@@ -136,6 +159,10 @@ pub struct Config {
     /// configuration, any port (any address) could have been meant.
     pub ports_unknown: bool,
     pub ips_unknown: bool,
+    /// `AUTOSSL_ACCEPT_PORTS`: the listening ports of the server side.
+    pub accept_ports: Ports,
+    /// `AUTOSSL_ACCEPT_CLIENT_CERT`: tlsd's `-Y` or `-y`, if any.
+    pub accept_client_cert: Option<&'static str>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -153,6 +180,10 @@ impl Config {
             }
         }
         let ports_unknown = !bad.is_empty();
+        let mut accept_ports = Ports::default();
+        if let (false, Some(s)) = (v.nested, &v.accept_ports) {
+            bad.extend(parse_ports("AUTOSSL_ACCEPT_PORTS", s, &mut accept_ports));
+        }
         let (ips, b) = match &v.ips {
             Some(s) => parse_ips("AUTOSSL_UPGRADE_IPS", s),
             None => (Vec::new(), Vec::new()),
@@ -199,6 +230,17 @@ impl Config {
             },
             _ => None,
         };
+        let accept_client_cert = match v.accept_client_cert.as_deref().map(str::trim) {
+            None | Some("" | "none" | "0") => None,
+            Some("optional") => Some("-Y"),
+            Some("required") => Some("-y"),
+            Some(s) => {
+                problems.push(format!(
+                    "AUTOSSL_ACCEPT_CLIENT_CERT: not none, optional or required: {s}"
+                ));
+                None
+            }
+        };
         let tls_cmd = v.tls_cmd.clone().filter(|c| !c.trim().is_empty());
         let mut c = Config {
             ports,
@@ -207,12 +249,15 @@ impl Config {
             errno,
             silent: v.silent,
             verbose: matches!(v.verbose.as_deref(), Some(x) if !x.is_empty() && x != "0"),
+            helper: v.helper.as_deref() != Some("0"),
             sni,
             timeout,
             names,
             broken: None,
             ports_unknown: ports_unknown && !v.nested,
             ips_unknown,
+            accept_ports,
+            accept_client_cert,
         };
         if !problems.is_empty() {
             let mut msg = problems.join("; ");
@@ -236,6 +281,12 @@ impl Config {
     /// Does any connection match at all?
     pub fn active(&self) -> bool {
         !self.ports.is_empty()
+    }
+
+    /// Is any accepted connection upgraded (a readable configuration with
+    /// `AUTOSSL_ACCEPT_PORTS`)?
+    pub fn accepting(&self) -> bool {
+        !self.accept_ports.is_empty() && self.broken.is_none()
     }
 
     /// Does a TCP connection to (address key, port) match the rules?
@@ -432,6 +483,30 @@ mod tests {
             ..Vars::default()
         });
         assert!(c.could_match(k("192.0.2.1"), 443) && !c.could_match(k("192.0.2.1"), 80));
+    }
+
+    #[test]
+    fn accept_side() {
+        let c = Config::parse(&Vars {
+            accept_ports: Some("6379, 11211".into()),
+            accept_client_cert: Some("required".into()),
+            ..Vars::default()
+        });
+        assert!(c.broken.is_none() && c.accepting() && !c.active());
+        assert!(c.accept_ports.contains(6379) && !c.accept_ports.contains(443));
+        assert_eq!(c.accept_client_cert, Some("-y"));
+        let c = Config::parse(&Vars {
+            accept_ports: Some("6379".into()),
+            accept_client_cert: Some("maybe".into()),
+            ..Vars::default()
+        });
+        assert!(c.broken.is_some() && !c.accepting());
+        let c = Config::parse(&Vars {
+            accept_ports: Some("6379".into()),
+            nested: true,
+            ..Vars::default()
+        });
+        assert!(!c.accepting());
     }
 
     #[test]

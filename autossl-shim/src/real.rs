@@ -89,6 +89,8 @@ pub struct Gaicb {
 
 reals! {
     connect(c_int, *const sockaddr, socklen_t) -> c_int;
+    accept(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+    accept4(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
     getpeername(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
     getsockname(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
     getsockopt(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int;

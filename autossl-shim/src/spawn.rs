@@ -365,7 +365,7 @@ static KEPT: AtomicUsize = AtomicUsize::new(0);
 static REAPING: AtomicI32 = AtomicI32::new(0);
 
 /// Does this process adopt orphans (PID 1 of its namespace, or a subreaper)?
-fn adopts_orphans() -> bool {
+pub fn adopts_orphans() -> bool {
     // SAFETY: getpid cannot fail.
     if unsafe { libc::getpid() } == 1 {
         return true;

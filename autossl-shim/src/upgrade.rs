@@ -24,7 +24,7 @@ use crate::fds::{
 use crate::names::Chosen;
 use crate::outcome::{await_blocking, await_description};
 use crate::say::{say, say_once};
-use crate::{names, pending, real, socks, spawn};
+use crate::{handoff, names, pending, real, socks, spawn};
 
 /// The helper's stderr: /dev/null, added to `fds` as its fd 2, when the caller must not see
 /// its messages (AUTOSSL_SILENT, or the connection is on fd 2 itself); else the caller's. The
@@ -48,6 +48,7 @@ fn cstr(s: &str) -> Result<CString, c_int> {
 
 static NO_TLSC: AtomicBool = AtomicBool::new(false);
 static SPAWN_FAILED: AtomicBool = AtomicBool::new(false);
+static NO_HANDOFF: AtomicBool = AtomicBool::new(false);
 
 /// One matching connect(): the caller's socket and destination as they were when it was
 /// called.
@@ -495,9 +496,28 @@ fn start_helper(
     first_closed: c_int,
     what: &str,
 ) -> Result<(), c_int> {
-    let p = spawn::Prepared::new(path, argv, spawn::helper_env(c.st.lib.as_deref()));
     let mut fds = fds.to_vec();
     let devnull = quiet_stderr(c.cfg(), c.fd, &mut fds);
+    if c.st.tlsc.as_ref() == Some(&path) {
+        // The pre-started helper takes it, with the caller's stderr as tlsc's own.
+        if !fds.iter().any(|f| f.1 == 2) {
+            fds.push((2, 2));
+        }
+        match handoff::hand(c.st, &argv[1..], &fds) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if c.cfg().verbose {
+                    say_once(
+                        &NO_HANDOFF,
+                        c.cfg().silent,
+                        &format!("the pre-started helper cannot be used (errno {e}): starting tlsc for each connection"),
+                    );
+                }
+                fds.retain(|f| *f != (2, 2));
+            }
+        }
+    }
+    let p = spawn::Prepared::new(path, argv, spawn::helper_env(c.st.lib.as_deref()));
     let r = spawn::spawn(&p, &fds, first_closed, true);
     drop(devnull);
     r.map_err(|e| {

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 pub struct Selfpipe {
     /// The read end, to poll: readable after a caught signal.
     pub rfd: RawFd,
-    wfd: RawFd,
+    /// The write end, which the handler writes to (for a forked child to close).
+    pub wfd: RawFd,
     caught: Vec<libc::c_int>,
 }
 
@@ -562,11 +563,7 @@ fn above_stdio(f: RawFd) -> std::io::Result<RawFd> {
     if f > 2 {
         return Ok(f);
     }
-    // SAFETY: fcntl duplicates an fd number the caller owns.
-    let g = unsafe { libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 3) };
-    if g < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let g = fd::dup_above(f, 3)?;
     fd::close(f);
     Ok(g)
 }

@@ -136,6 +136,36 @@ pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::dup2(from, to) }).map(|_| ())
 }
 
+/// A close-on-exec copy of `fd` on the lowest number from `min` up (F_DUPFD_CLOEXEC).
+pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
+    // SAFETY: fcntl duplicates a caller-given fd number; a bad fd is an error.
+    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// Write all of `buf` at `offset` of `fd` (pwrite(2)), retrying on EINTR; the file
+/// offset is not moved.
+pub fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: pwrite reads `buf[done..]`, in bounds, for its length.
+        let n = unsafe { libc::pwrite(fd, buf[done..].as_ptr().cast(), buf.len() - done, at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// A pipe with both ends close-on-exec: (read end, write end).
 pub fn pipe() -> io::Result<(RawFd, RawFd)> {
     let mut p = [0; 2];

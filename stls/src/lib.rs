@@ -107,6 +107,7 @@ pub mod env;
 pub mod exit;
 mod explain;
 pub mod fd;
+pub mod handoff;
 pub mod help;
 pub mod http_host;
 pub mod log;

@@ -36,10 +36,12 @@ impl Groups {
     /// autossl-shim's helper: a connect still in progress, filler to discard (tlsc only).
     pub const SHIM: Groups = Groups(128);
     /// prog gets the session in its environment after the handshake (no option of its own).
-    pub const NOT_DELAYED: Groups = Groups(256);
+    pub const NOT_DELAYED: Groups = Groups(512);
     /// prog starts at once and may ask for TLS on SSLCTLFD (UCSPI-TLS; no option of its
     /// own: `tlsserver -n` or a delayed wrapper).
-    pub const DELAYED: Groups = Groups(512);
+    pub const DELAYED: Groups = Groups(1024);
+    /// autossl-shim's server side: no prog, clear text on a given fd (tlsd only).
+    pub const SHIM_SERVER: Groups = Groups(256);
 
     /// Both sets of groups.
     pub const fn with(self, other: Groups) -> Groups {
@@ -92,6 +94,11 @@ enum Id {
     CheckHost,
     HostFromRequest,
     LogFd,
+    Serve,
+    ServeIdle,
+    // autossl-shim's server side
+    ClearFd,
+    SessionAt,
     // a server that listens
     MaxConn,
     MaxConnPerIp,
@@ -198,6 +205,7 @@ const LISTEN: Groups = Groups::LISTEN;
 const CONNECT: Groups = Groups::CONNECT;
 const PROXY: Groups = Groups::PROXY;
 const SHIM: Groups = Groups::SHIM;
+const SHIM_SERVER: Groups = Groups::SHIM_SERVER;
 
 /// Every option of every program. Short letters may mean different things in different
 /// groups (`-k`, `-y`, `-Y`), as in s6-networking; a program never takes two groups that
@@ -262,6 +270,14 @@ pub static OPTIONS: &[Opt] = &[
         "no -k: the host an HTTP/1.x request in the first clear input names, if one of NAMES (a,b), is the name"),
     opt(SHIM, None, "log-fd", Some("FD"), Id::LogFd,
         "with --detach: messages after the connection is ready go to FD until the first request is judged"),
+    opt(SHIM, None, "serve", Some("PATH"), Id::Serve,
+        "autossl-shim's helper: serve the connections handed over the Unix socket PATH"),
+    opt(SHIM, None, "serve-idle", Some("DUR"), Id::ServeIdle,
+        "with --serve: end after DUR with no connection (0: never)").default_value("60s"),
+    opt(SHIM_SERVER, None, "clear-fd", Some("FD"), Id::ClearFd,
+        "no prog: after the handshake, clear text on the socket FD (autossl-shim's server side)"),
+    opt(SHIM_SERVER, None, "session-at", Some("FD:OFFSET"), Id::SessionAt,
+        "after the handshake, write the session description at OFFSET in FD, its length last (autossl-shim)"),
     opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
         "at most N connections at once; at the limit, end the one longest in its handshake, else wait")
         .default_value("40"),
@@ -365,6 +381,15 @@ pub struct Options {
     /// `--log-fd=FD`: where messages go after the connection is ready, until the first
     /// request is judged.
     pub log_fd: Option<i32>,
+    /// `--serve=PATH`: the pre-started helper's socket.
+    pub serve: Option<std::path::PathBuf>,
+    /// `--serve-idle=DUR`: how long the helper waits for a connection; `None`: for ever.
+    pub serve_idle: Option<Duration>,
+    /// Server `--clear-fd=FD`: no prog; clear text on the socket FD.
+    pub clear_fd: Option<i32>,
+    /// Server `--session-at=FD:OFFSET`: where the session description is written (a
+    /// 4-byte length at OFFSET, written last, then the wire form).
+    pub session_at: Option<(i32, u64)>,
     /// Server `-c`: the most connections at once.
     pub maxconn: u32,
     /// Server `-C`: the most connections at once from one address; `None` is the
@@ -420,6 +445,10 @@ impl Options {
             check_host: false,
             host_from_request: None,
             log_fd: None,
+            serve: None,
+            serve_idle: None,
+            clear_fd: None,
+            session_at: None,
             maxconn: 1,
             maxconn_per_ip: None,
             backlog: None,
@@ -571,6 +600,15 @@ fn apply(opts: &mut Options, o: &Opt, val: Option<&str>) -> Result<(), String> {
             opts.host_from_request = Some(names)
         }
         Id::LogFd => opts.log_fd = Some(parse_fd(v(), "log fd")?),
+        Id::Serve => opts.serve = Some(std::path::PathBuf::from(val.unwrap_or_default())),
+        Id::ServeIdle => opts.serve_idle = parse_duration(v())?,
+        Id::ClearFd => opts.clear_fd = Some(parse_fd(v(), "clear fd")?),
+        Id::SessionAt => {
+            let bad = || format!("invalid session-at: {} (give FD:OFFSET)", v());
+            let (f, off) = v().split_once(':').ok_or_else(bad)?;
+            let off: u64 = off.parse().map_err(|_| bad())?;
+            opts.session_at = Some((parse_fd(f, "session-at fd")?, off))
+        }
         Id::MaxConn => opts.maxconn = parse_count(v(), "maxconn")?,
         Id::MaxConnPerIp => {
             // 0 turns the per-address limit off (clients behind one NAT); unset is the default.

@@ -40,9 +40,19 @@ pub fn trim_heap() {
     // SAFETY: malloc_trim and mallopt only adjust glibc's allocator; no pointer is passed
     // and every live allocation stays valid.
     unsafe {
-        libc::malloc_trim(0);
+        if TRIM.load(std::sync::atomic::Ordering::Relaxed) {
+            libc::malloc_trim(0);
+        }
         libc::mallopt(libc::M_MMAP_THRESHOLD, crate::engine::BUF as libc::c_int);
     }
+}
+
+static TRIM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// In a process forked from one that built the context (tlsc's helper): the heap is
+/// mostly the parent's, shared until written; trimming it would only write to it.
+pub fn keep_heap() {
+    TRIM.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Which side of a [`fork`] this process is.
@@ -181,12 +191,57 @@ impl std::io::Write for Memory {
 /// wants SNI or a client certificate) has still fetched most of them; nothing is reported,
 /// and the caller clears what the context's callbacks may have kept of it.
 pub fn warm_up(ctx: &openssl::ssl::SslContextRef) {
-    use openssl::ssl::{HandshakeError, MidHandshakeSslStream, Ssl, SslContext, SslMethod};
+    use openssl::ssl::{SslContext, SslMethod};
     let Ok(mut b) = SslContext::builder(SslMethod::tls_client()) else {
         return;
     };
     b.set_verify(openssl::ssl::SslVerifyMode::NONE);
     let client_ctx = b.build();
+    handshake_in_memory(&client_ctx, ctx);
+}
+
+/// [`warm_up`] for a client context, in a helper that forks a process per connection
+/// (`tlsc --serve`): against a server with a key and certificate made for it (which the
+/// client's verification refuses, after most of the handshake has fetched what it needs).
+pub fn warm_up_client(ctx: &openssl::ssl::SslContextRef) {
+    let Some(server) = throwaway_server() else {
+        return;
+    };
+    handshake_in_memory(ctx, &server);
+}
+
+/// A server context with a P-256 key and a self-signed certificate, in memory.
+fn throwaway_server() -> Option<openssl::ssl::SslContext> {
+    use openssl::{ec, hash, pkey, ssl, x509};
+    let group = ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).ok()?;
+    let key = pkey::PKey::from_ec_key(ec::EcKey::generate(&group).ok()?).ok()?;
+    let mut name = x509::X509NameBuilder::new().ok()?;
+    name.append_entry_by_text("CN", "warm-up.invalid").ok()?;
+    let name = name.build();
+    let mut c = x509::X509Builder::new().ok()?;
+    c.set_version(2).ok()?;
+    c.set_subject_name(&name).ok()?;
+    c.set_issuer_name(&name).ok()?;
+    c.set_pubkey(&key).ok()?;
+    c.set_not_before(openssl::asn1::Asn1Time::days_from_now(0).ok()?.as_ref())
+        .ok()?;
+    c.set_not_after(openssl::asn1::Asn1Time::days_from_now(1).ok()?.as_ref())
+        .ok()?;
+    c.sign(&key, hash::MessageDigest::sha256()).ok()?;
+    let cert = c.build();
+    let mut b = ssl::SslContext::builder(ssl::SslMethod::tls_server()).ok()?;
+    b.set_private_key(&key).ok()?;
+    b.set_certificate(&cert).ok()?;
+    Some(b.build())
+}
+
+/// One handshake between a client and a server context, in memory; its outcome does not
+/// matter (see [`warm_up`]).
+fn handshake_in_memory(
+    client_ctx: &openssl::ssl::SslContextRef,
+    ctx: &openssl::ssl::SslContextRef,
+) {
+    use openssl::ssl::{HandshakeError, MidHandshakeSslStream, Ssl};
     let (a, z) = (Default::default(), std::rc::Rc::default());
     let c = Memory {
         rx: std::rc::Rc::clone(&z),
@@ -201,7 +256,7 @@ pub fn warm_up(ctx: &openssl::ssl::SslContextRef) {
             Err(_) => None,
         }
     };
-    let (Ok(cs), Ok(ss)) = (Ssl::new(&client_ctx), Ssl::new(ctx)) else {
+    let (Ok(cs), Ok(ss)) = (Ssl::new(client_ctx), Ssl::new(ctx)) else {
         return;
     };
     let Some(mut client) = step(cs.connect(c)) else {

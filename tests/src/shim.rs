@@ -514,12 +514,18 @@ pub fn namespaced(cmd: &[&str], vars: &[(String, String)]) -> Command {
 
 /// The shim's variables for upgrading `ports`, trusting the test CA.
 pub fn shim_vars(ports: &str) -> Vec<(String, String)> {
-    vec![
+    let mut v: Vec<(String, String)> = vec![
         ("LD_PRELOAD".into(), library().display().to_string()),
         ("AUTOSSL_UPGRADE_PORTS".into(), ports.into()),
         ("AUTOSSL_VERBOSE".into(), "1".into()),
         ("CAFILE".into(), pki().ca.display().to_string()),
-    ]
+    ];
+    // `make test` runs the shim's tests a second time with AUTOSSL_HELPER=0: every
+    // client then gets a tlsc of its own per connection.
+    if let Ok(h) = std::env::var("AUTOSSL_HELPER") {
+        v.push(("AUTOSSL_HELPER".into(), h));
+    }
+    v
 }
 
 /// Run a client under the shim in the namespace (bounded), with `input` on stdin.
@@ -552,11 +558,35 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
+        // The pre-started helper (`tlsc --serve`) stays until it idles out, by design;
+        // the processes it forks per connection are what must end with them.
+        if is_pre_started_helper(pid) {
+            continue;
+        }
         if env.split(|&b| b == 0).any(|x| x == marker.as_bytes()) && proc::alive(pid) {
             v.push(pid);
         }
     }
     v
+}
+
+/// The pre-started helper itself (`tlsc --serve`, the leader of its own session), not one
+/// of the connections it forked.
+pub fn is_pre_started_helper(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline
+        .split(|&b| b == 0)
+        .any(|a| a.starts_with(b"--serve="))
+    {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: state, ppid, pgrp, session.
+    let session = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+        .and_then(|s| s.parse::<u32>().ok());
+    session == Some(pid)
 }
 
 /// Waits (up to 60 s) until no process with `marker` in its environment remains; else fails

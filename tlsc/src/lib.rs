@@ -749,6 +749,78 @@ pub fn serve_delayed(
     })
 }
 
+/// Steps 3 to 8 of tlsc's story, once the context is built: the name, the network fds
+/// (awaiting a pending connect), the session. The helper that autossl-shim starts once
+/// runs this for each connection it is handed.
+pub fn connected(
+    log: Log,
+    opts: &Options,
+    form: &Form,
+    env: &Env,
+    ctx: &SslContext,
+) -> Result<i32, Error> {
+    if opts.host_from_request.is_some() && *form == Form::Prog {
+        return Err(Error::usage(
+            "--host-from-request reads the first request on fd 0: the io form only",
+        ));
+    }
+    let peer = match opts.host_from_request {
+        None => Some(peer_name(opts, form, env)?),
+        Some(_) => None,
+    };
+    let (rfd, wfd) = network(opts, form)?;
+    if opts.pending_connect {
+        await_connect(rfd, opts.deadline())?;
+    }
+    let net = Network {
+        rfd,
+        wfd,
+        prog: *form == Form::Prog,
+    };
+    if let Some(peer) = &peer {
+        return session(log, opts, env, ctx, peer, net);
+    }
+    let names = opts.host_from_request.as_deref().unwrap_or_default();
+    let (peer, first) = name_from_request(opts, names, rfd)?;
+    // The filler is gone and -d was written: the session does neither again.
+    let mut rest = opts.clone();
+    rest.discard = 0;
+    rest.notification_fd = None;
+    rest.log_fd = None;
+    session_sending(log, &rest, env, ctx, &peer, net, &first)
+}
+
+/// `-k`, else the address connected to, else TCPREMOTEIP.
+fn peer_name(opts: &Options, form: &Form, env: &Env) -> Result<Peer, Error> {
+    let name = match form {
+        Form::Connect(sa) => Some(sa.ip().to_string()),
+        _ => env.tcpremoteip.clone(),
+    };
+    Peer::named(opts, name)
+}
+
+/// The network's read and write fds: connected now, or the ones the form names.
+fn network(opts: &Options, form: &Form) -> Result<(RawFd, RawFd), Error> {
+    if let Form::Connect(sa) = form {
+        return connect(*sa, opts.handshake_timeout);
+    }
+    network_fds(opts).ok_or_else(|| no_network_fds(opts))
+}
+
+/// The fds the options name for the network, if both can carry it.
+pub fn network_fds(opts: &Options) -> Option<(RawFd, RawFd)> {
+    let (r, w) = (opts.read_fd, opts.write_fd);
+    (fd::is_network(r) && fd::is_network(w)).then_some((r, w))
+}
+
+pub fn no_network_fds(opts: &Options) -> Error {
+    let (r, w) = (opts.read_fd, opts.write_fd);
+    Error::new(
+        exit::SYSTEM,
+        format!("the network must be on fd {r} and fd {w}, and they are closed or /dev/null"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_ip;

@@ -17,14 +17,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::os::unix::io::RawFd;
 use stls::cli;
 use stls::env::Env;
-use stls::exit::{self, Error};
+use stls::exit::Error;
 use stls::log::{self, Log};
 use stls::options::Options;
-use stls::{fd, process};
-use tlsc::{form_of, Form, Network, Peer};
+use stls::process;
+use tlsc::{form_of, Form};
+
+mod serve;
 
 fn main() {
     log::exit_with(tlsc::TLSC.name, tlsc())
@@ -41,47 +42,19 @@ fn tlsc() -> Result<i32, Error> {
     let Some(opts) = cli::parse_args(&tlsc::TLSC)? else {
         return Ok(0);
     };
+    if opts.serve.is_some() {
+        return serve::serve(&tlsc::TLSC, &opts);
+    }
     let form = form_of(&opts)?;
     // Operands that look like a mistyped ADDR PORT, with no network on fd 6/7: say what is
     // wrong with them rather than that the fds are missing.
-    if form == Form::Prog && network_fds(&opts).is_none() {
+    if form == Form::Prog && tlsc::network_fds(&opts).is_none() {
         return Err(match tlsc::connect_form_problem(&opts.operands) {
             Some(why) if !opts.dashdash => Error::usage(why),
-            _ => no_network_fds(&opts),
+            _ => tlsc::no_network_fds(&opts),
         });
     }
     tlsc::with_notification(&opts, || session(&opts, form))
-}
-
-/// `-k`, else the address connected to, else TCPREMOTEIP.
-fn peer_name(opts: &Options, form: &Form, env: &Env) -> Result<Peer, Error> {
-    let name = match form {
-        Form::Connect(sa) => Some(sa.ip().to_string()),
-        _ => env.tcpremoteip.clone(),
-    };
-    Peer::named(opts, name)
-}
-
-/// The network's read and write fds: connected now, or the ones the form names.
-fn network(opts: &Options, form: &Form) -> Result<(RawFd, RawFd), Error> {
-    if let Form::Connect(sa) = form {
-        return tlsc::connect(*sa, opts.handshake_timeout);
-    }
-    network_fds(opts).ok_or_else(|| no_network_fds(opts))
-}
-
-/// The fds the options name for the network, if both can carry it.
-fn network_fds(opts: &Options) -> Option<(RawFd, RawFd)> {
-    let (r, w) = (opts.read_fd, opts.write_fd);
-    (fd::is_network(r) && fd::is_network(w)).then_some((r, w))
-}
-
-fn no_network_fds(opts: &Options) -> Error {
-    let (r, w) = (opts.read_fd, opts.write_fd);
-    Error::new(
-        exit::SYSTEM,
-        format!("the network must be on fd {r} and fd {w}, and they are closed or /dev/null"),
-    )
 }
 
 fn session(opts: &Options, form: Form) -> Result<i32, Error> {
@@ -95,33 +68,5 @@ fn session(opts: &Options, form: Form) -> Result<i32, Error> {
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let ctx = tlsc::client_context(opts, &env)?;
-    if opts.host_from_request.is_some() && form == Form::Prog {
-        return Err(Error::usage(
-            "--host-from-request reads the first request on fd 0: the io form only",
-        ));
-    }
-    let peer = match opts.host_from_request {
-        None => Some(peer_name(opts, &form, &env)?),
-        Some(_) => None,
-    };
-    let (rfd, wfd) = network(opts, &form)?;
-    if opts.pending_connect {
-        tlsc::await_connect(rfd, opts.deadline())?;
-    }
-    let net = Network {
-        rfd,
-        wfd,
-        prog: form == Form::Prog,
-    };
-    if let Some(peer) = &peer {
-        return tlsc::session(log, opts, &env, &ctx, peer, net);
-    }
-    let names = opts.host_from_request.as_deref().unwrap_or_default();
-    let (peer, first) = tlsc::name_from_request(opts, names, rfd)?;
-    // The filler is gone and -d was written: the session does neither again.
-    let mut rest = opts.clone();
-    rest.discard = 0;
-    rest.notification_fd = None;
-    rest.log_fd = None;
-    tlsc::session_sending(log, &rest, &env, &ctx, &peer, net, &first)
+    tlsc::connected(log, opts, &form, &env, &ctx)
 }

@@ -12,6 +12,9 @@
 //! Delayed TLS (UCSPI-TLS) takes other steps: [`proxy_header_first`] (`-L`: the header is
 //! the first thing on the connection, before prog's clear text), [`launch_delayed`] (prog
 //! running at once), then [`serve_delayed`] (prog's command, the handshake, the relay).
+//!
+//! autossl-shim's server side takes one step, [`serve_clear_fd`]: no prog, the handshake,
+//! then the relay with the daemon's socket.
 
 #![forbid(unsafe_code)]
 
@@ -33,8 +36,10 @@ pub const TLSD: Command = Command {
     groups: Groups::COMMON
         .with(Groups::SERVER)
         .with(Groups::PROXY)
+        .with(Groups::SHIM_SERVER)
         .with(Groups::NOT_DELAYED),
     usage: "usage: tlsd [options] [--] prog...\n\
+            \x20      tlsd [options] --clear-fd=FD   (autossl-shim: clear text on the socket FD)\n\
             TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n",
 };
 
@@ -294,4 +299,78 @@ pub fn serve_delayed(
             relay(opts, log, done, launcher, selfpipe)
         }
     })
+}
+
+/// autossl-shim's server side (`--clear-fd=FD`): no prog. The handshake on fd 0/1 (the
+/// connection a daemon accepted), the session's description written where
+/// `--session-at` says, then the engine relays between fd 0/1 and the socket `clear`
+/// (the other end is the daemon's). A failed handshake closes everything: the daemon
+/// sees a client that left.
+pub fn serve_clear_fd(
+    opts: &Options,
+    env: &Env,
+    log: Log,
+    server: Result<Server, Error>,
+    clear: std::os::unix::io::RawFd,
+) -> Result<i32, Error> {
+    // One connection of a daemon that goes on: its failures are warnings.
+    log::one_connection_of_many(opts.verbosity);
+    stls::child::ignore_sigpipe();
+    let server = server?;
+    // The engine closes its clear input and output separately: two descriptors.
+    let clear_out =
+        fd::dup_above(clear, 3).map_err(|e| Error::sys("unable to duplicate the clear fd", e))?;
+    let run = || {
+        env::drop_privileges(env.uid, env.gid)?;
+        stls::nonblocking(&[0, 1, clear, clear_out])?;
+        stls::net::nodelay(1);
+        let mut tls = Tls::new(&server.ctx, 0, 1)?;
+        tls.ssl_mut().set_accept_state();
+        tls.handshake(opts.deadline())?;
+        Ok(tls)
+    };
+    let mut tls = run().map_err(|e| server.handshake_error(e))?;
+    process::trim_heap();
+    let desc = session::describe(tls.ssl(), None);
+    log.info(&shim_session_line(&desc));
+    if let Some((to, offset)) = opts.session_at {
+        if let Err(e) = write_session_at(to, offset, &desc.encode()) {
+            log.warn(&format!("unable to record the session description: {e}"));
+        }
+        fd::close(to);
+    }
+    let fds = Fds {
+        clear_in: clear,
+        clear_out,
+        cipher_in: 0,
+        cipher_out: 1,
+        selfpipe: -1,
+    };
+    let out = stls::run(&mut tls, fds, None, &opts.engine_config());
+    Ok(log::conclude(&log, out))
+}
+
+/// The verbosity-2 line of `--clear-fd`: the usual one, with the client certificate a
+/// daemon behind autossl-shim cannot read from its environment.
+fn shim_session_line(desc: &session::Description) -> String {
+    let mut s = log::session_line(desc, 0);
+    for (k, name) in [
+        ("SSL_PEER_CERT_SUBJECT", "subject"),
+        ("SSL_PEER_CERT_HASH", "hash"),
+    ] {
+        if let Some(v) = desc.get(k) {
+            s.push_str(&format!(" {name}={}", v.to_string_lossy()));
+        }
+    }
+    s
+}
+
+/// `--session-at`: the wire form at `offset + 4` of `to`, then its length (4 bytes,
+/// little-endian) at `offset`, last: a reader that sees the length sees the bytes.
+fn write_session_at(to: i32, offset: u64, wire: &[u8]) -> std::io::Result<()> {
+    if wire.len() > session::MAX_NOTIFICATION {
+        return Err(std::io::Error::other("description too long"));
+    }
+    fd::pwrite_all(to, wire, offset + 4)?;
+    fd::pwrite_all(to, &(wire.len() as u32).to_le_bytes(), offset)
 }

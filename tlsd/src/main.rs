@@ -11,6 +11,9 @@
 //!    with -L (the client's address for prog), then the handshake;
 //! 5. the heap trimmed, prog started with the session's description;
 //! 6. the engine relays; the exit code is prog's unless the engine failed.
+//!
+//! With `--clear-fd=FD` (autossl-shim's server side) there is no prog: steps 2 and 5 are
+//! skipped and the engine relays with the socket FD.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +34,12 @@ fn tlsd() -> Result<i32, Error> {
         return Ok(0);
     };
     let log = Log::new(&tlsd::TLSD, &opts);
+    if let Some(clear) = opts.clear_fd {
+        return clear_fd_form(&opts, log, clear);
+    }
+    if opts.session_at.is_some() {
+        return Err(Error::usage("--session-at goes with --clear-fd"));
+    }
     if opts.operands.is_empty() {
         return Err(Error::usage(
             "no program to run (usage: tlsd [options] [--] prog...)",
@@ -53,4 +62,31 @@ fn tlsd() -> Result<i32, Error> {
     let launched = tlsd::launch(tlsd::TLSD.name, &opts.operands, &Credentials::default())?;
     let server = context::server(&tlsd::settings(&opts, log), &env);
     tlsd::serve(&opts, &env, log, server, launched)
+}
+
+/// `--clear-fd=FD`: the network on fd 0/1, clear text on FD, no prog.
+fn clear_fd_form(opts: &stls::options::Options, log: Log, clear: i32) -> Result<i32, Error> {
+    if !opts.operands.is_empty() {
+        return Err(Error::usage("--clear-fd runs no prog: give no operand"));
+    }
+    if opts.proxy_protocol {
+        return Err(Error::usage("-L does not go with --clear-fd"));
+    }
+    if clear < 3 || !fd::is_socket(clear) {
+        return Err(Error::usage(format!(
+            "--clear-fd={clear}: not a socket above fd 2"
+        )));
+    }
+    if let Some((to, _)) = opts.session_at {
+        if to < 3 || to == clear || !fd::is_open(to) {
+            return Err(Error::usage(format!(
+                "--session-at: fd {to} is not open above fd 2"
+            )));
+        }
+    }
+    tlsd::check_network()?;
+    let env = Env::from_process()?;
+    process::init_openssl(env.openssl_conf);
+    let server = context::server(&tlsd::settings(opts, log), &env);
+    tlsd::serve_clear_fd(opts, &env, log, server, clear)
 }
