@@ -34,7 +34,7 @@ static TLSD: OnceLock<Option<CString>> = OnceLock::new();
 /// tlsd beside the library, else on PATH (found once).
 fn tlsd(st: &State) -> Option<&'static CStr> {
     TLSD.get_or_init(|| {
-        if let Some(lib) = &st.lib {
+        if let Some(lib) = st.lib() {
             let b = lib.to_bytes();
             if let Some(i) = b.iter().rposition(|&c| c == b'/') {
                 let mut p = b[..=i].to_vec();
@@ -144,7 +144,7 @@ fn upgrade(st: &State, fd: c_int) -> Result<(), c_int> {
     } else {
         Fd(-1)
     };
-    let p = spawn::Prepared::new(tlsd.to_owned(), argv, spawn::helper_env(st.lib.as_deref()));
+    let p = spawn::Prepared::new(tlsd.to_owned(), argv, spawn::helper_env(st.lib()));
     if let Err(e) = spawn::spawn(&p, &fds, 5, true) {
         say_once(
             &SPAWN_FAILED,

@@ -321,10 +321,32 @@ impl Config {
 pub struct State {
     /// The configuration from the environment.
     pub cfg: Config,
-    /// Our own file (from dladdr), to take it out of the helper's LD_PRELOAD.
-    pub lib: Option<CString>,
-    /// tlsc beside the library, else on PATH.
-    pub tlsc: Option<CString>,
+    /// Our own file, found at first use: dladdr searches our symbol table, which would
+    /// cost every process that loads the library, upgrading or not.
+    lib: OnceLock<Option<CString>>,
+    /// tlsc beside the library, else on PATH, found at first use.
+    tlsc: OnceLock<Option<CString>>,
+}
+
+impl State {
+    /// Our own file, to take it out of a helper's LD_PRELOAD and to find tlsc and tlsd
+    /// beside it.
+    pub fn lib(&self) -> Option<&CStr> {
+        self.lib.get_or_init(own_path).as_deref()
+    }
+
+    /// The tlsc of the native mode (None in the command mode, or when there is none).
+    pub fn tlsc(&self) -> Option<&CStr> {
+        self.tlsc
+            .get_or_init(|| {
+                if self.cfg.active() && self.cfg.tls_cmd.is_none() {
+                    find_tlsc(self.lib())
+                } else {
+                    None
+                }
+            })
+            .as_deref()
+    }
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -347,16 +369,27 @@ pub fn load() -> State {
             message(&format!("bad configuration: {why}; {then}"));
         }
     }
-    let lib = own_path();
-    let tlsc = if cfg.active() && cfg.tls_cmd.is_none() {
-        find_tlsc(lib.as_deref())
-    } else {
-        None
-    };
-    State { cfg, lib, tlsc }
+    State {
+        cfg,
+        lib: OnceLock::new(),
+        tlsc: OnceLock::new(),
+    }
 }
 
-/// The configuration (parsed on first use; the constructor makes that first use).
+/// Whether the environment asks for any upgrade at all (a list of ports set, outside a
+/// helper): looked up without allocating, for the constructor.
+pub fn wanted() -> bool {
+    let set = |k: &CStr| {
+        // SAFETY: getenv on a NUL-terminated name; the result is only compared with null.
+        !unsafe { libc::getenv(k.as_ptr()) }.is_null()
+    };
+    !set(c"AUTOSSL_NESTED")
+        && (set(c"AUTOSSL_UPGRADE_PORTS")
+            || set(c"AUTOSSL_UPGRADE_PORT")
+            || set(c"AUTOSSL_ACCEPT_PORTS"))
+}
+
+/// The configuration, parsed at the first intercepted call.
 pub fn state() -> &'static State {
     STATE.get_or_init(load)
 }

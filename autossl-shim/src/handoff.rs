@@ -167,14 +167,17 @@ fn send(sock: &Fd, args: &[CString], fds: &[(c_int, c_int)]) -> Result<(), c_int
 /// `tlsc --serve=PATH`, detached (its own session; in a host that adopts orphans, kept
 /// for ever: see the module's documentation).
 fn start(st: &State, path: &CStr) -> Result<(), c_int> {
-    let tlsc = st.tlsc.as_ref().ok_or(libc::ENOENT)?;
+    let tlsc = st.tlsc().ok_or(libc::ENOENT)?;
     let mut arg = b"--serve=".to_vec();
     arg.extend_from_slice(path.to_bytes());
-    let mut argv = vec![tlsc.clone(), CString::new(arg).map_err(|_| libc::EINVAL)?];
+    let mut argv = vec![
+        tlsc.to_owned(),
+        CString::new(arg).map_err(|_| libc::EINVAL)?,
+    ];
     if spawn::adopts_orphans() {
         argv.push(c"--serve-idle=0".to_owned());
     }
-    let p = spawn::Prepared::new(tlsc.clone(), argv, spawn::helper_env(st.lib.as_deref()));
+    let p = spawn::Prepared::new(tlsc.to_owned(), argv, spawn::helper_env(st.lib()));
     // SAFETY: open on a constant NUL-terminated path.
     let null = Fd(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) });
     if null.0 < 0 {
@@ -192,7 +195,7 @@ fn socket_path(st: &State) -> Option<&'static CStr> {
             return None;
         }
         let dir = private_dir()?;
-        let key = config_key(st.tlsc.as_deref()?);
+        let key = config_key(st.tlsc()?);
         let mut p = dir.into_bytes();
         p.extend_from_slice(format!("/helper-{key:016x}.sock").as_bytes());
         CString::new(p).ok()

@@ -62,13 +62,17 @@ pub fn guarded<T>(body: impl FnOnce() -> Option<T>) -> Option<T> {
 // Constructor
 
 extern "C" fn init() {
+    // A process whose environment asks for nothing pays for nothing: no allocation (a
+    // process's first malloc costs glibc a search of its symbol table), no symbol lookup,
+    // no parsing; the configuration is read at the first intercepted call.
+    if !config::wanted() {
+        return;
+    }
     let _ = catch_unwind(|| {
         let _g = enter();
         real::init();
-        if config::state().cfg.active() {
-            // Before any fork: a child that resolves must fill its parent's table.
-            names::init();
-        }
+        // Before any fork: a child that resolves must fill its parent's table.
+        names::init();
     });
 }
 

@@ -10,24 +10,48 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-/// Our own object's base address, to refuse a lookup that found ourselves.
+/// Whether `addr` lies in this library (a lookup that found ourselves is refused).
+/// dladdr would say, but it searches the symbol table of the object it finds (libc's is
+/// large) for every lookup: the loaded segments alone answer here.
 fn ours(addr: usize) -> bool {
-    let mut a: libc::Dl_info = zeroed_info();
-    let mut b: libc::Dl_info = zeroed_info();
-    // SAFETY: dladdr only reads the loader's tables and writes the Dl_info it is given.
-    if unsafe { libc::dladdr(addr as *const c_void, &mut a) } == 0 {
-        return false;
-    }
-    // SAFETY: as above, for an address inside this library.
-    if unsafe { libc::dladdr(ours as *const c_void, &mut b) } == 0 {
-        return false;
-    }
-    a.dli_fbase == b.dli_fbase
+    let found = object_of(addr);
+    found.is_some() && found == object_of(ours as *const () as usize)
 }
 
-fn zeroed_info() -> libc::Dl_info {
-    // SAFETY: Dl_info is plain data (pointers and integers): all zeros is a valid value.
-    unsafe { std::mem::zeroed() }
+/// The load address of the object whose loaded segments hold `addr`.
+fn object_of(addr: usize) -> Option<usize> {
+    struct Find {
+        addr: usize,
+        base: Option<usize>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info, whose dlpi_phdr array has
+        // dlpi_phnum entries; `data` is the Find given below.
+        unsafe {
+            let f = &mut *(data as *mut Find);
+            let i = &*info;
+            for k in 0..usize::from(i.dlpi_phnum) {
+                let ph = &*i.dlpi_phdr.add(k);
+                if ph.p_type != libc::PT_LOAD {
+                    continue;
+                }
+                let start = i.dlpi_addr as usize + ph.p_vaddr as usize;
+                if f.addr >= start && f.addr < start + ph.p_memsz as usize {
+                    f.base = Some(i.dlpi_addr as usize);
+                    return 1;
+                }
+            }
+        }
+        0
+    }
+    let mut f = Find { addr, base: None };
+    // SAFETY: dl_iterate_phdr calls `each` with the loader's objects and our Find.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut f as *mut Find as *mut c_void) };
+    f.base
 }
 
 /// The address of `name` (NUL-terminated) in the objects after this one, cached in

@@ -170,7 +170,7 @@ fn command_mode(c: &Call, cmd: &str) -> Result<(), c_int> {
 
 /// tlsc on a TCP connection made here: connect() returns once the handshake is done.
 fn native_mode(c: &Call) -> Result<(), c_int> {
-    let Some(tlsc) = &c.st.tlsc else {
+    let Some(tlsc) = c.st.tlsc() else {
         say_once(
             &NO_TLSC,
             c.cfg().silent,
@@ -498,7 +498,7 @@ fn start_helper(
 ) -> Result<(), c_int> {
     let mut fds = fds.to_vec();
     let devnull = quiet_stderr(c.cfg(), c.fd, &mut fds);
-    if c.st.tlsc.as_ref() == Some(&path) {
+    if c.st.tlsc() == Some(path.as_c_str()) {
         // The pre-started helper takes it, with the caller's stderr as tlsc's own.
         if !fds.iter().any(|f| f.1 == 2) {
             fds.push((2, 2));
@@ -517,7 +517,7 @@ fn start_helper(
             }
         }
     }
-    let p = spawn::Prepared::new(path, argv, spawn::helper_env(c.st.lib.as_deref()));
+    let p = spawn::Prepared::new(path, argv, spawn::helper_env(c.st.lib()));
     let r = spawn::spawn(&p, &fds, first_closed, true);
     drop(devnull);
     r.map_err(|e| {

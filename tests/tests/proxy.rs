@@ -694,6 +694,10 @@ fn tlsserver_maxconn_per_ip_counts_the_balancer() {
     let dst = SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
     let first = connect_from("127.0.0.2".parse().expect("ip"), dst);
     let mut first = client::handshake(first, &ClientOpts::default()).expect("first");
+    // A round trip: the server has read the client's last flight, so the first session is
+    // established on its side too (one still in its handshake may be ended to make room).
+    first.write_all(b"ping\n").expect("ping");
+    assert_eq!(first.read_exact(5).ok().as_deref(), Some(&b"ping\n"[..]));
     let second = connect_from("127.0.0.3".parse().expect("ip"), dst);
     assert!(
         client::handshake(second, &ClientOpts::default()).is_err(),
