@@ -29,19 +29,35 @@ endif
 endif
 
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
-RELEASE := $(TARGET_DIR)/release
+# The vendored build (OpenSSL 4.0 from the openssl-src crate, linked statically) goes
+# to its own target directory: the same source, another OpenSSL. VENDORED=1 makes
+# `make install` install it.
+VENDORED_RELEASE := $(TARGET_DIR)/vendored/release
+RELEASE := $(if $(VENDORED),$(VENDORED_RELEASE),$(TARGET_DIR)/release)
 
 MAN1 := man/tlsd.1 man/tlsc.1 man/tlsserver.1 man/tlsclient.1 man/ucspitlsd.1 man/ucspitlsc.1
 MAN7 := man/stls.7
 MAN8 := man/autossl-shim.8
 MANS := $(MAN1) $(MAN7) $(MAN8)
 
-.PHONY: all build test certs demo install uninstall lint bench clean
+.PHONY: all build build-vendored test test-vendored test-vendored-run certs demo install uninstall lint bench clean
 
 all: build
 
 build:
 	$(CARGO) build --release --workspace
+
+# OpenSSL 4.0.4 compiled from openssl-src 400.0.3 by vendor/openssl (its own cargo
+# workspace, so that `make build` never compiles OpenSSL; cargo compiles it once per
+# target directory, about 2.5 minutes here), then the whole workspace linked against it
+# statically, into $(VENDORED_RELEASE).
+build-vendored:
+	set -e; vars=$$(CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) run --release -q \
+	    --manifest-path vendor/openssl/Cargo.toml); \
+	  lib=$$(printf '%s\n' "$$vars" | sed -n 's/^OPENSSL_LIB_DIR=//p'); \
+	  inc=$$(printf '%s\n' "$$vars" | sed -n 's/^OPENSSL_INCLUDE_DIR=//p'); \
+	  OPENSSL_STATIC=1 OPENSSL_LIB_DIR=$$lib OPENSSL_INCLUDE_DIR=$$inc \
+	  CARGO_TARGET_DIR=$(TARGET_DIR)/vendored $(CARGO) build --release --workspace
 
 # The README's test command. The peers first (installed as root on Debian, else named);
 # then the build and every test, and the shim's tests again without its pre-started
@@ -54,7 +70,21 @@ test:
 	$(CARGO) build --release --workspace && STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release --workspace \
 	  && AUTOSSL_HELPER=0 STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release -p stls-tests \
 	    --test shim --test shim_soak --test shim_helper --test shim_clients; \
-	  status=$$?; tests/skipped $(SKIP_LOG); exit $$status
+	  status=$$?; $(MAKE) --no-print-directory test-vendored-run || status=1; \
+	  tests/skipped $(SKIP_LOG); exit $$status
+
+# The same tests on the vendored build, for what the library changes: the handshake and
+# the hybrid group with real peers and a browser (pq), tlsd and tlsc (SNI among them), the
+# policy and its scans, tickets, the shim. The test programs are the default build's; the
+# binaries under test are STLS_BIN_DIR's.
+VENDORED_TESTS := --test pq --test tlsd --test tlsc --test policy --test tickets --test shim
+test-vendored:
+	rm -f $(SKIP_LOG)
+	$(MAKE) --no-print-directory test-vendored-run; status=$$?; tests/skipped $(SKIP_LOG); exit $$status
+
+test-vendored-run: build-vendored
+	STLS_BIN_DIR=$(abspath $(VENDORED_RELEASE)) STLS_SKIP_LOG=$(SKIP_LOG) \
+	  $(CARGO) test --release -p stls-tests $(VENDORED_TESTS)
 
 demo:
 	bash demo/run.sh
@@ -67,7 +97,7 @@ certs:
 # Stripped (-s): the symbols make each binary about 11 MB and are not needed to run.
 # The shim looks for tlsc and tlsd beside itself first: symbolic links in
 # $(SHIMDIR) point at the installed ones.
-install: build
+install: $(if $(VENDORED),build-vendored,build)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHIMDIR) \
 	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
 	$(INSTALL) -s -m 755 $(RELEASE)/tlsd $(RELEASE)/tlsc $(RELEASE)/tlsserver \
@@ -102,11 +132,13 @@ lint:
 # The benchmarks (bench/RESULTS.md, bench/ratios.svg): root, for the cgroups that count
 # each server's CPU; peers from Debian: ucspi-tcp stunnel4 socat hitch openssl valgrind.
 # The default build, and beside it the opt-in position-dependent one (STLS_NO_PIE=1,
-# see stls/bin-build.rs) as the column tlsd:no-pie.
+# see stls/bin-build.rs) as the column tlsd:no-pie and the vendored build (OpenSSL 4.0)
+# as the column tlsd:vendored.
 NOPIE_DIR := $(TARGET_DIR)/no-pie
-bench: build
+bench: build build-vendored
 	STLS_NO_PIE=1 CARGO_TARGET_DIR=$(NOPIE_DIR) $(CARGO) build --release -p tlsd
-	bench/run --variant no-pie=$(NOPIE_DIR)/release
+	bench/run --bin $(TARGET_DIR)/release --variant no-pie=$(NOPIE_DIR)/release \
+	  --variant vendored=$(VENDORED_RELEASE)
 
 clean:
 	$(CARGO) clean

@@ -368,7 +368,12 @@ fn read_outcome(s: &Slot, fd: c_int) -> Read {
                 let get = |k| d.get(k).map(|v| v.to_string_lossy()).unwrap_or_default();
                 say(
                     info,
-                    &format!("{line}: {} {}", get("SSL_PROTOCOL"), get("SSL_CIPHER")),
+                    &format!(
+                        "{line}: {} {} {}",
+                        get("SSL_PROTOCOL"),
+                        get("SSL_CIPHER"),
+                        get("SSL_GROUP")
+                    ),
                 );
             }
             Read::Connected

@@ -476,9 +476,10 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     swap(c, app, &local[..local_len])?;
     let get = |k| desc.get(k).map(|v| v.to_string_lossy()).unwrap_or_default();
     c.verbose(&format!(
-        " name {name}: {} {}",
+        " name {name}: {} {} {}",
         get("SSL_PROTOCOL"),
-        get("SSL_CIPHER")
+        get("SSL_CIPHER"),
+        get("SSL_GROUP")
     ));
     Ok(())
 }

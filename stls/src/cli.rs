@@ -14,7 +14,10 @@ pub fn parse_args(cmd: &Command) -> Result<Option<Options>, Error> {
         return Ok(None);
     }
     if opts.version {
-        println!("{} {}", cmd.name, env!("CARGO_PKG_VERSION"));
+        print!(
+            "{}",
+            crate::groups::version_text(cmd.name, env!("CARGO_PKG_VERSION"))
+        );
         return Ok(None);
     }
     Ok(Some(opts))

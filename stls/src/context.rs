@@ -25,6 +25,11 @@ pub struct ServerSettings {
     pub sni_level: u8,
     /// Keep a TCP EOF without close_notify an error (`-J`) instead of a clean EOF.
     pub enforce_close_notify: bool,
+    /// Read every `CERTFILE:name` pair when the context is built (a server that builds it
+    /// once and checks the pairs at start and at each reload: tlsserver), instead of only
+    /// the pair the client's name selects, when it arrives (a program per connection: its
+    /// start-up then does not grow with the number of names).
+    pub sni_preload: bool,
 }
 
 /// What a client context is built from, besides the environment.
@@ -258,17 +263,26 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
     }
     let sni_error = Arc::new(Mutex::new(None));
     if opts.sni_level > 0 {
-        // Read every named pair now (before the privilege drop), parse only the chosen one.
-        let mut named: Vec<(String, Material)> = Vec::new();
+        // The pairs' files are read now when asked to, or when the engine drops its
+        // privileges before the handshake (a key only root can read must be read first);
+        // otherwise only the chosen pair's, when the client's name arrives. Either way only
+        // the chosen pair is parsed.
+        let preload = opts.sni_preload || crate::env::will_drop_privileges(env.uid, env.gid);
+        let mut named: Vec<(String, Named)> = Vec::new();
         for (name, c, k) in &env.pairs {
-            named.push((name.clone(), Material::load(c, k)?));
+            let n = if preload {
+                Named::Read(Material::load(c, k)?)
+            } else {
+                Named::Files(c.clone(), k.clone())
+            };
+            named.push((name.clone(), n));
         }
         let mandatory = opts.sni_level == 2;
         let slot = sni_error.clone();
         b.set_servername_callback(move |ssl, _alert| {
             let sent = ssl.servername(NameType::HOST_NAME).map(str::to_string);
             let chosen = sent.as_deref().and_then(|n| match_sni(&named, n));
-            let Some(m) = chosen else {
+            let Some(chosen) = chosen else {
                 if !mandatory {
                     return Ok(());
                 }
@@ -281,7 +295,9 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
                 }
                 return Err(SniError::ALERT_FATAL);
             };
-            let applied = m.parse().and_then(|p| {
+            // A pair that cannot be read or parsed fails this connection (96, the file
+            // named), not the ones that ask for another name.
+            let applied = chosen.material().and_then(|m| m.parse()).and_then(|p| {
                 let e =
                     |_| Error::config(format!("unable to use the certificate: {}", ssl_reason()));
                 ssl.set_certificate(&p.leaf).map_err(e)?;
@@ -305,6 +321,22 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
         ctx: b.build(),
         sni_error,
     })
+}
+
+/// A `CERTFILE:name` pair: its files' contents, or their paths, read when the name comes.
+enum Named {
+    Read(Material),
+    Files(std::ffi::OsString, std::ffi::OsString),
+}
+
+impl Named {
+    fn material(&self) -> Result<std::borrow::Cow<'_, Material>, Error> {
+        use std::borrow::Cow;
+        match self {
+            Named::Read(m) => Ok(Cow::Borrowed(m)),
+            Named::Files(c, k) => Material::load(c, k).map(Cow::Owned),
+        }
+    }
 }
 
 extern "C" {

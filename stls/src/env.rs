@@ -263,11 +263,14 @@ impl Env {
                 }
             }
         }
+        // Matched through a map: hundreds of pairs are read at every connection of tlsd,
+        // and a scan of the keys for each certificate grew with their square.
+        let by_name: std::collections::HashMap<&str, &OsString> =
+            keys.iter().map(|(n, k)| (n.as_str(), k)).collect();
         for (name, cert) in certs {
-            let key = keys
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, k)| k.clone())
+            let key = by_name
+                .get(name.as_str())
+                .map(|k| (*k).clone())
                 .ok_or_else(|| {
                     Error::usage(format!("CERTFILE:{name} is set but KEYFILE:{name} is not"))
                 })?;
@@ -276,10 +279,9 @@ impl Env {
             }
             env.pairs.push((name, cert, key));
         }
-        if let Some((n, _)) = keys
-            .iter()
-            .find(|(n, _)| !env.pairs.iter().any(|p| p.0 == *n))
-        {
+        let named: std::collections::HashSet<&str> =
+            env.pairs.iter().map(|p| p.0.as_str()).collect();
+        if let Some((n, _)) = keys.iter().find(|(n, _)| !named.contains(n.as_str())) {
             return Err(Error::usage(format!(
                 "KEYFILE:{n} is set but CERTFILE:{n} is not"
             )));
@@ -302,6 +304,12 @@ fn parse_id(name: &str, v: &OsStr) -> Result<u32, Error> {
     v.to_str()
         .and_then(|s| s.parse::<u32>().ok())
         .ok_or_else(|| Error::usage(format!("{name} must be a number: {}", v.to_string_lossy())))
+}
+
+/// Whether [`drop_privileges`] will drop anything: `TLS_UID` or `TLS_GID` set, as root.
+pub fn will_drop_privileges(uid: Option<libc::uid_t>, gid: Option<libc::gid_t>) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    (uid.is_some() || gid.is_some()) && unsafe { libc::geteuid() } == 0
 }
 
 /// Drop to `TLS_UID`/`TLS_GID` (supplementary groups too) when running as root.

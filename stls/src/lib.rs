@@ -17,7 +17,8 @@
 //! privilege drop), [`options`] (the option table behind parsing and `--help`), [`cli`]
 //! (messages, the child's environment, the exit code of a relay), [`session`] (the `SSL_*`
 //! description), [`exit`] (the exit codes), [`fd`], [`process`], [`policy`] (versions,
-//! ciphers, groups, host-name checks), [`ocsp`] (stapling, CRLs, must-staple) and
+//! ciphers, groups, host-name checks), [`groups`] (the default groups and the negotiated
+//! one, from the linked OpenSSL), [`ocsp`] (stapling, CRLs, must-staple) and
 //! [`proxy`] (the PROXY protocol's header, behind a load balancer), [`tickets`] (session
 //! tickets shared through a key file). None of
 //! them knows a program: the name used in messages is passed in.
@@ -107,6 +108,7 @@ pub mod env;
 pub mod exit;
 mod explain;
 pub mod fd;
+pub mod groups;
 pub mod handoff;
 pub mod help;
 pub mod http_host;

@@ -136,7 +136,7 @@ pub fn conclude(log: &Log, out: Outcome) -> i32 {
     }
 }
 
-/// The one line a connection logs at verbosity 2: protocol, cipher, SNI, a resumed
+/// The one line a connection logs at verbosity 2: protocol, cipher, group, SNI, a resumed
 /// session, peer (a PROXY protocol header's client, else TCPREMOTEIP, else the socket `net`
 /// itself: inetd and systemd set no variable).
 pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String {
@@ -146,6 +146,9 @@ pub fn session_line(desc: &Description, net: std::os::unix::io::RawFd) -> String
         get("SSL_PROTOCOL").unwrap_or_default(),
         get("SSL_CIPHER").unwrap_or_default()
     );
+    if let Some(g) = get("SSL_GROUP") {
+        s.push_str(&format!(" group={g}"));
+    }
     if let Some(n) = get("SSL_TLS_SNI_SERVERNAME") {
         s.push_str(&format!(" sni={n}"));
     }

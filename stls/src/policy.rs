@@ -5,7 +5,8 @@
 //! The default is hardened: TLS 1.2 and 1.3; in TLS 1.2 only ECDHE with AEAD ciphers
 //! (AES-GCM, ChaCha20-Poly1305), so no static-RSA key exchange and no CBC; the groups
 //! X25519, P-256 and P-384 only, since a finite-field handshake (ffdhe8192) costs several
-//! times an X25519 one and a per-connection server must not hand out that lever. Four
+//! times an X25519 one and a per-connection server must not hand out that lever, with the
+//! hybrid X25519MLKEM768 first where the library has it ([`groups`](crate::groups)). Four
 //! variables change it: `TLS_CIPHERS`, `TLS_CIPHERSUITES`, `TLS_GROUPS`, `TLS_MIN_VERSION`.
 //! Everything is set on the context, once, before the handshake: nothing here runs per
 //! record or adds work to the handshake beyond what OpenSSL does with the lists.
@@ -26,8 +27,11 @@ ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
 pub const DEFAULT_CIPHERSUITES: &str =
     "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
 
-/// The default groups: no finite-field group, whose handshake is a CPU lever.
-pub const DEFAULT_GROUPS: &str = "X25519:P-256:P-384";
+/// The default groups without the hybrid post-quantum group (the system build's OpenSSL
+/// 3.0): no finite-field group, whose handshake is a CPU lever. The list in use is
+/// [`groups::default_groups`](crate::groups::default_groups), which puts X25519MLKEM768
+/// first where the library has it.
+pub const DEFAULT_GROUPS: &str = crate::groups::DEFAULT_GROUPS_CLASSIC;
 
 /// The TLS 1.3 cipher suites OpenSSL knows (RFC 8446). OpenSSL itself skips an unknown
 /// name in a suite list silently, so the names are checked here to reject a typo.
@@ -161,14 +165,18 @@ fn set_ciphers_checked(b: &mut SslContextBuilder, list: &str) -> Result<(), Erro
     })
 }
 
-/// Set a user's group list, naming the first group OpenSSL does not know.
+/// Set a user's group list, naming the first group OpenSSL does not know (a
+/// post-quantum one on a library without ML-KEM: the message names the build that has
+/// it). OpenSSL 3.5's syntax is taken as is: `/` between tuples, `*` for a key share, `?`
+/// for a group that may be missing (not checked, as OpenSSL skips it).
 fn set_groups_checked(b: &mut SslContextBuilder, list: &str) -> Result<(), Error> {
-    for item in list.split(':') {
+    for item in list.split([':', '/']).map(str::trim) {
+        if item.starts_with('?') && crate::groups::hybrid_available() {
+            continue;
+        }
         if item.is_empty() || b.set_groups_list(item).is_err() {
             let _ = openssl::error::ErrorStack::get();
-            return Err(Error::config(format!(
-                "TLS_GROUPS: unknown or unavailable group: {item:?}"
-            )));
+            return Err(Error::config(crate::groups::unknown_group_message(item)));
         }
     }
     b.set_groups_list(list)
@@ -196,7 +204,7 @@ fn apply_common(b: &mut SslContextBuilder, p: &Policy) -> Result<(), Error> {
     match &p.groups {
         Some(list) => set_groups_checked(b, list)?,
         None if !p.openssl_conf => b
-            .set_groups_list(DEFAULT_GROUPS)
+            .set_groups_list(crate::groups::default_groups())
             .map_err(|_| internal("the default groups"))?,
         None => {}
     }
@@ -311,6 +319,15 @@ mod tests {
         let (c, m) = code_and_msg(server(&[("TLS_GROUPS", "X25519:ffdhe1234")]));
         assert_eq!(c, 96);
         assert!(m.contains("ffdhe1234"), "{m}");
+        // A post-quantum group on a library without ML-KEM names the build that has it.
+        if !crate::groups::hybrid_available() {
+            let (c, m) = code_and_msg(server(&[("TLS_GROUPS", "X25519MLKEM768")]));
+            assert_eq!(c, 96);
+            assert!(
+                m.contains("X25519MLKEM768") && m.contains("vendored"),
+                "{m}"
+            );
+        }
         let bad = OsString::from(OsStr::from_bytes(b"\xff"));
         let r = Policy::from_vars([(OsString::from("TLS_GROUPS"), bad)]);
         assert_eq!(code_and_msg(r).0, 96);

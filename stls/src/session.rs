@@ -18,6 +18,9 @@ pub fn describe(ssl: &SslRef, sni: Option<&str>) -> Description {
         "SSL_CIPHER",
         ssl.current_cipher().map(|c| c.name().to_string()),
     );
+    // The key exchange's group: X25519MLKEM768 says the session is safe from a later
+    // quantum computer, X25519 that it is not.
+    d.set("SSL_GROUP", crate::groups::negotiated(ssl));
     let sni = match sni {
         Some(s) => Some(s.to_string()),
         None => ssl.servername(NameType::HOST_NAME).map(str::to_string),

@@ -102,6 +102,7 @@ pub static VARIABLES: &[Var] = &[
     read("GIDLIST", LISTEN, "with -U: prog's supplementary groups"),
     given("SSL_PROTOCOL", NOT_DELAYED, "the TLS version of the session"),
     given("SSL_CIPHER", NOT_DELAYED, "the cipher suite"),
+    given("SSL_GROUP", NOT_DELAYED, "the key exchange's group (X25519MLKEM768: post-quantum)"),
     given("SSL_TLS_SNI_SERVERNAME", NOT_DELAYED, "the server name (SNI)"),
     given("SSL_PEER_CERT_HASH", NOT_DELAYED, "SHA256: and the peer certificate's digest"),
     given("SSL_PEER_CERT_SUBJECT", NOT_DELAYED, "the peer certificate's subject"),

@@ -27,16 +27,48 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// `<target>/release/<name>`; panics with the build command when it is missing.
+/// The variable naming the directory of the toolkit's binaries under test; unset, they
+/// are `<target>/release`. `make test-vendored` points it at the vendored build
+/// (`<target>/vendored/release`), so that the same tests run on either build.
+pub const BIN_DIR: &str = "STLS_BIN_DIR";
+
+/// The directory of the binaries under test: `$STLS_BIN_DIR`, else `<target>/release`.
+pub fn bin_dir() -> PathBuf {
+    match env::var_os(BIN_DIR) {
+        Some(d) if !d.is_empty() => {
+            let p = PathBuf::from(d);
+            if p.is_absolute() {
+                p
+            } else {
+                workspace().join(p)
+            }
+        }
+        _ => target_dir().join("release"),
+    }
+}
+
+/// `<bin_dir>/<name>`; panics with the build command when it is missing.
 pub fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join("release").join(name);
+    let p = bin_dir().join(name);
     if !p.is_file() {
-        panic!(
-            "{} not found: run `cargo build --release --workspace` first",
-            p.display()
-        );
+        let how = if env::var_os(BIN_DIR).is_some_and(|d| !d.is_empty()) {
+            "build it first (STLS_BIN_DIR names it; `make build-vendored` for the vendored build)"
+        } else {
+            "run `cargo build --release --workspace` first"
+        };
+        panic!("{} not found: {how}", p.display());
     }
     p
+}
+
+/// Are the binaries under test the vendored build's (OpenSSL 3.5 or later, with
+/// X25519MLKEM768)? Asked of tlsd itself: its `--version` says.
+pub fn hybrid_build() -> bool {
+    let out = std::process::Command::new(tlsd()).arg("--version").output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).contains("X25519MLKEM768: yes"),
+        Err(e) => panic!("{}: {e}", tlsd().display()),
+    }
 }
 
 pub fn tlsd() -> PathBuf {

@@ -33,6 +33,16 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 pub fn library() -> PathBuf {
     let r = BUILT.get_or_init(|| {
         let _l = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // Another build under test (STLS_BIN_DIR, the vendored one): built by make, with
+        // tlsc beside the library, which is where the library looks first.
+        if std::env::var_os(bins::BIN_DIR).is_some_and(|d| !d.is_empty()) {
+            let lib = bins::bin_dir().join("libautossl.so");
+            return if lib.is_file() {
+                Ok(lib)
+            } else {
+                Err(format!("{} missing: make build-vendored", lib.display()))
+            };
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
             .args([

@@ -628,10 +628,50 @@ fn sni_missing_pair_file_is_96() {
     let s = l.next_session(WAIT);
     assert_eq!(s.code(), 96, "{}", s.stderr_str());
     assert!(
-        one_fatal_line(&s.stderr_str(), "tlsd"),
-        "{}",
+        one_fatal_line(&s.stderr_str(), "tlsd")
+            && s.stderr_str().contains(&missing.display().to_string()),
+        "the file is named: {}",
         s.stderr_str()
     );
+    // Only the pair a client names is read, when it names it: a broken pair fails the
+    // connections that ask for it, not the others.
+    for name in [None, Some("other.test")] {
+        assert_eq!(served_cn(l.addr, name).unwrap(), "localhost", "{name:?}");
+        assert_clean(&l.next_session(WAIT), "another name");
+    }
+}
+
+/// 300 pairs, all but one naming files that do not exist: only the pair the client names
+/// is read, so a.test and the default are served, and only a client naming a broken pair
+/// fails (96).
+#[test]
+fn sni_reads_only_the_named_pair_of_300() {
+    let dir = scratch("sni-300");
+    let p = pki();
+    let missing = dir.join("nope.pem");
+    let mut spawn = Spawn::tlsd(
+        &sh_args(&["-k", "1"], "echo ok"),
+        &[
+            ("CERTFILE", p.ec.cert.as_path()),
+            ("KEYFILE", p.ec.key.as_path()),
+            ("CERTFILE:a.test", p.a.cert.as_path()),
+            ("KEYFILE:a.test", p.a.key.as_path()),
+        ],
+    );
+    for i in 0..299 {
+        spawn = spawn
+            .env(&format!("CERTFILE:n{i}.test"), &missing)
+            .env(&format!("KEYFILE:n{i}.test"), &missing);
+    }
+    let l = TinyListener::start(spawn);
+    assert_eq!(served_cn(l.addr, Some("a.test")).unwrap(), "a.test");
+    assert_clean(&l.next_session(WAIT), "300 pairs, a.test");
+    let t = talk(l.addr, &ClientOpts::default(), b"").unwrap();
+    assert_eq!(t.text(), "ok\n");
+    assert_clean(&l.next_session(WAIT), "300 pairs, the default");
+    let _ = served_cn(l.addr, Some("n7.test"));
+    let s = l.next_session(WAIT);
+    assert_eq!(s.code(), 96, "{}", s.stderr_str());
 }
 
 // ------------------------------------------------------------------ client certificates

@@ -93,6 +93,8 @@ pub fn settings(opts: &Options, log: Log) -> ServerSettings {
         client_cert: opts.client_cert,
         sni_level: opts.sni_level,
         enforce_close_notify: opts.enforce_close_notify,
+        // tlsd and ucspitlsd serve one connection: only the pair its client names.
+        sni_preload: false,
     }
 }
 

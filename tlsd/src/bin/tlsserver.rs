@@ -73,7 +73,12 @@ fn tlsserver() -> Result<i32, Error> {
     child::find_program(&prog[0])?;
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
-    let settings = tlsd::settings(&opts, log);
+    // Every pair read at start and at each reload (the context is built once): a missing
+    // file is reported then, not at the first client that names it.
+    let settings = ServerSettings {
+        sni_preload: true,
+        ..tlsd::settings(&opts, log)
+    };
     let mut certs = Certs::load(&settings, &env)?;
     process::warm_up(&certs.server.ctx);
     // Nothing of that handshake may show in a connection's error report.
