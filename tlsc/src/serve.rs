@@ -22,9 +22,9 @@ use std::os::unix::io::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use stls::child::Selfpipe;
-use stls::cli::{self, Log};
 use stls::env::Env;
 use stls::exit::{self, Error};
+use stls::log::{self, Log};
 use stls::options::{self, Command, Options};
 use stls::{fd, handoff, process};
 use tlsc::Form;
@@ -267,7 +267,7 @@ fn run(
 }
 
 fn report(e: Error) -> i32 {
-    let (word, shown) = cli::failure_word();
+    let (word, shown) = log::failure_word();
     if shown {
         let _ = fd::write_all(2, format!("tlsc: {word}: {}\n", e.msg).as_bytes());
     }
