@@ -12,6 +12,22 @@ CARGO ?= cargo
 INSTALL ?= install
 MANDOC ?= mandoc
 
+# OpenSSL linked statically: tlsd and tlsc start once per connection, and loading the
+# shared libssl/libcrypto (symbol lookup, relocations) was a large part of a handshake's
+# CPU (bench/RESULTS.md). It is the system's own libssl.a/libcrypto.a (Debian's
+# libssl-dev), with its security updates on rebuild, found where pkg-config says the
+# library is, so any architecture's directory works. `make OPENSSL_STATIC=0 ...` links it
+# dynamically, as a plain `cargo build` does.
+OPENSSL_STATIC ?= 1
+export OPENSSL_STATIC
+ifneq ($(OPENSSL_STATIC),0)
+OPENSSL_LIB_DIR ?= $(shell pkg-config --variable=libdir openssl 2>/dev/null)
+OPENSSL_INCLUDE_DIR ?= $(shell pkg-config --variable=includedir openssl 2>/dev/null)
+ifneq ($(OPENSSL_LIB_DIR),)
+export OPENSSL_LIB_DIR OPENSSL_INCLUDE_DIR
+endif
+endif
+
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 # The vendored build (OpenSSL 4.0 from the openssl-src crate, linked statically) goes
 # to its own target directory: the same source, another OpenSSL. VENDORED=1 makes

@@ -8,7 +8,7 @@
 // changes nothing.
 //
 // The binaries are position-independent executables by default: the executable's own
-// address, OpenSSL's code included (it is linked statically, see .cargo/config.toml), is
+// address, OpenSSL's code included (linked statically by `make`, see the Makefile), is
 // randomized at every start, and tlsd starts once per connection.
 // STLS_NO_PIE=1 links them position-dependent instead: no relative relocations to apply
 // and no data pages dirtied by them at each start, which bench/RESULTS.md measures

@@ -11,9 +11,10 @@
 //!   store, client certificate, policy or build is another helper.
 //! - Who: the helper's uid is checked (`SO_PEERCRED`) before anything is sent; the helper
 //!   checks ours before it reads.
-//! - Failure: before the message is sent nothing of the connection is touched, and the
-//!   caller starts tlsc itself (as with `AUTOSSL_HELPER=0`); once it is sent, the helper
-//!   owns the connection, and its failure is the connection's.
+//! - Failure: until the helper answers that a process of its own has the connection,
+//!   the caller keeps its descriptors, and when the helper ends without that answer (it
+//!   was ending itself), the caller starts tlsc with them (as with `AUTOSSL_HELPER=0`);
+//!   once answered, the helper owns the connection, and its failure is the connection's.
 //! - A host that adopts orphans (PID 1, a subreaper) starts a helper that never idles out:
 //!   its keeper (see `spawn`) then never ends, and leaves no zombie behind.
 
@@ -59,7 +60,47 @@ pub fn hand(st: &State, args: &[CString], fds: &[(c_int, c_int)]) -> Result<(), 
             }
         }
     };
-    send(&sock, args, fds)
+    send(&sock, args, fds)?;
+    acknowledged(&sock)
+}
+
+/// The helper's word that a process of its own has the connection: a byte. Its end
+/// without a word (it was ending) means nothing of the connection was taken: the caller
+/// starts tlsc itself with the same descriptors. No word within the bound (a helper
+/// stopped, not ended) counts as taken: starting a second tlsc on the socket could be
+/// worse than a connection that times out.
+fn acknowledged(sock: &Fd) -> Result<(), c_int> {
+    let mut p = libc::pollfd {
+        fd: sock.0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        // SAFETY: one pollfd, ours.
+        let r = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as c_int) };
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            return Ok(());
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: read writes at most one byte into `b`.
+        let n = unsafe { libc::read(sock.0, b.as_mut_ptr() as *mut libc::c_void, 1) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return if n == 1 && b[0] == b'k' {
+            Ok(())
+        } else {
+            Err(libc::ECONNRESET)
+        };
+    }
 }
 
 /// A connection to the helper at `path`, whose uid is ours.

@@ -411,7 +411,9 @@ fn failed_tls(info: &Info, msg: Option<&str>) -> Read {
     if let Some(line) = &info.verbose {
         say(info, &format!("{line}: TLS failed"));
     }
-    if let Some(a) = &info.advice {
+    // Not for a certificate that is not trusted at all (tlsc names CAFILE then): that is
+    // no matter of names.
+    if let (Some(a), false) = (&info.advice, msg.is_some_and(|m| m.contains("CAFILE"))) {
         say(info, a);
     }
     let e = if info.started.elapsed() + Duration::from_millis(50) >= info.timeout {

@@ -478,7 +478,10 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
         Ok(d) => d,
         Err(e) => {
             c.verbose(&format!(" name {name}: TLS failed"));
-            if let (Some(cands), true) = (&chosen.unknown, c.fd != 2) {
+            // The name is advised on only when the name can be what failed: a certificate
+            // not trusted at all (tlsc names CAFILE then) is no matter of names.
+            let trust = String::from_utf8_lossy(&said).contains("CAFILE");
+            if let (Some(cands), true) = (&chosen.unknown, c.fd != 2 && !trust) {
                 say(cfg.silent, &names::unknown_name_advice(c.t, cands));
             }
             return Err(e);

@@ -15,27 +15,92 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-/// SIGCHLD delivered as a byte on a non-blocking pipe; SIGPIPE ignored.
-/// Must exist before any child is forked.
+/// Signals delivered as bytes on a non-blocking pipe, to poll with the rest: each caught
+/// signal writes its number. SIGPIPE is ignored. Must exist before any child is forked.
+/// One per process at a time: the handler writes to the pipe installed last.
 pub struct Selfpipe {
-    /// The read end, to poll: readable after a SIGCHLD.
+    /// The read end, to poll: readable after a caught signal.
     pub rfd: RawFd,
     /// The write end, which the handler writes to (for a forked child to close).
     pub wfd: RawFd,
+    caught: Vec<libc::c_int>,
+}
+
+/// The write end of the installed selfpipe, for the handler.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let b = [sig as u8];
+    // SAFETY: write and errno's location are async-signal-safe; errno is restored so that
+    // the interrupted code sees its own. A full pipe loses the byte, not the signal: one
+    // byte waiting is enough to wake the poll.
+    unsafe {
+        let saved = *libc::__errno_location();
+        libc::write(SIGNAL_FD.load(Ordering::Relaxed), b.as_ptr().cast(), 1);
+        *libc::__errno_location() = saved;
+    }
 }
 
 impl Selfpipe {
     /// Create the pipe and route SIGCHLD to it; ignore SIGPIPE.
     pub fn install() -> Result<Selfpipe, Error> {
-        let (r, w) = fd::pipe().map_err(|e| Error::sys("unable to create the selfpipe", e))?;
-        for f in [r, w] {
+        Selfpipe::catching(&[libc::SIGCHLD])
+    }
+
+    /// Create the pipe and route `signals` to it; ignore SIGPIPE.
+    pub fn catching(signals: &[libc::c_int]) -> Result<Selfpipe, Error> {
+        let (rfd, wfd) = fd::pipe().map_err(|e| Error::sys("unable to create the selfpipe", e))?;
+        for f in [rfd, wfd] {
             fd::set_nonblock(f, true).map_err(|e| Error::sys("unable to set O_NONBLOCK", e))?;
         }
-        signal_hook::low_level::pipe::register_raw(libc::SIGCHLD, w)
-            .map_err(|e| Error::sys("unable to catch SIGCHLD", e))?;
+        SIGNAL_FD.store(wfd, Ordering::Relaxed);
         ignore_sigpipe();
-        Ok(Selfpipe { rfd: r, wfd: w })
+        for &sig in signals {
+            // SAFETY: `sa` is a zeroed sigaction filled in here; the handler only writes a
+            // byte to a pipe and restores errno.
+            let r = unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as *const () as usize;
+                sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut())
+            };
+            if r < 0 {
+                return Err(Error::sys(
+                    "unable to catch signals",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(Selfpipe {
+            rfd,
+            wfd,
+            caught: signals.to_vec(),
+        })
+    }
+
+    /// The signals received since the last call.
+    pub fn drain(&self) -> Vec<libc::c_int> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = fd::read(self.rfd, &mut buf) {
+            out.extend(buf[..n].iter().map(|&b| libc::c_int::from(b)));
+        }
+        out
+    }
+
+    /// In a forked process that goes its own way (a server's connection): the caught
+    /// signals' default dispositions back, the pipe closed.
+    pub fn forget(&self) {
+        for &sig in &self.caught {
+            // SAFETY: restoring a signal's default disposition installs no handler code.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        SIGNAL_FD.store(-1, Ordering::Relaxed);
+        fd::close(self.rfd);
+        fd::close(self.wfd);
     }
 }
 
@@ -43,6 +108,20 @@ impl Selfpipe {
 pub fn ignore_sigpipe() {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// The app's environment edits: the session's, then (unless `keep`, the programs' `-Z`)
+/// every variable of this environment that the variables' table strips
+/// ([`crate::variables::is_secret`]) unset.
+pub fn app_description(keep: bool, mut desc: Description) -> Description {
+    if !keep {
+        for (k, _) in std::env::vars_os() {
+            if crate::variables::is_secret(&k) {
+                desc.unset(&k);
+            }
+        }
+    }
+    desc
 }
 
 /// The largest session description the launcher accepts (a `-d` description is at most
@@ -134,7 +213,7 @@ struct SharedLaunch {
     prep: Prepared,
     pipes: ChildPipes,
     close_in_child: Vec<RawFd>,
-    _stack: crate::process::Pages,
+    _stack: crate::pages::Pages,
 }
 
 /// What a deferred start needs: the exec prepared, the app's ends of its pipes and where
@@ -209,7 +288,7 @@ impl Prepared {
             .collect();
         let envp = Vec::with_capacity(environ.len() + MAX_NEW_VARS + 1);
         let edit_keys = Vec::with_capacity(environ.len() + MAX_NEW_VARS);
-        let (word, _) = crate::cli::failure_word();
+        let (word, _) = crate::log::failure_word();
         let exec_failed = format!(
             "{name}: {word}: unable to exec {}: ",
             first.to_string_lossy()
@@ -330,7 +409,7 @@ impl Launcher {
             },
             // The parent's ends too: the description's EOF must reach the launcher.
             close_in_child: [close_in_child, &[in_w, out_r, n_w]].concat(),
-            _stack: crate::process::Pages::new(SPAWN_STACK),
+            _stack: crate::pages::Pages::new(SPAWN_STACK),
         }));
         let top = (launch._stack.as_mut_ptr() as usize + SPAWN_STACK) & !15;
         // SAFETY: `all` and `old` are locals that sigfillset and pthread_sigmask fill in.
@@ -493,7 +572,7 @@ impl Launcher {
             let kv = e.as_bytes();
             let k = &kv[..kv.iter().position(|&b| b == b'=').unwrap_or(kv.len())];
             let ours = fds.iter().any(|(n, _)| n.as_bytes() == k);
-            let secret = strip && crate::env::is_secret(OsStr::from_bytes(k));
+            let secret = strip && crate::variables::is_secret(OsStr::from_bytes(k));
             !ours && !secret
         });
         for (n, f) in fds {
@@ -579,11 +658,7 @@ fn above_stdio(f: RawFd) -> std::io::Result<RawFd> {
     if f > 2 {
         return Ok(f);
     }
-    // SAFETY: fcntl duplicates an fd number the caller owns.
-    let g = unsafe { libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 3) };
-    if g < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let g = fd::dup_above(f, 3)?;
     fd::close(f);
     Ok(g)
 }
@@ -688,7 +763,7 @@ extern "C" fn shared_launcher(arg: *mut libc::c_void) -> libc::c_int {
 /// before its dispositions are reset. The child's pid.
 fn spawn_shared(d: &Deferred) -> Result<libc::pid_t, Error> {
     // Fresh pages: the child faults in only the few it uses.
-    let mut stack = crate::process::Pages::new(SPAWN_STACK);
+    let mut stack = crate::pages::Pages::new(SPAWN_STACK);
     // The stack grows down from its end, 16-byte aligned as the ABI wants.
     let top = (stack.as_mut_ptr() as usize + SPAWN_STACK) & !15;
     // SAFETY: `all` and `old` are locals that sigfillset and pthread_sigmask fill in.
@@ -734,9 +809,7 @@ extern "C" fn shared_child(arg: *mut libc::c_void) -> libc::c_int {
 /// line on fd 2 and the exit code of a program that cannot run.
 fn exec(prep: &Prepared) -> ! {
     if let Err(errno) = apply_credentials(&prep.creds) {
-        let _ = fd::write_all(2, &prep.creds_failed);
-        let _ = fd::write_all(2, errno_text(errno).as_bytes());
-        let _ = fd::write_all(2, b"\n");
+        say_failure(&prep.creds_failed, errno);
         leave(exit::SYSTEM);
     }
     // SAFETY: path, argv and envp are NUL-terminated strings and null-terminated pointer
@@ -749,14 +822,28 @@ fn exec(prep: &Prepared) -> ! {
         )
     };
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    let _ = fd::write_all(2, &prep.exec_failed);
-    let _ = fd::write_all(2, errno_text(errno).as_bytes());
-    let _ = fd::write_all(2, b"\n");
+    say_failure(&prep.exec_failed, errno);
     leave(if errno == libc::ENOENT {
         exit::NOT_FOUND
     } else {
         exit::NOT_EXECUTABLE
     })
+}
+
+/// `prefix`, errno's text and a newline on fd 2 in one write(2), as the programs' own
+/// lines are (see [`crate::log::line`]): assembled on the stack, since the child of a
+/// clone shares its parent's memory and must not allocate. A prefix too long for the
+/// buffer is cut.
+fn say_failure(prefix: &[u8], errno: i32) {
+    let mut buf = [0u8; 1024];
+    let text = errno_text(errno).as_bytes();
+    let room = buf.len() - text.len() - 1;
+    let p = prefix.len().min(room);
+    buf[..p].copy_from_slice(&prefix[..p]);
+    buf[p..p + text.len()].copy_from_slice(text);
+    let end = p + text.len();
+    buf[end] = b'\n';
+    let _ = fd::write_all(2, &buf[..=end]);
 }
 
 /// setgroups, setgid, setuid, in that order (each needs the privilege the next drops);

@@ -1,9 +1,9 @@
 //! SslContext construction for both sides: protocol floor, modes, trust, verification
 //! and, for the server, certificate selection by SNI.
 
-use crate::cli::Log;
 use crate::env::{Env, Material, Pair};
 use crate::exit::{ssl_reason, Error};
+use crate::log::Log;
 use crate::options::ClientCert;
 use openssl::ssl::{
     NameType, SniError, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,

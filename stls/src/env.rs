@@ -1,28 +1,13 @@
 //! Configuration read from the environment: certificates, keys, SNI pairs, trust,
 //! and the engine's credentials. Files are read here, before any privilege drop;
-//! parsing happens later and only for what is used.
+//! parsing happens later and only for what is used. Which variables there are, which
+//! programs read them and which leave prog's environment: [`crate::variables`].
 
 use crate::exit::Error;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-
-/// The variables that carry secrets or privileges, stripped from the child's environment
-/// unless `-Z`: CADIR, CAFILE, CERTFILE, KEYFILE, CERTFILE:*, KEYFILE:*, TLS_UID, TLS_GID,
-/// and the policy, revocation and ticket variables (TLS_CIPHERS..., OCSPFILE, OCSPFILE:*,
-/// CRLFILE, TICKETKEYFILE, TICKETLIFETIME).
-pub fn is_secret(key: &OsStr) -> bool {
-    let k = key.as_bytes();
-    matches!(
-        k,
-        b"CADIR" | b"CAFILE" | b"CERTFILE" | b"KEYFILE" | b"TLS_UID" | b"TLS_GID"
-    ) || k.starts_with(b"CERTFILE:")
-        || k.starts_with(b"KEYFILE:")
-        || crate::policy::is_policy_variable(key)
-        || crate::ocsp::is_revocation_variable(key)
-        || crate::tickets::is_ticket_variable(key)
-}
 
 /// A certificate (chain) and key, as file contents.
 #[derive(Clone)]
@@ -368,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn pairs_and_secrets() {
+    fn pairs() {
         let e = env(&[
             ("CERTFILE:A.test", "c"),
             ("KEYFILE:a.test", "k"),
@@ -380,18 +365,5 @@ mod tests {
         assert!(env(&[("CERTFILE:x", "c")]).is_err());
         assert!(env(&[("KEYFILE:x", "c")]).is_err());
         assert!(env(&[("TLS_GID", "root")]).is_err());
-        for k in [
-            "CADIR",
-            "CERTFILE:x",
-            "KEYFILE",
-            "TLS_GID",
-            "TLS_GROUPS",
-            "OCSPFILE:x",
-            "TICKETKEYFILE",
-            "TICKETLIFETIME",
-        ] {
-            assert!(is_secret(OsStr::new(k)));
-        }
-        assert!(!is_secret(OsStr::new("CERTFILEX")));
     }
 }

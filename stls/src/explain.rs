@@ -29,7 +29,7 @@ pub(crate) fn reason(code: libc::c_int) -> Option<&'static str> {
         1045 => "the peer says this side's certificate has expired",
         1048 => "the peer does not trust the CA that issued this side's certificate",
         1049 => "the peer denied access",
-        1112 => "the server has no certificate for the name sent (SNI): check the name (-k)",
+        1112 => "the server has no certificate for the name sent (SNI): check the name",
         1120 => "no application protocol (ALPN) in common with the peer",
         _ => return None,
     })
@@ -199,16 +199,18 @@ pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
                 format!(
                     "the peer's certificate is for {}, not for {what}: {expected} is only its \
                      subject's CN, which is not used as a name, on purpose, as browsers do; \
-                     give one of its names with -k, or issue it with {expected} among its \
+                     give one of its names with {}, or issue it with {expected} among its \
                      subject alternative names (openssl req ... -addext \"{}\")",
                     names.join(", "),
+                    name_option(),
                     san_for(&expected)
                 )
             } else {
                 format!(
                     "the peer's certificate is for {}, not for {what}: give the name it was \
-                     issued for with -k, or install a certificate for {what}",
-                    names.join(", ")
+                     issued for with {}, or install a certificate for {what}",
+                    names.join(", "),
+                    name_option()
                 )
             }
         }
@@ -240,6 +242,16 @@ pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
         "certificate verification failed: {why}{also} ({})",
         v.error_string()
     )
+}
+
+/// How the user gives the server's name: tlsc's `-k`, or, for the tlsc that autossl-shim
+/// starts (which its user never types), the shim's variables.
+fn name_option() -> &'static str {
+    if std::env::var_os("AUTOSSL_NESTED").is_some() {
+        "AUTOSSL_SNI=NAME (or AUTOSSL_NAMES=\"NAME=ADDRESS:PORT\")"
+    } else {
+        "-k"
+    }
 }
 
 #[cfg(test)]

@@ -81,54 +81,6 @@ pub fn is_tty(fd: RawFd) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
-/// The address of the peer of socket `fd`, if it is a connected TCP socket.
-pub fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
-    // SAFETY: the storage is zeroed and large enough for any address; the kernel writes
-    // at most `len` bytes of it.
-    let (ss, len) = unsafe {
-        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getpeername(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        ) != 0
-        {
-            return None;
-        }
-        (ss, len)
-    };
-    sockaddr_to_std(&ss, len)
-}
-
-/// A socket address from the kernel's form (IPv4 or IPv6; a v4-mapped address is IPv4).
-fn sockaddr_to_std(
-    ss: &libc::sockaddr_storage,
-    len: libc::socklen_t,
-) -> Option<std::net::SocketAddr> {
-    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-    let len = len as usize;
-    match libc::c_int::from(ss.ss_family) {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and it is that long.
-            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in6, and it is that long.
-            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let v6 = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            let ip = v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6));
-            Some(SocketAddr::new(ip, u16::from_be(a.sin6_port)))
-        }
-        _ => None,
-    }
-}
-
 /// Whether `fd` is a socket.
 pub fn is_socket(fd: RawFd) -> bool {
     stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
@@ -183,6 +135,36 @@ pub fn pending(fd: RawFd) -> usize {
 pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on fd numbers only.
     cvt(unsafe { libc::dup2(from, to) }).map(|_| ())
+}
+
+/// A close-on-exec copy of `fd` on the lowest number from `min` up (F_DUPFD_CLOEXEC).
+pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
+    // SAFETY: fcntl duplicates a caller-given fd number; a bad fd is an error.
+    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// Write all of `buf` at `offset` of `fd` (pwrite(2)), retrying on EINTR; the file
+/// offset is not moved.
+pub fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: pwrite reads `buf[done..]`, in bounds, for its length.
+        let n = unsafe { libc::pwrite(fd, buf[done..].as_ptr().cast(), buf.len() - done, at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n as usize;
+    }
+    Ok(())
 }
 
 /// A pipe with both ends close-on-exec: (read end, write end).
@@ -282,18 +264,28 @@ pub fn poll_timeout(deadline: Option<std::time::Instant>) -> libc::c_int {
     }
 }
 
-/// TCP_NODELAY on a network socket: records are whole messages, Nagle would only delay
-/// the small ones. Not a socket, or not TCP: nothing to do.
-pub fn nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a c_int that lives across the call, and its size is passed.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+/// Point fd 2 at /dev/null: for a process whose stderr is the connection (inetd
+/// `nowait`) or must not be held open (a detached helper).
+pub fn silence_stderr() {
+    use std::os::unix::io::{AsRawFd, IntoRawFd};
+    // A confined process opens nothing: it kept /dev/null open from before, for this
+    // one use (no descriptor is held beyond it).
+    if let Some(null) = crate::sandbox::take_devnull() {
+        let _ = dup2(null, 2);
+        close(null);
+        return;
+    }
+    if crate::sandbox::entered() {
+        // Taken already: fd 2 is /dev/null.
+        return;
+    }
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        if f.as_raw_fd() == 2 {
+            // fd 2 was closed and /dev/null landed on it: keep it.
+            let _ = f.into_raw_fd();
+            return;
+        }
+        // `f` is closed when it goes out of scope: only fd 2 keeps /dev/null open.
+        let _ = dup2(f.as_raw_fd(), 2);
+    }
 }

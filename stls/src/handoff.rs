@@ -216,6 +216,12 @@ pub fn end_with_parent(sig: libc::c_int) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
 }
 
+/// The parent's pid (1, or a subreaper's, once the parent has ended).
+pub fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
 /// A session of our own (no controlling terminal, no signal from the starter's).
 pub fn new_session() {
     // SAFETY: setsid takes nothing; failing (already a leader) is harmless.

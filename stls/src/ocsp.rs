@@ -5,8 +5,8 @@
 //! The server reads its response files at start (before the privilege drop) and parses
 //! one only when a client asks for a staple: a client that does not ask costs nothing.
 
-use crate::cli::Log;
 use crate::exit::{io_text, Error};
+use crate::log::Log;
 use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::ocsp::{OcspCertStatus, OcspFlag, OcspResponse, OcspResponseStatus};
 use openssl::ssl::{SslContextBuilder, SslRef};
@@ -26,12 +26,6 @@ pub struct Files {
     pub named: Vec<(String, OsString)>,
     /// `CRLFILE`: PEM (or one DER) CRLs for the client's verification.
     pub crlfile: Option<OsString>,
-}
-
-/// Is `key` one of the revocation variables (`OCSPFILE`, `OCSPFILE:name`, `CRLFILE`)?
-pub fn is_revocation_variable(key: &OsStr) -> bool {
-    let k = key.as_bytes();
-    k == b"OCSPFILE" || k == b"CRLFILE" || k.starts_with(b"OCSPFILE:")
 }
 
 impl Files {
@@ -463,10 +457,6 @@ mod tests {
         assert_eq!(f.ocspfile.as_deref(), Some(OsStr::new("/r.der")));
         assert_eq!(f.named, vec![("a.test".to_string(), "/a.der".into())]);
         assert_eq!(f.crlfile.as_deref(), Some(OsStr::new("/c.pem")));
-        for k in ["OCSPFILE", "OCSPFILE:x", "CRLFILE"] {
-            assert!(is_revocation_variable(OsStr::new(k)));
-        }
-        assert!(!is_revocation_variable(OsStr::new("OCSPFILEX")));
     }
 
     #[test]

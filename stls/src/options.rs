@@ -1,16 +1,20 @@
-//! The programs' command-line options, defined once: the table drives parsing and
-//! `--help`, and the integration tests check `--help` against each man page in both
-//! directions. A program describes itself with a [`Command`] (its name, its option
-//! [`Groups`], its usage text); the parser knows no program.
+//! The programs' command-line options, defined once: each option's names, value name,
+//! default, group (which programs take it) and help line. The table drives parsing,
+//! [`Options::default`] and `--help` ([`crate::help`]); the environment variables have
+//! their table beside it ([`crate::variables`]), in the same groups; the documentation
+//! test compares both tables with `--help` and every manual page, in both directions. A
+//! program describes itself with a [`Command`] (its name, its [`Groups`], its usage
+//! text); the parser knows no program.
 
 use crate::exit::Error;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-/// The groups of options a program takes: every program takes [`Groups::COMMON`], a
-/// server side program [`Groups::SERVER`], a client side one [`Groups::CLIENT`]. An option
-/// belongs to exactly one group, so one table serves every program.
+/// The groups a program belongs to, which say the options it takes and the variables it
+/// reads and sets: every program takes [`Groups::COMMON`], a server side program
+/// [`Groups::SERVER`], a client side one [`Groups::CLIENT`]. An option belongs to exactly
+/// one group, so one table serves every program.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Groups(u16);
 
@@ -31,6 +35,11 @@ impl Groups {
     pub const PROXY: Groups = Groups(64);
     /// autossl-shim's helper: a connect still in progress, filler to discard (tlsc only).
     pub const SHIM: Groups = Groups(128);
+    /// prog gets the session in its environment after the handshake (no option of its own).
+    pub const NOT_DELAYED: Groups = Groups(512);
+    /// prog starts at once and may ask for TLS on SSLCTLFD (UCSPI-TLS; no option of its
+    /// own: `tlsserver -n` or a delayed wrapper).
+    pub const DELAYED: Groups = Groups(1024);
     /// autossl-shim's server side: no prog, clear text on a given fd (tlsd only).
     pub const SHIM_SERVER: Groups = Groups(256);
 
@@ -104,8 +113,21 @@ enum Id {
     ConnectTimeout,
 }
 
-/// One option: its forms, its argument's name (if it takes one), its help line and its
-/// group.
+/// An option's default, as the table states it once for parsing, `--help` and the pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Initially {
+    /// Nothing to say: the option is off unless given.
+    Unsaid,
+    /// A flag whose state is the default (`-S`: close_notify is sent unless `-s`).
+    Set,
+    /// A value, parsed as the option's own by [`Options::default`] (`-K`: `30s`).
+    Value(&'static str),
+    /// A default that no value of the option says (`-C`: half of `-c`).
+    Words(&'static str),
+}
+
+/// One option: its forms, its argument's name (if it takes one), its default, its help
+/// line and its group.
 pub struct Opt {
     /// The short form's letter, if any.
     pub short: Option<char>,
@@ -117,7 +139,35 @@ pub struct Opt {
     pub help: &'static str,
     /// The group the option belongs to.
     pub group: Groups,
+    /// Its default.
+    pub default: Initially,
     id: Id,
+}
+
+impl Opt {
+    /// The option with the default value `v` (see [`Initially::Value`]).
+    const fn default_value(self, v: &'static str) -> Opt {
+        Opt {
+            default: Initially::Value(v),
+            ..self
+        }
+    }
+
+    /// The option with a default that no value says (see [`Initially::Words`]).
+    const fn default_words(self, w: &'static str) -> Opt {
+        Opt {
+            default: Initially::Words(w),
+            ..self
+        }
+    }
+
+    /// The flag, its state the default (see [`Initially::Set`]).
+    const fn default_set(self) -> Opt {
+        Opt {
+            default: Initially::Set,
+            ..self
+        }
+    }
 }
 
 const fn opt(
@@ -134,6 +184,7 @@ const fn opt(
         arg,
         help,
         group,
+        default: Initially::Unsaid,
         id,
     }
 }
@@ -162,23 +213,25 @@ const SHIM_SERVER: Groups = Groups::SHIM_SERVER;
 /// share a letter.
 pub static OPTIONS: &[Opt] = &[
     both(Some('S'), "close-notify", None, Id::CloseNotify(true),
-        "at local EOF send close_notify, then shut down writing and keep reading (default)"),
+        "at local EOF send close_notify, then shut down writing and keep reading").default_set(),
     both(Some('s'), "no-close-notify", None, Id::CloseNotify(false),
         "at local EOF only shut down writing (no close_notify)"),
     both(Some('J'), "enforce-close-notify", None, Id::Enforce(true),
         "a TCP EOF without close_notify is a truncation error (exit 98)"),
     both(Some('j'), "no-enforce-close-notify", None, Id::Enforce(false),
-        "a TCP EOF without close_notify is a normal EOF (default)"),
+        "a TCP EOF without close_notify is a normal EOF").default_set(),
     both(Some('Z'), "keep", None, Id::Keep(true),
-        "keep CADIR, CAFILE, CERTFILE*, KEYFILE*, TLS_UID, TLS_GID in the child's environment"),
+        "keep the variables of \"removed unless -Z\" below in prog's environment"),
     both(Some('z'), "no-keep", None, Id::Keep(false),
-        "remove those variables from the child's environment (default)"),
+        "remove those variables from prog's environment").default_set(),
     both(Some('K'), "handshake-timeout", Some("DUR"), Id::HandshakeTimeout,
-        "handshake timeout: milliseconds, or a duration such as 10s (default 30s; 0: none)"),
+        "handshake timeout: milliseconds, or a duration such as 10s (0: none)")
+        .default_value("30s"),
     both(None, "idle-timeout", Some("DUR"), Id::IdleTimeout,
-        "close the session as at local EOF after DUR without data either way (default: none)"),
+        "close the session as at local EOF after DUR without data either way")
+        .default_words("none"),
     both(Some('v'), "verbosity", Some("N"), Id::Verbosity,
-        "0: fatal errors only, 1: warnings too (default), 2: a line per connection"),
+        "0: fatal errors only, 1: warnings too, 2: a line per connection").default_value("1"),
     both(None, "no-sandbox", None, Id::NoSandbox,
         "do not confine the engine's process (a debugging aid: see Confinement in stls(7))"),
     opt(SERVER, Some('Y'), "optional-client-cert", None, Id::ClientCert(ClientCert::Optional),
@@ -186,7 +239,8 @@ pub static OPTIONS: &[Opt] = &[
     opt(SERVER, Some('y'), "require-client-cert", None, Id::ClientCert(ClientCert::Required),
         "require a client certificate and verify it (needs CADIR or CAFILE)"),
     opt(SERVER, Some('k'), "sni-level", Some("N"), Id::SniLevel,
-        "0: always CERTFILE/KEYFILE (default); 1: the CERTFILE:name pair matching SNI, else the default; 2: only named pairs"),
+        "0: always CERTFILE/KEYFILE; 1: the CERTFILE:name pair matching SNI, else the default; 2: only named pairs")
+        .default_value("0"),
     opt(SERVER, None, "sni", None, Id::SniLevelIs(1), "same as --sni-level=1"),
     opt(SERVER, None, "mandatory-sni", None, Id::SniLevelIs(2), "same as --sni-level=2"),
     opt(PROXY, Some('L'), "proxy-protocol", None, Id::ProxyProtocol,
@@ -194,13 +248,13 @@ pub static OPTIONS: &[Opt] = &[
     opt(CLIENT, Some('y'), "client-cert", None, Id::SendCert(true),
         "send CERTFILE/KEYFILE as a client certificate"),
     opt(CLIENT, Some('Y'), "no-client-cert", None, Id::SendCert(false),
-        "send no client certificate (default)"),
+        "send no client certificate").default_set(),
     opt(CLIENT, Some('k'), "servername", Some("NAME"), Id::ServerName,
         "the server's name: sent as SNI and verified (an IP address: checked against IP SANs, no SNI)"),
     opt(CLIENT_FDS, Some('6'), "read-fd", Some("FD"), Id::ReadFd,
-        "read the network from FD (default 6)"),
+        "read the network from FD").default_value("6"),
     opt(CLIENT_FDS, Some('7'), "write-fd", Some("FD"), Id::WriteFd,
-        "write the network to FD (default 7)"),
+        "write the network to FD").default_value("7"),
     opt(CLIENT, None, "no-verify-cert", None, Id::NoVerifyCert,
         "do not verify the server's certificate chain (insecure)"),
     opt(CLIENT, None, "no-verify-name", None, Id::NoVerifyName,
@@ -222,17 +276,19 @@ pub static OPTIONS: &[Opt] = &[
     opt(SHIM, None, "serve", Some("PATH"), Id::Serve,
         "autossl-shim's helper: serve the connections handed over the Unix socket PATH"),
     opt(SHIM, None, "serve-idle", Some("DUR"), Id::ServeIdle,
-        "with --serve: end after DUR with no connection (default 60s; 0: never)"),
+        "with --serve: end after DUR with no connection (0: never)").default_value("60s"),
     opt(SHIM_SERVER, None, "clear-fd", Some("FD"), Id::ClearFd,
         "no prog: after the handshake, clear text on the socket FD (autossl-shim's server side)"),
     opt(SHIM_SERVER, None, "session-at", Some("FD:OFFSET"), Id::SessionAt,
         "after the handshake, write the session description at OFFSET in FD, its length last (autossl-shim)"),
     opt(LISTEN, Some('c'), "maxconn", Some("N"), Id::MaxConn,
-        "at most N connections at once; at the limit, end the one longest in its handshake, else wait (default 40)"),
+        "at most N connections at once; at the limit, end the one longest in its handshake, else wait")
+        .default_value("40"),
     opt(LISTEN, Some('C'), "maxconn-per-ip", Some("N"), Id::MaxConnPerIp,
-        "at most N connections at once from one address; over it, end its longest handshake, else close the new one (default: half of -c; 0: no limit)"),
+        "at most N connections at once from one address; over it, end its longest handshake, else close the new one (0: no limit)")
+        .default_words("half of -c"),
     opt(LISTEN, Some('b'), "backlog", Some("N"), Id::Backlog,
-        "the listen queue's length (default: the system's maximum)"),
+        "the listen queue's length").default_words("the system's maximum"),
     opt(LISTEN, Some('u'), "uid", Some("UID"), Id::AppUid,
         "run prog with user id UID (the engine keeps TLS_UID)"),
     opt(LISTEN, Some('g'), "gid", Some("GID"), Id::AppGid,
@@ -246,7 +302,7 @@ pub static OPTIONS: &[Opt] = &[
     opt(CONNECT, Some('6'), "ipv6", None, Id::Family(Family::V6),
         "connect over IPv6 only"),
     opt(CONNECT, Some('T'), "connect-timeout", Some("DUR"), Id::ConnectTimeout,
-        "give up on an address after DUR and try the next (default 10s; 0: none)"),
+        "give up on an address after DUR and try the next (0: none)").default_value("10s"),
     both(Some('h'), "help", None, Id::Help, "print this help and exit"),
     both(Some('V'), "version", None, Id::Version, "print the version and exit"),
 ];
@@ -364,15 +420,18 @@ pub struct Options {
     pub operands: Vec<OsString>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
+impl Options {
+    /// Every field as no option left it: flags off, values unset. The defaults come on top
+    /// of it from the table ([`Options::default`]); the fields here are those whose
+    /// options state none (`--no-verify-cert` clears a verification that is otherwise on).
+    fn unset() -> Options {
         Options {
-            close_notify: true,
+            close_notify: false,
             enforce_close_notify: false,
             keep_env: false,
-            handshake_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: None,
             idle_timeout: None,
-            verbosity: 1,
+            verbosity: 0,
             no_sandbox: false,
             help: false,
             version: false,
@@ -381,8 +440,8 @@ impl Default for Options {
             proxy_protocol: false,
             send_cert: false,
             servername: None,
-            read_fd: 6,
-            write_fd: 7,
+            read_fd: -1,
+            write_fd: -1,
             verify_cert: true,
             verify_name: true,
             notification_fd: None,
@@ -393,10 +452,10 @@ impl Default for Options {
             host_from_request: None,
             log_fd: None,
             serve: None,
-            serve_idle: Some(Duration::from_secs(60)),
+            serve_idle: None,
             clear_fd: None,
             session_at: None,
-            maxconn: 40,
+            maxconn: 1,
             maxconn_per_ip: None,
             backlog: None,
             app_uid: None,
@@ -404,10 +463,51 @@ impl Default for Options {
             app_ids_from_env: false,
             delayed: false,
             family: Family::Any,
-            connect_timeout: Some(Duration::from_secs(10)),
+            connect_timeout: None,
             dashdash: false,
             operands: Vec::new(),
         }
+    }
+
+    /// When the handshake must be done by, counted from now (`-K`).
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.handshake_timeout
+            .map(|d| std::time::Instant::now() + d)
+    }
+
+    /// The engine's settings from the command line (`-S`/`-s`, `-J`/`-j`,
+    /// `--idle-timeout`).
+    pub fn engine_config(&self) -> crate::engine::Config {
+        crate::engine::Config {
+            close_notify: self.close_notify,
+            enforce_close_notify: self.enforce_close_notify,
+            idle_timeout: self.idle_timeout,
+            ..crate::engine::Config::default()
+        }
+    }
+}
+
+/// The table's defaults, applied as if given: every program's, whatever its groups (a
+/// program without `-6` still has its network's read fd).
+impl Default for Options {
+    fn default() -> Self {
+        let mut opts = Options::unset();
+        for o in OPTIONS {
+            // The table's own values: the test `every_default_parses` checks each of them.
+            let _ = match o.default {
+                Initially::Set => apply(&mut opts, o, None),
+                Initially::Value(v) => apply(&mut opts, o, Some(v)),
+                Initially::Unsaid | Initially::Words(_) => Ok(()),
+            };
+        }
+        opts
+    }
+}
+
+impl Command {
+    /// The options this program takes, in the table's order.
+    pub fn options(&self) -> impl Iterator<Item = &'static Opt> + '_ {
+        OPTIONS.iter().filter(move |o| applies(o, self))
     }
 }
 
@@ -623,57 +723,6 @@ fn parse_inner(cmd: &Command, args: &[OsString]) -> Result<Options, String> {
     Ok(opts)
 }
 
-/// The `--help` text, from the table and the exit codes' table.
-pub fn help(cmd: &Command) -> String {
-    let mut s = String::from(cmd.usage);
-    s.push_str("\noptions:\n");
-    for o in OPTIONS.iter().filter(|o| applies(o, cmd)) {
-        let mut forms = String::new();
-        if let Some(c) = o.short {
-            forms.push('-');
-            forms.push(c);
-            if let Some(a) = o.arg {
-                forms.push(' ');
-                forms.push_str(a);
-            }
-            forms.push_str(", ");
-        }
-        forms.push_str("--");
-        forms.push_str(o.long);
-        if let Some(a) = o.arg {
-            forms.push('=');
-            forms.push_str(a);
-        }
-        s.push_str(&format!("  {forms:<32} {}\n", o.help));
-    }
-    s.push_str("\nenvironment: ");
-    s.push_str(if cmd.groups.contains(Groups::CONNECT) {
-        "CERTFILE KEYFILE CADIR CAFILE SSL_CERT_DIR SSL_CERT_FILE TLS_UID TLS_GID"
-    } else if cmd.groups.contains(Groups::CLIENT) {
-        "CERTFILE KEYFILE CADIR CAFILE SSL_CERT_DIR SSL_CERT_FILE TCPREMOTEIP TLS_UID TLS_GID"
-    } else {
-        "CERTFILE KEYFILE CERTFILE:name KEYFILE:name CADIR CAFILE TLS_UID TLS_GID"
-    });
-    if cmd.groups.contains(Groups::LISTEN) {
-        s.push_str(" LISTEN_PID LISTEN_FDS UID GID GIDLIST");
-    }
-    if cmd.groups.contains(Groups::LISTEN) {
-        // The server's own status: a connection's status is its process's, only logged.
-        s.push_str(
-            "\n\nexit status:\n  zero after SIGTERM or SIGINT (a connection's status is its process's, logged with -v 2), or\n",
-        );
-    } else {
-        s.push_str(
-            "\n\nexit status:\n  the child's status (128+N when it was killed by signal N), or\n",
-        );
-    }
-    for (code, what) in crate::exit::CODES {
-        s.push_str(&format!("  {code:<4} {what}\n"));
-    }
-    s.push_str(&format!("\nSee {}(1) for the whole interface.\n", cmd.name));
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,12 +833,32 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_option() {
-        for cmd in [&SERVER_CMD, &CLIENT_CMD] {
-            let h = help(cmd);
-            for o in OPTIONS.iter().filter(|o| applies(o, cmd)) {
-                assert!(h.contains(&format!("--{}", o.long)), "{}", o.long);
+    fn every_default_parses() {
+        for o in OPTIONS {
+            let r = match o.default {
+                Initially::Set => apply(&mut Options::unset(), o, None),
+                Initially::Value(v) => apply(&mut Options::unset(), o, Some(v)),
+                Initially::Unsaid | Initially::Words(_) => Ok(()),
+            };
+            assert_eq!(r, Ok(()), "--{}", o.long);
+            match o.default {
+                Initially::Set => assert!(o.arg.is_none(), "--{} takes a value", o.long),
+                Initially::Value(_) | Initially::Words(_) => {
+                    assert!(o.arg.is_some(), "--{} is a flag", o.long)
+                }
+                Initially::Unsaid => {}
             }
         }
+        let d = Options::default();
+        assert!(d.close_notify && !d.enforce_close_notify && !d.keep_env && !d.send_cert);
+        assert_eq!(d.handshake_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(d.connect_timeout, Some(Duration::from_secs(10)));
+        assert_eq!((d.verbosity, d.sni_level, d.maxconn), (1, 0, 40));
+        assert_eq!((d.read_fd, d.write_fd), (6, 7));
+        assert_eq!(
+            (d.idle_timeout, d.maxconn_per_ip, d.backlog),
+            (None, None, None)
+        );
+        assert!(d.verify_cert && d.verify_name);
     }
 }

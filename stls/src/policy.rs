@@ -69,20 +69,6 @@ pub struct Policy {
     pub openssl_conf: bool,
 }
 
-/// The policy variables, stripped from the child's environment with the other TLS
-/// variables: they describe the wrapper's TLS, not the application's.
-pub const VARIABLES: &[&str] = &[
-    "TLS_CIPHERS",
-    "TLS_CIPHERSUITES",
-    "TLS_GROUPS",
-    "TLS_MIN_VERSION",
-];
-
-/// Is `key` one of the policy variables?
-pub fn is_policy_variable(key: &OsStr) -> bool {
-    VARIABLES.iter().any(|v| v.as_bytes() == key.as_bytes())
-}
-
 fn text(name: &str, v: &OsStr) -> Result<Option<String>, Error> {
     if v.is_empty() {
         return Ok(None);
@@ -314,10 +300,6 @@ mod tests {
                 .expect("conf")
                 .openssl_conf
         );
-        for v in VARIABLES {
-            assert!(is_policy_variable(OsStr::new(v)));
-        }
-        assert!(!is_policy_variable(OsStr::new("TLS_UID")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Process-wide tuning for a program that serves one connection: OpenSSL's start-up
-//! trimmed to what a connection uses, the heap handed back once the handshake is done,
-//! and for a server that forks per connection, OpenSSL's tables filled before the forks.
+//! The process itself: OpenSSL's start-up trimmed to what a connection uses, the heap
+//! handed back once the handshake is done, OpenSSL's tables filled before a server's forks;
+//! forking, detaching, leaving at once, reaping children, the open-files limit.
 
 /// OpenSSL's start-up, trimmed for a process that serves one connection (it is a large part
 /// of the CPU of a handshake). Everything skipped here is looked up on demand:
@@ -55,75 +55,100 @@ pub fn keep_heap() {
     TRIM.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Fresh anonymous pages from mmap, zero-filled by the kernel and faulted in only as far
-/// as they are used, whatever state the heap is in (a recycled heap chunk would be zeroed
-/// page by page, and in a forked process copied on write first). Falls back to the heap
-/// when the mapping fails.
-pub struct Pages {
-    ptr: std::ptr::NonNull<u8>,
-    len: usize,
-    mapped: bool,
+/// Which side of a [`fork`] this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The process that forked, and the child's pid.
+    Parent(libc::pid_t),
 }
 
-impl Pages {
-    /// `len` zero bytes.
-    pub fn new(len: usize) -> Pages {
-        // SAFETY: an anonymous private mapping of a fresh range; no existing memory is
-        // touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        match std::ptr::NonNull::new(p.cast::<u8>()) {
-            Some(ptr) if p != libc::MAP_FAILED && len > 0 => Pages {
-                ptr,
-                len,
-                mapped: true,
-            },
-            _ => {
-                let b: Box<[u8]> = vec![0u8; len].into_boxed_slice();
-                let ptr = std::ptr::NonNull::from(Box::leak(b)).cast::<u8>();
-                Pages {
-                    ptr,
-                    len,
-                    mapped: false,
-                }
+/// fork(2). For a single-threaded process (tlsserver's loop, tlsc before it starts any
+/// thread): the child is a copy of it that goes on with its own work and leaves by exit.
+pub fn fork() -> std::io::Result<Forked> {
+    // SAFETY: fork takes no argument; the callers are single-threaded when they fork, so the
+    // child holds no lock another thread had taken.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Fork once: the first process exits 0 at once, so whoever spawned the program never has
+/// to wait for the long-lived one (autossl-shim keeps it out of the host's children).
+pub fn detach() -> std::io::Result<()> {
+    match fork()? {
+        Forked::Child => Ok(()),
+        Forked::Parent(_) => exit_now(0),
+    }
+}
+
+/// _exit(2): the process ends at once, without running destructors or flushing anything;
+/// for a process that has nothing of its own to finish (a parent left by [`detach`], a
+/// watcher thread that must stop everything).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process without running any code.
+    unsafe { libc::_exit(code) }
+}
+
+/// Kill child `pid` with SIGKILL and reap it at once. A killed process exits without
+/// running any code of its own, so the wait is the kernel's teardown.
+pub fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: kill and waitpid on a child of this process, with a local status.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut st = 0;
+        while libc::waitpid(pid, &mut st, 0) < 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+    }
+}
+
+/// Reap one finished child, if any, without waiting: its pid and wait status.
+pub fn reap_any() -> Option<(libc::pid_t, libc::c_int)> {
+    let mut st = 0;
+    // SAFETY: waitpid writes the status into a local integer.
+    let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+    (pid > 0).then_some((pid, st))
+}
+
+/// The soft RLIMIT_NOFILE: raised to the hard limit by [`Nofile::raise`] (a server's pool
+/// of idle connections), put back by [`Nofile::restore`] (in a forked process, for prog).
+pub struct Nofile {
+    start: libc::rlimit,
+    /// The soft limit now.
+    pub now: u64,
+}
+
+impl Nofile {
+    /// Raise the soft limit to the hard one; on failure the limit stays (1024 assumed when
+    /// it cannot even be read).
+    pub fn raise() -> Nofile {
+        // SAFETY: getrlimit and setrlimit read and write a local struct.
+        unsafe {
+            let mut start: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut start) < 0 {
+                return Nofile { start, now: 1024 };
             }
+            let raised = libc::rlimit {
+                rlim_cur: start.rlim_max,
+                rlim_max: start.rlim_max,
+            };
+            let now = if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                raised.rlim_cur
+            } else {
+                start.rlim_cur
+            };
+            Nofile { start, now }
         }
     }
-}
 
-impl std::ops::Deref for Pages {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` points at `len` initialised bytes this value owns.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl std::ops::DerefMut for Pages {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for `deref`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Pages {
-    fn drop(&mut self) {
-        if self.mapped {
-            // SAFETY: the mapping made in `new`, of this length, unmapped once.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-        } else {
-            let s = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
-            // SAFETY: the box leaked in `new`, rebuilt once.
-            drop(unsafe { Box::from_raw(s) });
-        }
+    /// The limit the process was started with, back.
+    pub fn restore(&self) {
+        // SAFETY: setrlimit reads a struct owned by self.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.start) };
     }
 }
 

@@ -394,25 +394,57 @@ pub fn ends_after_header(fd: RawFd, deadline: Option<Instant>) -> bool {
     n == 0 || (n < 0 && gone)
 }
 
-/// The environment edits for the app: a proxied TCP connection's addresses replace the
-/// connection's own (`TCPREMOTEIP`, `TCPREMOTEPORT`, `TCPLOCALIP`, `TCPLOCALPORT`, `PROTO`),
-/// and the names a UCSPI server looked up for the balancer's addresses are removed;
-/// `LOCAL` and `UNKNOWN` change nothing.
-pub fn describe(p: Proxied, desc: &mut crate::session::Description) {
-    let Proxied::Header {
-        source,
-        destination,
-    } = p
-    else {
-        return;
+/// `-L`: the header on `fd`, read by `deadline` ([`accept`]); `None` without `-L`.
+pub fn header(
+    opts: &crate::options::Options,
+    fd: RawFd,
+    deadline: Option<Instant>,
+) -> Result<Option<Proxied>, crate::exit::Error> {
+    if !opts.proxy_protocol {
+        return Ok(None);
+    }
+    accept(fd, deadline).map(Some)
+}
+
+/// The environment edits for the app, the connection being the socket `net`: a proxied
+/// TCP connection's addresses replace the connection's own (`TCPREMOTEIP`,
+/// `TCPREMOTEPORT`, `TCPLOCALIP`, `TCPLOCALPORT`, `PROTO`), and the names a UCSPI server
+/// looked up for the balancer's addresses are removed. After `LOCAL` or `UNKNOWN` the
+/// connection's own addresses stand: those the UCSPI server set, or where none did (inetd,
+/// systemd) the socket's own, so that prog sees an address either way.
+pub fn describe(p: Proxied, net: RawFd, desc: &mut crate::session::Description) {
+    let (source, destination) = match p {
+        Proxied::Header {
+            source,
+            destination,
+        } => {
+            for k in ["TCPREMOTEHOST", "TCPREMOTEINFO", "TCPLOCALHOST"] {
+                desc.set(k, None);
+            }
+            (Some(source), Some(destination))
+        }
+        Proxied::Local | Proxied::Unknown => {
+            let unset = |k| std::env::var_os(k).is_none();
+            (
+                unset("TCPREMOTEIP")
+                    .then(|| crate::net::peer_addr(net))
+                    .flatten(),
+                unset("TCPLOCALIP")
+                    .then(|| crate::net::local_addr(net))
+                    .flatten(),
+            )
+        }
     };
-    desc.set("PROTO", Some("TCP".into()));
-    desc.set("TCPREMOTEIP", Some(source.ip().to_string()));
-    desc.set("TCPREMOTEPORT", Some(source.port().to_string()));
-    desc.set("TCPLOCALIP", Some(destination.ip().to_string()));
-    desc.set("TCPLOCALPORT", Some(destination.port().to_string()));
-    for k in ["TCPREMOTEHOST", "TCPREMOTEINFO", "TCPLOCALHOST"] {
-        desc.set(k, None);
+    if source.is_some() || destination.is_some() {
+        desc.set("PROTO", Some("TCP".into()));
+    }
+    if let Some(a) = source {
+        desc.set("TCPREMOTEIP", Some(a.ip().to_string()));
+        desc.set("TCPREMOTEPORT", Some(a.port().to_string()));
+    }
+    if let Some(a) = destination {
+        desc.set("TCPLOCALIP", Some(a.ip().to_string()));
+        desc.set("TCPLOCALPORT", Some(a.port().to_string()));
     }
 }
 

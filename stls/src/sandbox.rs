@@ -14,14 +14,14 @@
 //!
 //! The app is never confined: it is started by a process made before the sandbox.
 //! Everything the engine needs later is made before entering: `/dev/null` opened (for
-//! [`crate::cli::silence_stderr`]), the time zone read, OpenSSL's random generator seeded,
+//! [`crate::fd::silence_stderr`]), the time zone read, OpenSSL's random generator seeded,
 //! hashed CA directories read ahead ([`crate::hashdir`]).
 //!
 //! A kernel without Landlock or seccomp: the program runs with what it has, and says so
 //! at verbosity 2. `--no-sandbox` turns it all off, as a debugging aid.
 
-use crate::cli::Log;
 use crate::exit::{self, Error};
+use crate::log::Log;
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
     Scope, ABI,
@@ -141,7 +141,7 @@ fn prepare(log: Log) -> Result<(), Error> {
     let mut b = [0u8; 16];
     openssl::rand::rand_bytes(&mut b)
         .map_err(|_| Error::new(exit::SYSTEM, "unable to seed the random number generator"))?;
-    let (word, _) = crate::cli::failure_word();
+    let (word, _) = crate::log::failure_word();
     let _ = PREFIX.set(format!("{}: {word}: ", log.name).into_bytes());
     // SAFETY: `sa` is a zeroed sigaction filled in here; the handler makes only
     // async-signal-safe calls (write, kill, _exit) on static data.

@@ -9,8 +9,8 @@
 //! and keeping the previous one after it. A ticket whose key is gone, or that has expired,
 //! gives a full handshake, never a failure.
 
-use crate::cli::Log;
 use crate::exit::{ssl_reason, Error};
+use crate::log::Log;
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::{SslContext, SslContextBuilder, SslOptions, SslRef};
 use std::ffi::{OsStr, OsString};
@@ -24,15 +24,6 @@ pub const KEY_LEN: usize = 80;
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 /// The longest lifetime a TLS 1.3 ticket may have (RFC 8446, 4.6.1).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The variables of this module, stripped from the child's environment with the other
-/// TLS variables.
-pub const VARIABLES: &[&str] = &["TICKETKEYFILE", "TICKETLIFETIME"];
-
-/// Is `key` one of [`VARIABLES`]?
-pub fn is_ticket_variable(key: &OsStr) -> bool {
-    VARIABLES.iter().any(|v| OsStr::new(v) == key)
-}
 
 /// One ticket key.
 #[derive(Clone)]
@@ -170,7 +161,7 @@ impl Keys {
 }
 
 /// Issue and accept tickets with `keys` on a server context: one TLS 1.3 ticket per
-/// connection, TLS 1.2 tickets, sessions valid for `lifetime`. `sid_context` names the
+/// connection, resumed or not, TLS 1.2 tickets, sessions valid for `lifetime`. `sid_context` names the
 /// settings a session was made under (client certificates): a session made under other
 /// settings is not resumed.
 pub fn enable(
@@ -273,9 +264,10 @@ unsafe fn init_mac(hctx: *mut EvpMacCtx, secret: &[u8; 32]) -> bool {
 
 /// OpenSSL's ticket key callback. Encrypting (`enc` 1): the first key's name into
 /// `key_name`, a random IV, AES-256-CBC and HMAC-SHA256 keyed; 1. Decrypting: the key
-/// named `key_name`; 0 when there is none (a full handshake), 1 for the first key, 2 for
-/// another one (the session is then given a new ticket under the first key); -1 on an
-/// internal error.
+/// named `key_name`; 0 when there is none (a full handshake), else 2, which asks OpenSSL
+/// for a new ticket (under the first key): with 1, a resumed TLS 1.3 session would get
+/// none, and a client that uses each ticket once (as TLS 1.3 advises) would resume only
+/// every other connection; -1 on an internal error.
 unsafe extern "C" fn ticket_key(
     ssl: *mut openssl_sys::SSL,
     key_name: *mut u8,
@@ -309,21 +301,17 @@ unsafe extern "C" fn ticket_key(
             return 1;
         }
         let name = std::slice::from_raw_parts(key_name, 16);
-        let Some(pos) = keys.0.iter().position(|k| k.name[..] == *name) else {
+        let Some(k) = keys.0.iter().find(|k| k.name[..] == *name) else {
             return 0;
         };
-        let k = &keys.0[pos];
         let null = std::ptr::null_mut();
         if openssl_sys::EVP_DecryptInit_ex(cctx, aes, null, k.aes.as_ptr(), iv) != 1
             || !init_mac(hctx, &k.hmac)
         {
             return -1;
         }
-        if pos == 0 {
-            1
-        } else {
-            2
-        }
+        // Every resumed session gets a fresh ticket, whichever key decrypted this one.
+        2
     }
 }
 
@@ -374,7 +362,5 @@ mod tests {
             Settings::from_vars([("TICKETKEYFILE", ""), ("TICKETLIFETIME", "")]).expect("empty"),
             Settings::default()
         );
-        assert!(is_ticket_variable(OsStr::new("TICKETKEYFILE")));
-        assert!(!is_ticket_variable(OsStr::new("TICKETKEYFILEX")));
     }
 }

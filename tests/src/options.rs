@@ -2,7 +2,7 @@
 //! them in both directions. `--help` is generated from the option table and the exit codes'
 //! table in `stls`, so comparing it with a page compares the tables with the page.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// Every program and its manual page: the list the documentation tests walk.
@@ -226,6 +226,247 @@ pub fn readme_exit_codes(src: &str) -> BTreeSet<u32> {
     out
 }
 
+/// What one option says of itself: its short form, its value's name (lower case) and its
+/// default (`default` for a flag whose state is the default, the value or words of a
+/// valued option's, empty when none is stated).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OptionDoc {
+    pub short: Option<String>,
+    pub value: Option<String>,
+    pub default: String,
+}
+
+/// The forms of an option as `--help` prints them and a page's tag renders
+/// (`-K DUR, --handshake-timeout=DUR`, `-v n, --verbosity=n`, `--sni`): the long name
+/// (or the short one when there is no long form) and what the forms say.
+pub fn parse_forms(text: &str) -> Option<(String, OptionDoc)> {
+    let mut doc = OptionDoc::default();
+    let mut long = None;
+    let mut words = text.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        let w = w.trim_end_matches(',');
+        if let Some(rest) = w.strip_prefix("--") {
+            let (name, value) = match rest.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_ascii_lowercase())),
+                None => (rest, None),
+            };
+            long = Some(format!("--{name}"));
+            doc.value = match (doc.value.take(), value) {
+                // The short form's value name and the long form's must be one.
+                (Some(a), Some(b)) if a != b => Some(format!("{a}|{b}")),
+                (a, b) => b.or(a),
+            };
+        } else if w.len() == 2 && w.starts_with('-') {
+            doc.short = Some(w.to_string());
+            let takes_value = words.peek().is_some_and(|n| !n.starts_with('-'));
+            if takes_value {
+                let v = words.next().unwrap_or_default();
+                doc.value = Some(v.trim_end_matches(',').to_ascii_lowercase());
+            }
+        } else {
+            break;
+        }
+    }
+    let name = long.or_else(|| doc.short.clone())?;
+    Some((name, doc))
+}
+
+/// Every option `--help` lists, with its forms and its default (`(default)` or
+/// `(default: X)` at the end of its line).
+pub fn help_option_docs(help: &str) -> BTreeMap<String, OptionDoc> {
+    let mut out = BTreeMap::new();
+    let Some(start) = help.find("\noptions:\n") else {
+        return out;
+    };
+    for line in help[start + 10..].lines() {
+        if line.trim().is_empty() {
+            break;
+        }
+        let Some((name, mut doc)) = parse_forms(line) else {
+            continue;
+        };
+        if line.ends_with(" (default)") {
+            doc.default = "default".into();
+        } else if let Some(i) = line.rfind(" (default: ") {
+            doc.default = line[i + 11..].trim_end_matches(')').to_string();
+        }
+        out.insert(name, doc);
+    }
+    out
+}
+
+/// The words after a heading line of `--help` (`environment read: A B C`).
+pub fn help_list(help: &str, heading: &str) -> BTreeSet<String> {
+    help.lines()
+        .find_map(|l| l.strip_prefix(heading))
+        .map(|rest| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Split a macro line's arguments, double quotes grouping words.
+fn macro_args(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// One line of a page as text: a font macro's arguments joined as it renders them
+/// (`.BR a b` is `ab`, `.B a b` is `a b`), other requests dropped, escapes resolved.
+pub fn render_line(line: &str) -> String {
+    let Some(req) = line.strip_prefix('.') else {
+        return roff_to_text(line);
+    };
+    let (name, rest) = req.split_once(' ').unwrap_or((req, ""));
+    let joined = match name {
+        "B" | "I" => macro_args(rest).join(" "),
+        "BR" | "BI" | "IR" | "IB" | "RB" | "RI" => macro_args(rest).concat(),
+        _ => String::new(),
+    };
+    roff_to_text(&joined)
+}
+
+/// The tags of a subsection's `.TP` entries (and their `.TQ` extra tags), rendered.
+fn tags(lines: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if matches!(l.trim(), ".TP" | ".TQ") {
+            if let Some(tag) = lines.get(i + 1) {
+                out.push(render_line(tag));
+            }
+        }
+    }
+    out
+}
+
+/// The environment variables a text names: words in capitals and digits with an
+/// underscore or a capital start (`CERTFILE`, `TLS_UID`), `NAME:name` families, `SSL_*`.
+pub fn variable_words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';'))
+        .map(|w| w.trim_end_matches(['.', ':']))
+        .map(|w| {
+            w.strip_suffix(":name")
+                .map_or(w.to_string(), |p| format!("{p}:name"))
+        })
+        .filter(|w| {
+            let base = w.strip_suffix(":name").unwrap_or(w);
+            base.len() > 1
+                && base.starts_with(|c: char| c.is_ascii_uppercase())
+                && base
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '*')
+                && !["TLS", "TCP", "PEM", "DER", "SNI", "OCSP", "CRL", "UCSPI"].contains(&base)
+        })
+        .collect()
+}
+
+/// The lines of the subsection `.SS <title>` of section `.SH <section>`.
+pub fn subsection<'a>(src: &'a str, section_title: &str, title: &str) -> Vec<&'a str> {
+    let lines = section(src, section_title);
+    let head = format!(".SS {title}");
+    let mut it = lines.into_iter();
+    for l in it.by_ref() {
+        if l.trim() == head {
+            break;
+        }
+    }
+    it.take_while(|l| !l.starts_with(".SS")).collect()
+}
+
+/// The variables the tags of a page's ENVIRONMENT subsection `title` name.
+pub fn man_variables(src: &str, title: &str) -> BTreeSet<String> {
+    tags(&subsection(src, "ENVIRONMENT", title))
+        .iter()
+        .flat_map(|t| variable_words(t))
+        .collect()
+}
+
+/// Each option of a page's OPTIONS section with its forms and the default its paragraph
+/// states: `This is the default.` (a flag) or `The default is X.`.
+pub fn man_option_docs(src: &str) -> BTreeMap<String, OptionDoc> {
+    let lines = section(src, "OPTIONS");
+    let mut out = BTreeMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim() != ".TP" {
+            continue;
+        }
+        let Some((name, mut doc)) = lines.get(i + 1).and_then(|t| parse_forms(&render_line(t)))
+        else {
+            continue;
+        };
+        let body: Vec<String> = lines[i + 2..]
+            .iter()
+            .take_while(|l| !matches!(l.trim(), ".TP" | ".SS") && !l.starts_with(".SH"))
+            .map(|l| render_line(l))
+            .collect();
+        let text = body.join(" ");
+        if text.contains("This is the default.") {
+            doc.default = "default".into();
+        } else if let Some(i) = text.find("The default is ") {
+            let rest = &text[i + 15..];
+            let end = rest
+                .match_indices('.')
+                .find(|(j, _)| rest[j + 1..].starts_with(' ') || j + 1 == rest.len())
+                .map_or(rest.len(), |(j, _)| j);
+            doc.default = rest[..end].to_string();
+        }
+        out.insert(name, doc);
+    }
+    out
+}
+
+/// The variables named in the paragraph of a page's OPTIONS section that documents `-Z`.
+pub fn man_keep_list(src: &str) -> BTreeSet<String> {
+    let lines = section(src, "OPTIONS");
+    let Some(i) = lines
+        .iter()
+        .position(|l| render_line(l).starts_with("-Z, --keep"))
+    else {
+        return BTreeSet::new();
+    };
+    let body: Vec<String> = lines[i + 1..]
+        .iter()
+        .take_while(|l| l.trim() != ".TP" && !l.starts_with(".SH"))
+        .map(|l| render_line(l))
+        .collect();
+    variable_words(&body.join(" "))
+}
+
+/// The variables stls(7) says are removed from the application's environment: its
+/// ENVIRONMENT paragraph that starts `Unless -Z is given`.
+pub fn stls7_removed(src: &str) -> BTreeSet<String> {
+    let text: Vec<String> = section(src, "ENVIRONMENT")
+        .iter()
+        .map(|l| render_line(l))
+        .collect();
+    let text = text.join(" ");
+    let Some(start) = text.find("Unless -Z is given") else {
+        return BTreeSet::new();
+    };
+    let rest = &text[start..];
+    let end = rest.find("are removed").unwrap_or(rest.len());
+    variable_words(&rest[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +520,31 @@ mod tests {
         );
         let readme = "## Exit codes\n\n| code | meaning |\n|---|---|\n| *n* | prog |\n| 96 | config |\n| 127 | missing |\n\n## Next\n| 5 | no |\n";
         assert_eq!(readme_exit_codes(readme), [96, 127].into_iter().collect());
+    }
+
+    #[test]
+    fn option_docs_from_help_and_page() {
+        let help = "u\n\noptions:\n  -S, --close-notify   send it (default)\n  -K DUR, --handshake-timeout=DUR  time (0: none) (default: 30s)\n  --idle-timeout=DUR   idle\n\nenvironment read: A B:name\n";
+        let h = help_option_docs(help);
+        assert_eq!(h["--close-notify"].default, "default");
+        assert_eq!(h["--handshake-timeout"].short.as_deref(), Some("-K"));
+        assert_eq!(h["--handshake-timeout"].value.as_deref(), Some("dur"));
+        assert_eq!(h["--handshake-timeout"].default, "30s");
+        assert_eq!(h["--idle-timeout"].default, "");
+        assert_eq!(help_list(help, "environment read:"), set(&["A", "B:name"]));
+        let page = ".SH OPTIONS\n.TP\n.BI \\-K \" ms\" \"\\fR, \\fP\" \\-\\-handshake\\-timeout= DUR\nFail.\nThe default is 30s.\n.TP\n.BR \\-Z \", \" \\-\\-keep\nKeep\n.BR CADIR ,\nevery\n.BI CERTFILE: name\nand\n.BR TLS_UID .\n.TP\n.BR \\-z \", \" \\-\\-no\\-keep\nThis is the default.\n.SH ENVIRONMENT\n.SS Read\n.TP\n.BR CADIR \", \" CAFILE\n.TQ\n.BI KEYFILE: name\nText with TLS and PEM.\n";
+        let m = man_option_docs(page);
+        assert_eq!(m["--handshake-timeout"].value.as_deref(), Some("ms|dur"));
+        assert_eq!(m["--handshake-timeout"].default, "30s");
+        assert_eq!(m["--no-keep"].default, "default");
+        assert_eq!(
+            man_keep_list(page),
+            set(&["CADIR", "CERTFILE:name", "TLS_UID"])
+        );
+        assert_eq!(
+            man_variables(page, "Read"),
+            set(&["CADIR", "CAFILE", "KEYFILE:name"])
+        );
     }
 
     #[test]

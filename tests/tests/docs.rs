@@ -1,10 +1,12 @@
-//! The interface as documented against the interface as built: every option `--help`
-//! lists (it is generated from the option table) is in the program's manual page and every
-//! option the page documents is in `--help`; the exit codes of `--help` (generated from
+//! The interface as documented against the interface as built: for every program, the
+//! option table, `--help` and the manual page agree on each option's names, value name
+//! and default, and the variables' table, `--help` and the page on the variables the
+//! program reads, removes from prog's environment unless `-Z` (stls(7) too) and sets for
+//! prog, in both directions; the exit codes of `--help` (generated from
 //! the exit codes' table) are those of the page, of stls(7) and of the README; the README's
 //! package list is the one CI installs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 use stls_tests::bins;
@@ -52,6 +54,148 @@ fn help_and_man_page_list_the_same_options() {
         let help_name = format!("{prog} --help");
         wrong.extend(differences(&h, &help_name, &m, &path.display().to_string()));
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The program's description in its crate: its groups say its options and variables.
+fn command(prog: &str) -> stls::options::Command {
+    match prog {
+        "tlsd" => tlsd::TLSD,
+        "tlsserver" => tlsd::TLSSERVER,
+        "ucspitlsd" => tlsd::UCSPITLSD,
+        "tlsc" => tlsc::TLSC,
+        "tlsclient" => tlsc::TLSCLIENT,
+        "ucspitlsc" => tlsc::UCSPITLSC,
+        p => panic!("no command for {p}"),
+    }
+}
+
+/// The table's options of `cmd`, in the readers' terms.
+fn table_options(cmd: &stls::options::Command) -> BTreeMap<String, options::OptionDoc> {
+    use stls::options::Initially;
+    cmd.options()
+        .map(|o| {
+            let doc = options::OptionDoc {
+                short: o.short.map(|c| format!("-{c}")),
+                value: o.arg.map(str::to_ascii_lowercase),
+                default: match o.default {
+                    Initially::Unsaid => String::new(),
+                    Initially::Set => "default".into(),
+                    Initially::Value(v) | Initially::Words(v) => v.into(),
+                },
+            };
+            (format!("--{}", o.long), doc)
+        })
+        .collect()
+}
+
+/// Where two readings of the same options differ: an option in one only, or its forms,
+/// value name or default.
+fn option_differences(
+    a: &BTreeMap<String, options::OptionDoc>,
+    a_name: &str,
+    b: &BTreeMap<String, options::OptionDoc>,
+    b_name: &str,
+) -> Vec<String> {
+    let keys = |m: &BTreeMap<String, options::OptionDoc>| m.keys().cloned().collect();
+    let mut out = differences(&keys(a), a_name, &keys(b), b_name);
+    for (k, x) in a {
+        if let Some(y) = b.get(k) {
+            if x != y {
+                out.push(format!("{k}: {a_name} says {x:?}, {b_name} says {y:?}"));
+            }
+        }
+    }
+    out
+}
+
+fn names(vars: impl Iterator<Item = &'static stls::variables::Var>) -> BTreeSet<String> {
+    vars.map(|v| v.name.to_string()).collect()
+}
+
+/// Every option of every program: its names, its value's name and its default are the
+/// same in the option table, in `--help` and in the manual page.
+#[test]
+fn table_help_and_man_page_agree_on_every_option() {
+    let mut wrong = Vec::new();
+    for (prog, page) in PROGRAMS {
+        let table = table_options(&command(prog));
+        let h = options::help_option_docs(&help(prog));
+        let path = options::man_page(page);
+        let m = options::man_option_docs(&read(&path));
+        assert!(m.len() >= 10, "{}: only {m:?} found", path.display());
+        let (t_name, h_name) = (format!("{prog}'s table"), format!("{prog} --help"));
+        wrong.extend(option_differences(&table, &t_name, &h, &h_name));
+        wrong.extend(option_differences(
+            &table,
+            &t_name,
+            &m,
+            &path.display().to_string(),
+        ));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Every program's variables: those it reads, those removed from prog's environment
+/// unless `-Z` (the page's `-Z` paragraph names each one) and those it sets for prog are
+/// the same in the variables' table, in `--help` and in the page's ENVIRONMENT; stls(7)
+/// names the same removed ones.
+#[test]
+fn table_help_and_man_page_agree_on_every_variable() {
+    use stls::variables;
+    let secrets = names(variables::secrets());
+    let mut wrong = Vec::new();
+    for (prog, page) in PROGRAMS {
+        let groups = command(prog).groups;
+        let h = help(prog);
+        let path = options::man_page(page);
+        let src = read(&path);
+        let shown = path.display().to_string();
+        let lists = [
+            (
+                "read",
+                names(variables::read_by(groups)),
+                options::help_list(&h, stls::help::READ),
+                options::man_variables(&src, "Read"),
+            ),
+            (
+                "removed unless -Z",
+                secrets.clone(),
+                options::help_list(&h, stls::help::REMOVED),
+                options::man_keep_list(&src),
+            ),
+            (
+                "set for prog",
+                names(variables::given_by(groups)),
+                options::help_list(&h, stls::help::GIVEN),
+                options::man_variables(&src, "Exported to prog"),
+            ),
+        ];
+        for (what, table, in_help, in_page) in lists {
+            assert!(!table.is_empty(), "{prog}: no variable {what} in the table");
+            let t = format!("{prog}'s table ({what})");
+            wrong.extend(differences(
+                &table,
+                &t,
+                &in_help,
+                &format!("{prog} --help ({what})"),
+            ));
+            wrong.extend(differences(
+                &table,
+                &t,
+                &in_page,
+                &format!("{shown} ({what})"),
+            ));
+        }
+    }
+    let stls7 = bins::workspace().join("man/stls.7");
+    let removed = options::stls7_removed(&read(&stls7));
+    wrong.extend(differences(
+        &secrets,
+        "the table (removed unless -Z)",
+        &removed,
+        "stls(7) (removed unless -Z)",
+    ));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

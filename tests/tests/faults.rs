@@ -178,7 +178,8 @@ fn tlsd_peer_reset_racing_our_close_notify_is_98() {
     }
 }
 
-/// Bug 1 (fixed on main in f06bbfd): the app never reads, so its clear-text pipe is full and the engine stops
+/// A reset while the app's pipe is full (the engine once waited for the app here; fixed in
+/// f06bbfd): the app never reads, so its clear-text pipe is full and the engine stops
 /// reading the network; the client then resets. tlsd must notice (POLLERR/POLLHUP on the
 /// socket, or an error on the next write) and end with 98 in bounded time, killing the
 /// app after its grace period — not wait for the app.
@@ -214,7 +215,8 @@ fn tlsc_peer_reset_mid_transfer_is_98() {
     let _ = srv.report(WAIT);
 }
 
-/// Bug 1 for tlsc (fixed in f06bbfd): the app never reads fd 6, the server fills everything and resets.
+/// The same reset for tlsc (fixed in f06bbfd): the app never reads fd 6, the server fills
+/// everything and resets.
 #[test]
 fn tlsc_peer_reset_while_app_pipe_full_is_98() {
     let srv = tls_server(|s| {
@@ -680,8 +682,8 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
     (a, b)
 }
 
-/// Bug 2 (fixed in f06bbfd): tlsd with fd 0 and/or fd 1 closed must exit 111 (a system
-/// error) before any network I/O. Rust's runtime reopens closed fds 0-2 on /dev/null
+/// Missing network fds (once a handshake failure, 97; fixed in f06bbfd): tlsd with fd 0
+/// and/or fd 1 closed must exit 111 (a system error) before any network I/O. Rust's runtime reopens closed fds 0-2 on /dev/null
 /// before main, so a plain `is_open` check passed and the handshake failed (97).
 #[test]
 fn tlsd_missing_fd_0_or_1_is_111() {
@@ -738,8 +740,8 @@ fn tlsc_one_network_fd_missing_is_111() {
 
 // ------------------------------------------------------------------ tlsc io form, one socket
 
-/// Reported bug 3 (it passes on this code): tlsc's io form with one socketpair end on both
-/// fd 0 and fd 1 (the shim's case). The host sends, shuts down writing, then reads: the
+/// A case reported as a failure that this code never had: tlsc's io form with one
+/// socketpair end on both fd 0 and fd 1 (the shim's case). The host sends, shuts down writing, then reads: the
 /// reply must still arrive (local EOF on a socket ends only that direction, fd 1 stays
 /// usable).
 #[test]

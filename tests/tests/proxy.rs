@@ -2,7 +2,7 @@
 //! sees the client's address and port (the client binds 127.0.0.2, or connects over
 //! IPv6), data checked by hash both ways; openssl s_client and curl through HAProxy;
 //! headers written by a test socket: v2 LOCAL and v1 UNKNOWN keep the connection's
-//! addresses; a missing, malformed, oversized, cut or stalled header ends tlsd with one
+//! addresses, the socket's own where no TCP variable was set (inetd, systemd); a missing, malformed, oversized, cut or stalled header ends tlsd with one
 //! line and its code, and prog never runs. tlsserver -L behind HAProxy the same way, a bad
 //! header ending only that connection, and -C counting the balancer's address.
 
@@ -266,6 +266,68 @@ fn v2_local_and_v1_unknown_keep_the_connections_addresses() {
     let want = "REMOTE=192.0.2.9:50000 LOCAL=198.51.100.4:443 PROTO=TCP\n";
     assert_eq!(got.hex(), payload::sha256_hex(want.as_bytes()));
     assert_eq!(l.next_session(WAIT).code(), 0);
+}
+
+/// A connection as inetd or systemd (`Accept=yes`) hands it over: `prog_args` run with the
+/// accepted socket on fd 0 and 1 and no TCP variable in the environment. The client's
+/// end, and the program's outcome once it ends.
+fn inetd_style(prog_args: &[OsString]) -> (TcpStream, std::thread::JoinHandle<proc::Outcome>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let tcp = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (conn, _) = l.accept().expect("accept");
+    let (fd0, fd1) = (
+        std::os::fd::OwnedFd::from(conn.try_clone().expect("dup")),
+        std::os::fd::OwnedFd::from(conn),
+    );
+    let mut c = Command::new(&prog_args[0]);
+    c.args(&prog_args[1..])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(fd0)
+        .stdout(fd1)
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in pair_env() {
+        c.env(k, v);
+    }
+    let running = Running::adopt(proc::spawn(&mut c));
+    let done = std::thread::spawn(move || running.finish(WAIT));
+    (tcp, done)
+}
+
+/// Under inetd or systemd no TCP variable is set: after a v2 LOCAL header (a balancer's
+/// own connection), `tlsd -L` and `ucspitlsd -L` give prog the connection's own addresses,
+/// from the socket.
+#[test]
+fn v2_local_without_tcp_variables_gives_the_sockets_addresses() {
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    let report = "printf 'REMOTE=%s:%s LOCAL=%s:%s PROTO=%s\\n' \
+                  \"$TCPREMOTEIP\" \"$TCPREMOTEPORT\" \"$TCPLOCALIP\" \"$TCPLOCALPORT\" \"$PROTO\"";
+    for prog in ["tlsd", "ucspitlsd"] {
+        let mut args: Vec<OsString> = vec![stls_tests::bins::bin(prog).into()];
+        args.extend(["-L", "--", "/bin/sh", "-c", report].map(OsString::from));
+        let (mut tcp, done) = inetd_style(&args);
+        let want = format!(
+            "REMOTE={} LOCAL={} PROTO=TCP\n",
+            addr_text(tcp.local_addr().expect("local")),
+            addr_text(tcp.peer_addr().expect("peer"))
+        );
+        tcp.write_all(&local).expect("write the header");
+        let got = if prog == "tlsd" {
+            let mut c = client::handshake(tcp, &ClientOpts::tls13()).expect("handshake");
+            let (got, _) = c.duplex(b"", true, WAIT);
+            got.hex()
+        } else {
+            // ucspitlsd's prog talks clear text and never asks for TLS.
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut tcp, &mut out).expect("read");
+            assert_eq!(String::from_utf8_lossy(&out), want, "{prog}");
+            payload::sha256_hex(&out)
+        };
+        assert_eq!(got, payload::sha256_hex(want.as_bytes()), "{prog}");
+        let o = done.join().expect("the program's thread");
+        assert_eq!(o.code(), 0, "{prog}: {}", o.stderr_str());
+    }
 }
 
 fn assert_refused(s: &Session, code: i32, words: &str, marker: &Path, what: &str) {

@@ -1171,6 +1171,7 @@ fn vhosts_cached_address_never_reaches_a_later_lookups_host() {
             assert_eq!(shim::assert_right_hosts(scenario, &got, &want, &err), 0);
             assert!(err.contains("(b.test, ...)"), "{err}");
         } else {
+            let err = format!("{err}\nstdout: {}", lines.join("\n"));
             shim::assert_every_host(scenario, &got, &want, &err);
         }
     }
@@ -1642,4 +1643,50 @@ fn java_connect_timeout_is_its_own() {
         eprintln!("measured: {what}: Java connect(addr, 2000) took {after:.2} s");
         marker.assert_gone(&format!("{what}: a helper outlived the JVM's socket"));
     }
+}
+
+const CONNECT_ONCE: &str = "import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])))\nexcept OSError as e:\n    sys.stderr.write('CONNECT FAILED %s\\n' % e)\n";
+
+/// The shim's messages say the real cause, in the shim's own terms: a server certificate
+/// that nothing here trusts (no CAFILE) is a matter of CAFILE, not of the name, even when
+/// no name was known; a name the certificate was not issued for points at AUTOSSL_SNI and
+/// AUTOSSL_NAMES, never at tlsc's -k, which a shim user cannot pass.
+#[test]
+fn the_shim_advises_the_variables_that_fix_the_failure() {
+    let Some(s) = tls_server(&[], &pki().ec) else {
+        return;
+    };
+    let port = s.port.to_string();
+    // No CAFILE: the system's trust store does not hold the test CA.
+    let untrusting: Vec<(String, String)> = s
+        .vars()
+        .into_iter()
+        .filter(|(k, _)| k != "CAFILE")
+        .collect();
+    let o = shim::run(
+        &[&python_arg(), "-c", CONNECT_ONCE, "127.0.0.1", &port],
+        &untrusting,
+        None,
+    );
+    let err = o.stderr_str();
+    assert!(err.contains("CONNECT FAILED"), "{err}");
+    assert!(err.contains("CAFILE"), "{err}");
+    assert!(
+        !err.contains("AUTOSSL_SNI"),
+        "the name blamed for a trust failure: {err}"
+    );
+    // Trusted, but asked for another name.
+    let wrong = with(s.vars(), "AUTOSSL_SNI", "wrong.test");
+    let o = shim::run(
+        &[&python_arg(), "-c", CONNECT_ONCE, "127.0.0.1", &port],
+        &wrong,
+        None,
+    );
+    let err = o.stderr_str();
+    assert!(err.contains("CONNECT FAILED"), "{err}");
+    assert!(
+        err.contains("not for wrong.test") && err.contains("AUTOSSL_SNI=NAME"),
+        "{err}"
+    );
+    assert!(!err.contains("-k"), "a shim user cannot pass -k: {err}");
 }

@@ -2,7 +2,7 @@
 //! (openssl s_client `-sess_out` against one, `-sess_in` against another, and Python
 //! ssl sessions; TLS 1.3 and 1.2), prog sees SSL_SESSION_RESUMED=1; rotation [new, old] still resumes an old
 //! ticket and [new] alone gives a full handshake; the lifetime bounds resumption; exactly
-//! one TLS 1.3 ticket per connection, none without the file; a bad file is 96 at start;
+//! one TLS 1.3 ticket per connection, resumed or not, none without the file; a bad file is 96 at start;
 //! a root-only file works with TLS_UID/TLS_GID; HAProxy round robin over two servers
 //! sharing the file (the README's example) resumes every reconnection. The same for two
 //! tlsserver instances, directly and behind HAProxy; tlsserver keeps its ticket keys
@@ -156,6 +156,40 @@ fn two_processes_sharing_the_key_file_resume_each_others_sessions() {
         }
     }
     let log = a.stop() + &b.stop();
+    assert!(!log.contains("fatal") && !log.contains("warning"), "{log}");
+}
+
+/// A resumed connection gets a new ticket too (TLS 1.3: one NewSessionTicket, as after a
+/// full handshake), so a client that uses each ticket once (TLS 1.3's advice) resumes
+/// every connection: each one's ticket, saved with `-sess_out`, resumes the next. (TLS 1.2
+/// resumes with the ticket it was given, which the server may renew: s_client keeps the
+/// session it had.)
+#[test]
+fn a_resumed_connection_gets_a_new_ticket() {
+    if !ready() {
+        return;
+    }
+    let dir = scratch("tickets-renewed");
+    let keys = key_file(&dir, "tickets.key", &[key(7)]);
+    let srv = server(&[], &[("TICKETKEYFILE", keys.as_path())]);
+    for tls in [Tls::V13] {
+        let sess = |n: usize| dir.join(format!("{tls:?}-{n}.pem"));
+        let first = seen(&s_client(srv.port, tls, None, Some(&sess(0))), tls);
+        assert!(!first.reused, "{tls:?}: {first:?}");
+        assert_eq!(first.tickets, 1, "{tls:?}: the full handshake's ticket");
+        for n in 1..4 {
+            let again = seen(
+                &s_client(srv.port, tls, Some(&sess(n - 1)), Some(&sess(n))),
+                tls,
+            );
+            assert!(again.reused && again.prog_resumed, "{tls:?} {n}: {again:?}");
+            assert_eq!(
+                again.tickets, 1,
+                "{tls:?} {n}: a resumed session's new ticket"
+            );
+        }
+    }
+    let log = srv.stop();
     assert!(!log.contains("fatal") && !log.contains("warning"), "{log}");
 }
 

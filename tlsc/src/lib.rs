@@ -3,6 +3,8 @@
 //! with a time limit, detaching from the caller, and the session itself (tlsc runs it on
 //! the fds it was given, tlsclient on the connection it made).
 
+#![forbid(unsafe_code)]
+
 use openssl::ssl::SslContext;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpStream};
 use std::os::unix::io::{IntoRawFd, RawFd};
@@ -10,15 +12,56 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::time::Duration;
 use stls::child::{self, Launcher, Selfpipe};
-use stls::cli::{self, Log};
 use stls::context::{self, ClientSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
 use stls::http_host::{self, Head};
-use stls::options::Options;
+use stls::log::{self, Log};
+use stls::options::{Command, Groups, Options};
 use stls::session;
 use stls::ucspi;
 use stls::{fd, process, Fds, Hold, Tls};
+
+/// `tlsc`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const TLSC: Command = Command {
+    name: "tlsc",
+    groups: Groups::COMMON
+        .with(Groups::CLIENT)
+        .with(Groups::CLIENT_FDS)
+        .with(Groups::SHIM)
+        .with(Groups::NOT_DELAYED),
+    usage: "usage: tlsc [options] [--] prog...   (network on fd 6/7, prog gets clear text on its fd 6/7)\n\
+            \x20      tlsc [options]              (io form: clear text on stdin/stdout)\n\
+            \x20      tlsc [options] ADDR PORT    (connect first, then the io form)\n",
+};
+
+/// `tlsclient`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const TLSCLIENT: Command = Command {
+    name: "tlsclient",
+    groups: Groups::COMMON
+        .with(Groups::CLIENT)
+        .with(Groups::CONNECT)
+        .with(Groups::NOT_DELAYED),
+    usage:
+        "usage: tlsclient [options] [--] HOST PORT prog...   (prog gets clear text on its fd 6/7)\n\
+            \x20      tlsclient [options] [--] HOST PORT           (clear text on stdin/stdout)\n\
+            TLS client: connect to HOST PORT and verify HOST's certificate.\n",
+};
+
+/// `ucspitlsc`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const UCSPITLSC: Command = Command {
+    name: "ucspitlsc",
+    groups: Groups::COMMON
+        .with(Groups::CLIENT)
+        .with(Groups::CLIENT_FDS)
+        .with(Groups::DELAYED),
+    usage: "usage: ucspitlsc [options] [--] prog...\n\
+            Delayed TLS (UCSPI-TLS) on the client side: the network on fd 6/7, prog starts at once on it \
+            and asks for TLS on SSLCTLFD.\n",
+};
 
 /// An IP literal as found in TCPREMOTEIP, -k or an ADDR operand: IPv4, IPv6 with an
 /// optional `%zone` and brackets; a v4-mapped IPv6 address is its IPv4 address. Returns the
@@ -38,15 +81,7 @@ pub fn parse_ip(s: &str) -> Option<(IpAddr, u32)> {
         Some(z) if !ip.is_ipv6() || z.is_empty() => return None,
         Some(z) => match z.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => {
-                let c = std::ffi::CString::new(z).ok()?;
-                // SAFETY: `c` is a NUL-terminated interface name that lives across the call.
-                let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-                if i == 0 {
-                    return None;
-                }
-                i
-            }
+            Err(_) => stls::net::interface_index(z)?,
         },
     };
     let ip = match ip {
@@ -161,17 +196,8 @@ pub fn split(s: TcpStream) -> Result<(RawFd, RawFd), Error> {
 /// Fork once: the first process exits 0 at once, so whoever spawned the program never has
 /// to wait for the long-lived one (autossl-shim keeps it out of the host's children).
 pub fn detach() -> Result<(), Error> {
-    // SAFETY: the program is single-threaded here; the parent leaves with _exit at once
-    // and the child goes on with a copy of the whole process.
-    match unsafe { libc::fork() } {
-        -1 => Err(Error::sys(
-            "unable to fork",
-            std::io::Error::last_os_error(),
-        )),
-        0 => Ok(()),
-        // SAFETY: _exit ends the process without running any code.
-        _ => unsafe { libc::_exit(0) },
-    }
+    // The program is single-threaded here: no thread has started yet.
+    process::detach().map_err(|e| Error::sys("unable to fork", e))
 }
 
 /// Check the notification fd (`-d`) and keep it from the app, run `f`, and close the fd
@@ -248,28 +274,10 @@ pub fn await_connect(net: RawFd, deadline: Option<std::time::Instant>) -> Result
             Err(e) => return Err(Error::sys("unable to wait for the connection", e)),
         }
     }
-    let mut v: libc::c_int = 0;
-    let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: an int-sized option into an int, with its length.
-    let r = unsafe {
-        libc::getsockopt(
-            net,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut v as *mut libc::c_int as *mut libc::c_void,
-            &mut l,
-        )
-    };
-    if r != 0 {
-        return Err(failed(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        ));
-    }
-    match v {
-        0 => Ok(()),
-        e => Err(failed(e)),
+    match stls::net::take_error(net) {
+        Ok(0) => Ok(()),
+        Ok(e) => Err(failed(e)),
+        Err(e) => Err(failed(e.raw_os_error().unwrap_or(libc::EIO))),
     }
 }
 
@@ -294,9 +302,8 @@ pub fn watch_clear_side(no_sandbox: bool) {
                 }];
                 match fd::poll(&mut p, 100) {
                     Ok(n) if n > 0 && !HANDSHAKE_DONE.load(Relaxed) => {
-                        // SAFETY: _exit ends the process without running any code; nothing
-                        // has been relayed yet.
-                        unsafe { libc::_exit(exit::SYSTEM) }
+                        // Nothing has been relayed yet: nothing to finish.
+                        process::exit_now(exit::SYSTEM)
                     }
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -460,7 +467,7 @@ pub fn session_sending(
     };
     HANDSHAKE_DONE.store(true, Relaxed);
     if opts.discard > 0 {
-        discard(app.0, opts.discard as usize, cli::deadline(opts))?;
+        discard(app.0, opts.discard as usize, opts.deadline())?;
     }
     let fds = Fds {
         clear_in: app.0,
@@ -496,7 +503,7 @@ pub fn handshake(
     // touches nothing but its fds (prog, `child`, was started or its launcher forked).
     stls::sandbox::enter(log, opts.no_sandbox, child)?;
     stls::nonblocking(&[rfd, wfd, app.0, app.1])?;
-    fd::nodelay(wfd);
+    stls::net::nodelay(wfd);
     let mut tls = Tls::new(ctx, rfd, wfd)?;
     let ssl = tls.ssl_mut();
     ssl.set_connect_state();
@@ -513,7 +520,7 @@ pub fn handshake(
         };
         r.map_err(|_| Error::usage("invalid server name"))?;
     }
-    tls.handshake(cli::deadline(opts))?;
+    tls.handshake(opts.deadline())?;
     let desc = session::describe(tls.ssl(), peer.sni.as_deref());
     if let Some(n) = opts.notification_fd {
         let r = fd::write_all(n, &desc.encode());
@@ -550,8 +557,8 @@ fn relay_sending(
     first: &[u8],
 ) -> i32 {
     process::trim_heap();
-    log.info(&cli::session_line(&desc, fds.cipher_in));
-    let mut cfg = cli::engine_config(opts);
+    log.info(&log::session_line(&desc, fds.cipher_in));
+    let mut cfg = opts.engine_config();
     if opts.detach {
         // The caller's stderr must not be held open for the connection's lifetime: with
         // a request to judge, the verdict goes to --log-fd, which is closed right after.
@@ -562,7 +569,7 @@ fn relay_sending(
             }
             _ => {
                 close_log_fd(opts);
-                cli::silence_stderr();
+                fd::silence_stderr();
             }
         }
     }
@@ -571,11 +578,11 @@ fn relay_sending(
         decided: if opts.detach { judged_detached } else { judged },
     });
     let pid = launcher.as_mut().map(|l| {
-        l.start(&cli::child_description(opts, desc));
+        l.start(&stls::child::app_description(opts.keep_env, desc));
         l.pid
     });
     let out = stls::run_sending(&mut tls, fds, pid, &cfg, first);
-    cli::conclude(&log, out)
+    log::conclude(&log, out)
 }
 
 /// Where the connection goes, for the messages of the shim's checks (set once, before).
@@ -596,7 +603,7 @@ fn judged(why: Option<&str>) {
 /// [`judged`], then the caller's stderr let go (`--detach`).
 fn judged_detached(why: Option<&str>) {
     judged(why);
-    cli::silence_stderr();
+    fd::silence_stderr();
 }
 
 fn close_log_fd(opts: &Options) {
@@ -617,7 +624,7 @@ pub fn name_from_request(
     names: &[String],
     net: RawFd,
 ) -> Result<(Peer, Vec<u8>), Error> {
-    let deadline = cli::deadline(opts);
+    let deadline = opts.deadline();
     if opts.discard > 0 {
         discard(0, opts.discard as usize, deadline)?;
     }
@@ -632,7 +639,7 @@ pub fn name_from_request(
         fd::close(l);
     }
     let _ = DEST.set(destination(net));
-    let deadline = cli::deadline(opts);
+    let deadline = opts.deadline();
     let list = names.join(", ");
     let fail = |what: String| {
         Error::new(
@@ -702,7 +709,7 @@ pub fn name_from_request(
 
 /// `IP port P` of the network's peer, for messages.
 fn destination(net: RawFd) -> String {
-    match fd::peer_addr(net) {
+    match stls::net::peer_addr(net) {
         Some(a) => format!("{} port {}", a.ip(), a.port()),
         None => "the server".into(),
     }
@@ -790,7 +797,7 @@ pub fn connected(
     };
     let (rfd, wfd) = network(opts, form)?;
     if opts.pending_connect {
-        await_connect(rfd, cli::deadline(opts))?;
+        await_connect(rfd, opts.deadline())?;
     }
     let net = Network {
         rfd,

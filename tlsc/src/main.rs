@@ -15,28 +15,20 @@
 //! 7. the description written to `-d`, prog started;
 //! 8. the engine relays; the exit code is prog's unless the engine failed.
 
-use stls::cli::{self, Log};
+#![forbid(unsafe_code)]
+
+use stls::cli;
 use stls::env::Env;
 use stls::exit::Error;
-use stls::options::{Command, Groups, Options};
+use stls::log::{self, Log};
+use stls::options::Options;
 use stls::process;
 use tlsc::{form_of, Form};
 
 mod serve;
 
-const TLSC: Command = Command {
-    name: "tlsc",
-    groups: Groups::COMMON
-        .with(Groups::CLIENT)
-        .with(Groups::CLIENT_FDS)
-        .with(Groups::SHIM),
-    usage: "usage: tlsc [options] [--] prog...   (network on fd 6/7, prog gets clear text on its fd 6/7)\n\
-            \x20      tlsc [options]              (io form: clear text on stdin/stdout)\n\
-            \x20      tlsc [options] ADDR PORT    (connect first, then the io form)\n",
-};
-
 fn main() {
-    cli::exit_with(TLSC.name, tlsc())
+    log::exit_with(tlsc::TLSC.name, tlsc())
 }
 
 fn tlsc() -> Result<i32, Error> {
@@ -47,11 +39,11 @@ fn tlsc() -> Result<i32, Error> {
              tlsc [options] ADDR PORT (see tlsc --help)",
         ));
     }
-    let Some(opts) = cli::parse_args(&TLSC)? else {
+    let Some(opts) = cli::parse_args(&tlsc::TLSC)? else {
         return Ok(0);
     };
     if opts.serve.is_some() {
-        return serve::serve(&TLSC, &opts);
+        return serve::serve(&tlsc::TLSC, &opts);
     }
     let form = form_of(&opts)?;
     // Operands that look like a mistyped ADDR PORT, with no network on fd 6/7: say what is
@@ -66,7 +58,7 @@ fn tlsc() -> Result<i32, Error> {
 }
 
 fn session(opts: &Options, form: Form) -> Result<i32, Error> {
-    let log = Log::new(&TLSC, opts);
+    let log = Log::new(&tlsc::TLSC, opts);
     if opts.detach {
         tlsc::detach()?;
     }

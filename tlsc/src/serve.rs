@@ -22,9 +22,9 @@ use std::os::unix::io::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use stls::child::Selfpipe;
-use stls::cli::{self, Log};
 use stls::env::Env;
 use stls::exit::{self, Error};
+use stls::log::{self, Log};
 use stls::options::{self, Command, Options};
 use stls::{fd, handoff, process};
 use tlsc::Form;
@@ -170,11 +170,21 @@ fn hand_off(
     let Some((targets, args)) = parse(&buf[..n], fds.len()) else {
         return 0;
     };
+    let helper = std::process::id();
     match handoff::fork() {
-        Ok(Some(_)) => 1,
+        Ok(Some(_)) => {
+            // The sender keeps its descriptors until it hears that a process has them: a
+            // helper that ends before this byte leaves the connection to the sender.
+            let _ = fd::write(conn.as_raw_fd(), b"k");
+            1
+        }
         Ok(None) => {
-            // The connection's process: nothing of the helper's but the context.
+            // The connection's process: nothing of the helper's but the context; it ends
+            // with the helper, even one that ended before it could ask for that.
             handoff::end_with_parent(libc::SIGKILL);
+            if handoff::parent_pid() != helper {
+                handoff::exit_now(exit::SYSTEM);
+            }
             process::keep_heap();
             handoff::default_signal(libc::SIGCHLD);
             for h in helpers {
@@ -257,7 +267,7 @@ fn run(
 }
 
 fn report(e: Error) -> i32 {
-    let (word, shown) = cli::failure_word();
+    let (word, shown) = log::failure_word();
     if shown {
         let _ = fd::write_all(2, format!("tlsc: {word}: {}\n", e.msg).as_bytes());
     }

@@ -16,16 +16,60 @@
 //! autossl-shim's server side takes one step, [`serve_clear_fd`]: no prog, the handshake,
 //! then the relay with the daemon's socket.
 
+#![forbid(unsafe_code)]
+
 use std::borrow::Borrow;
 use stls::child::{Credentials, Launcher, Selfpipe};
-use stls::cli::{self, Log};
 use stls::context::{Server, ServerSettings};
 use stls::env::{self, Env};
 use stls::exit::{self, Error};
-use stls::options::Options;
+use stls::log::{self, Log};
+use stls::options::{Command, Groups, Options};
 use stls::proxy::Proxied;
 use stls::session;
 use stls::{fd, process, Fds, Tls};
+
+/// `tlsd`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const TLSD: Command = Command {
+    name: "tlsd",
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::PROXY)
+        .with(Groups::SHIM_SERVER)
+        .with(Groups::NOT_DELAYED),
+    usage: "usage: tlsd [options] [--] prog...\n\
+            \x20      tlsd [options] --clear-fd=FD   (autossl-shim: clear text on the socket FD)\n\
+            TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n",
+};
+
+/// `tlsserver`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const TLSSERVER: Command = Command {
+    name: "tlsserver",
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::LISTEN)
+        .with(Groups::PROXY)
+        .with(Groups::NOT_DELAYED)
+        .with(Groups::DELAYED),
+    usage: "usage: tlsserver [options] [--] ADDR PORT prog...\n\
+            \x20      tlsserver [options] [--] prog...   (socket activation: the listener on fd 3)\n\
+            TLS server: listen on ADDR PORT and run prog for every connection with clear text on its fd 0/1.\n",
+};
+
+/// `ucspitlsd`: its name, its groups (the options it takes, the variables it reads and sets)
+/// and its usage.
+pub const UCSPITLSD: Command = Command {
+    name: "ucspitlsd",
+    groups: Groups::COMMON
+        .with(Groups::SERVER)
+        .with(Groups::PROXY)
+        .with(Groups::DELAYED),
+    usage: "usage: ucspitlsd [options] [--] prog...\n\
+            Delayed TLS (UCSPI-TLS) on the server side: the network on fd 0/1, prog starts at once on it \
+            and asks for TLS on SSLCTLFD.\n",
+};
 
 /// The network must be on fd 0 and fd 1; fd 2 is silenced when it is the connection too
 /// (inetd `nowait` puts the socket there: messages must not enter the TLS stream).
@@ -37,7 +81,7 @@ pub fn check_network() -> Result<(), Error> {
         ));
     }
     if fd::is_socket(2) && fd::same_file(0, 2) {
-        cli::silence_stderr();
+        fd::silence_stderr();
     }
     Ok(())
 }
@@ -130,9 +174,9 @@ fn tls_handshake(
         // The first byte from the network is read below: from here on, the engine's process
         // touches nothing but its fds. prog was started, or its launcher forked, before.
         stls::sandbox::enter(log, opts.no_sandbox, Some(launcher.pid))?;
-        let deadline = cli::deadline(opts);
+        let deadline = opts.deadline();
         let proxied = if header {
-            cli::proxy_header(opts, 0, deadline)?
+            stls::proxy::header(opts, 0, deadline)?
         } else {
             None
         };
@@ -140,7 +184,7 @@ fn tls_handshake(
             return Ok(None);
         }
         stls::nonblocking(&[0, 1, launcher.to_app, launcher.from_app])?;
-        fd::nodelay(1);
+        stls::net::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
         tls.handshake(deadline)?;
@@ -161,10 +205,10 @@ pub fn relay(
     process::trim_heap();
     let mut desc = session::describe(tls.ssl(), None);
     if let Some(p) = proxied {
-        stls::proxy::describe(p, &mut desc);
+        stls::proxy::describe(p, 0, &mut desc);
     }
-    log.info(&cli::session_line(&desc, 0));
-    if let Err(e) = launcher.try_start(&cli::child_description(opts, desc)) {
+    log.info(&log::session_line(&desc, 0));
+    if let Err(e) = launcher.try_start(&stls::child::app_description(opts.keep_env, desc)) {
         log.fatal(&e);
         return e.code;
     }
@@ -175,8 +219,8 @@ pub fn relay(
         cipher_out: 1,
         selfpipe: selfpipe.rfd,
     };
-    let out = stls::run(&mut tls, fds, Some(launcher.pid), &cli::engine_config(opts));
-    cli::conclude(&log, out)
+    let out = stls::run(&mut tls, fds, Some(launcher.pid), &opts.engine_config());
+    log::conclude(&log, out)
 }
 
 /// The handshake with `server` (owned or borrowed; an error there is the session's), then
@@ -224,11 +268,11 @@ pub fn serve_then<S: Borrow<Server>>(
 /// the handshake timeout; the client it names goes into this process's environment
 /// (`TCPREMOTEIP`, ...), which prog inherits. Nothing without `-L`.
 pub fn proxy_header_first(opts: &Options) -> Result<(), Error> {
-    let Some(p) = cli::proxy_header(opts, 0, cli::deadline(opts))? else {
+    let Some(p) = stls::proxy::header(opts, 0, opts.deadline())? else {
         return Ok(());
     };
     let mut edits = stls::session::Description::default();
-    stls::proxy::describe(p, &mut edits);
+    stls::proxy::describe(p, 0, &mut edits);
     for (k, v) in edits.vars {
         match v {
             Some(v) => std::env::set_var(k, v),
@@ -291,27 +335,21 @@ pub fn serve_clear_fd(
     clear: std::os::unix::io::RawFd,
 ) -> Result<i32, Error> {
     // One connection of a daemon that goes on: its failures are warnings.
-    cli::one_connection_of_many(opts.verbosity);
+    log::one_connection_of_many(opts.verbosity);
     stls::child::ignore_sigpipe();
     let server = server?;
     // The engine closes its clear input and output separately: two descriptors.
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor the shim gave; the result is ours.
-    let clear_out = unsafe { libc::fcntl(clear, libc::F_DUPFD_CLOEXEC, 3) };
-    if clear_out < 0 {
-        return Err(Error::sys(
-            "unable to duplicate the clear fd",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let clear_out =
+        fd::dup_above(clear, 3).map_err(|e| Error::sys("unable to duplicate the clear fd", e))?;
     let run = || {
         env::drop_privileges(env.uid, env.gid)?;
         // No prog: nothing of this process's is left to start.
         stls::sandbox::enter(log, opts.no_sandbox, None)?;
         stls::nonblocking(&[0, 1, clear, clear_out])?;
-        fd::nodelay(1);
+        stls::net::nodelay(1);
         let mut tls = Tls::new(&server.ctx, 0, 1)?;
         tls.ssl_mut().set_accept_state();
-        tls.handshake(cli::deadline(opts))?;
+        tls.handshake(opts.deadline())?;
         Ok(tls)
     };
     let mut tls = run().map_err(|e| server.handshake_error(e))?;
@@ -331,14 +369,14 @@ pub fn serve_clear_fd(
         cipher_out: 1,
         selfpipe: -1,
     };
-    let out = stls::run(&mut tls, fds, None, &cli::engine_config(opts));
-    Ok(cli::conclude(&log, out))
+    let out = stls::run(&mut tls, fds, None, &opts.engine_config());
+    Ok(log::conclude(&log, out))
 }
 
 /// The verbosity-2 line of `--clear-fd`: the usual one, with the client certificate a
 /// daemon behind autossl-shim cannot read from its environment.
 fn shim_session_line(desc: &session::Description) -> String {
-    let mut s = cli::session_line(desc, 0);
+    let mut s = log::session_line(desc, 0);
     for (k, name) in [
         ("SSL_PEER_CERT_SUBJECT", "subject"),
         ("SSL_PEER_CERT_HASH", "hash"),
@@ -353,35 +391,9 @@ fn shim_session_line(desc: &session::Description) -> String {
 /// `--session-at`: the wire form at `offset + 4` of `to`, then its length (4 bytes,
 /// little-endian) at `offset`, last: a reader that sees the length sees the bytes.
 fn write_session_at(to: i32, offset: u64, wire: &[u8]) -> std::io::Result<()> {
-    let pwrite_all = |buf: &[u8], at: u64| -> std::io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: pwrite reads buf[done..] (in bounds) at an offset of the caller's fd.
-            let n = unsafe {
-                libc::pwrite(
-                    to,
-                    buf[done..].as_ptr() as *const libc::c_void,
-                    buf.len() - done,
-                    (at + done as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            done += n as usize;
-        }
-        Ok(())
-    };
     if wire.len() > session::MAX_NOTIFICATION {
         return Err(std::io::Error::other("description too long"));
     }
-    pwrite_all(wire, offset + 4)?;
-    pwrite_all(&(wire.len() as u32).to_le_bytes(), offset)
+    fd::pwrite_all(to, wire, offset + 4)?;
+    fd::pwrite_all(to, &(wire.len() as u32).to_le_bytes(), offset)
 }

@@ -15,34 +15,25 @@
 //! With `--clear-fd=FD` (autossl-shim's server side) there is no prog: steps 2 and 5 are
 //! skipped and the engine relays with the socket FD.
 
+#![forbid(unsafe_code)]
+
 use stls::child::Credentials;
-use stls::cli::{self, Log};
+use stls::cli;
 use stls::context;
 use stls::env::Env;
 use stls::exit::Error;
-use stls::options::{Command, Groups};
+use stls::log::{self, Log};
 use stls::{fd, process};
 
-const TLSD: Command = Command {
-    name: "tlsd",
-    groups: Groups::COMMON
-        .with(Groups::SERVER)
-        .with(Groups::PROXY)
-        .with(Groups::SHIM_SERVER),
-    usage: "usage: tlsd [options] [--] prog...\n\
-            \x20      tlsd [options] --clear-fd=FD   (autossl-shim: clear text on the socket FD)\n\
-            TLS server side of a UCSPI connection: the network on fd 0/1, prog gets clear text on its fd 0/1.\n",
-};
-
 fn main() {
-    cli::exit_with(TLSD.name, tlsd())
+    log::exit_with(tlsd::TLSD.name, tlsd())
 }
 
 fn tlsd() -> Result<i32, Error> {
-    let Some(opts) = cli::parse_args(&TLSD)? else {
+    let Some(opts) = cli::parse_args(&tlsd::TLSD)? else {
         return Ok(0);
     };
-    let log = Log::new(&TLSD, &opts);
+    let log = Log::new(&tlsd::TLSD, &opts);
     if let Some(clear) = opts.clear_fd {
         return clear_fd_form(&opts, log, clear);
     }
@@ -68,7 +59,7 @@ fn tlsd() -> Result<i32, Error> {
     // The launcher is forked before the context is built: the fork then shares a small
     // heap, and the parent's later writes to its heap do not each take a copy-on-write
     // fault (about a tenth of a connection's CPU). A configuration error aborts it.
-    let launched = tlsd::launch(TLSD.name, &opts.operands, &Credentials::default())?;
+    let launched = tlsd::launch(tlsd::TLSD.name, &opts.operands, &Credentials::default())?;
     let server = context::server(&tlsd::settings(&opts, log), &env);
     tlsd::serve(&opts, &env, log, server, launched)
 }

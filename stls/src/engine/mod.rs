@@ -19,8 +19,8 @@
 mod state;
 
 use crate::fd;
-use crate::handshake::{Io, Tls};
 use crate::http_host::Verdict;
+use crate::tls::{Io, Tls};
 use state::{A2n, N2a, Wait};
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ pub const BUF: usize = 64 * 1024;
 /// One direction's bytes: read into `spare`, written from `pending`. Fresh pages, so
 /// that an idle connection holds only the pages its data touched.
 struct Buf {
-    data: crate::process::Pages,
+    data: crate::pages::Pages,
     start: usize,
     end: usize,
 }
@@ -125,7 +125,7 @@ struct Buf {
 impl Buf {
     fn new() -> Buf {
         Buf {
-            data: crate::process::Pages::new(BUF),
+            data: crate::pages::Pages::new(BUF),
             start: 0,
             end: 0,
         }

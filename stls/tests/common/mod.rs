@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 use stls::engine::{self, Config, Fds, Outcome};
-use stls::handshake::{nonblocking, Tls};
+use stls::tls::{nonblocking, Tls};
 
 pub fn identity() -> &'static (X509, PKey<Private>) {
     static ID: OnceLock<(X509, PKey<Private>)> = OnceLock::new();

@@ -10,31 +10,25 @@
 //! 5. `PROTO` and the TCP variables exported, the connection moved to fd 6/7 for prog;
 //! 6. tlsc's session: with prog, prog on fds 6/7; without, clear text on stdin/stdout.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::io::IntoRawFd;
-use stls::cli::{self, Log};
+use stls::cli;
 use stls::env::Env;
 use stls::exit::{self, Error};
-use stls::options::{Command, Family, Groups, Options};
+use stls::log::{self, Log};
+use stls::options::{Family, Options};
 use stls::{fd, process};
 use tlsc::{Network, Peer};
 
-const TLSCLIENT: Command = Command {
-    name: "tlsclient",
-    groups: Groups::COMMON.with(Groups::CLIENT).with(Groups::CONNECT),
-    usage:
-        "usage: tlsclient [options] [--] HOST PORT prog...   (prog gets clear text on its fd 6/7)\n\
-            \x20      tlsclient [options] [--] HOST PORT           (clear text on stdin/stdout)\n\
-            TLS client: connect to HOST PORT and verify HOST's certificate.\n",
-};
-
 fn main() {
-    cli::exit_with(TLSCLIENT.name, tlsclient())
+    log::exit_with(tlsc::TLSCLIENT.name, tlsclient())
 }
 
 fn tlsclient() -> Result<i32, Error> {
-    let Some(mut opts) = cli::parse_args(&TLSCLIENT)? else {
+    let Some(mut opts) = cli::parse_args(&tlsc::TLSCLIENT)? else {
         return Ok(0);
     };
     let (host, port) = destination(&mut opts)?;
@@ -68,7 +62,7 @@ fn destination(opts: &mut Options) -> Result<(String, u16), Error> {
 }
 
 fn session(opts: &Options, host: &str, port: u16) -> Result<i32, Error> {
-    let log = Log::new(&TLSCLIENT, opts);
+    let log = Log::new(&tlsc::TLSCLIENT, opts);
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
     let ctx = tlsc::client_context(opts, &env)?;

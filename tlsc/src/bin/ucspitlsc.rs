@@ -16,27 +16,21 @@
 //!    timeout counted from the command; the description on SSLCTLFD after `Y` (and `-d`);
 //! 6. the engine relays; the exit code is prog's unless the engine failed.
 
-use stls::cli::{self, Log};
+#![forbid(unsafe_code)]
+
+use stls::cli;
 use stls::env::Env;
 use stls::exit::{self, Error};
-use stls::options::{Command, Groups};
+use stls::log::{self, Log};
 use stls::{fd, process};
 use tlsc::Peer;
 
-const UCSPITLSC: Command = Command {
-    name: "ucspitlsc",
-    groups: Groups::COMMON.with(Groups::CLIENT).with(Groups::CLIENT_FDS),
-    usage: "usage: ucspitlsc [options] [--] prog...\n\
-            Delayed TLS (UCSPI-TLS) on the client side: the network on fd 6/7, prog starts at once on it \
-            and asks for TLS on SSLCTLFD.\n",
-};
-
 fn main() {
-    cli::exit_with(UCSPITLSC.name, ucspitlsc())
+    log::exit_with(tlsc::UCSPITLSC.name, ucspitlsc())
 }
 
 fn ucspitlsc() -> Result<i32, Error> {
-    let Some(opts) = cli::parse_args(&UCSPITLSC)? else {
+    let Some(opts) = cli::parse_args(&tlsc::UCSPITLSC)? else {
         return Ok(0);
     };
     if opts.operands.is_empty() {
@@ -56,7 +50,7 @@ fn ucspitlsc() -> Result<i32, Error> {
         ));
     }
     tlsc::with_notification(&opts, || {
-        let log = Log::new(&UCSPITLSC, &opts);
+        let log = Log::new(&tlsc::UCSPITLSC, &opts);
         if opts.detach {
             tlsc::detach()?;
         }
@@ -64,7 +58,7 @@ fn ucspitlsc() -> Result<i32, Error> {
         process::init_openssl(env.openssl_conf);
         let ctx = tlsc::client_context(&opts, &env)?;
         let peer = Peer::named(&opts, env.tcpremoteip.clone())?;
-        let launched = tlsc::launch_delayed(UCSPITLSC.name, &opts)?;
+        let launched = tlsc::launch_delayed(tlsc::UCSPITLSC.name, &opts)?;
         tlsc::serve_delayed(log, &opts, &env, &ctx, &peer, net, launched)
     })
 }

@@ -18,32 +18,25 @@
 //!    handshake, prog, engine), or with `-n` ucspitlsd's (the header, prog at once, its
 //!    command, the handshake, the engine).
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::os::unix::io::{AsRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-use stls::child::{self, Credentials};
-use stls::cli::{self, Log};
+use stls::child::{self, Credentials, Selfpipe};
+use stls::cli;
 use stls::context::{self, Server, ServerSettings};
 use stls::env::Env;
 use stls::exit::{self, Error};
-use stls::fd;
-use stls::options::{Command, Groups, Options};
-use stls::process;
-
-const TLSSERVER: Command = Command {
-    name: "tlsserver",
-    groups: Groups::COMMON
-        .with(Groups::SERVER)
-        .with(Groups::LISTEN)
-        .with(Groups::PROXY),
-    usage: "usage: tlsserver [options] [--] ADDR PORT prog...\n\
-            \x20      tlsserver [options] [--] prog...   (socket activation: the listener on fd 3)\n\
-            TLS server: listen on ADDR PORT and run prog for every connection with clear text on its fd 0/1.\n",
-};
+use stls::log::{self, Log};
+use stls::options::Options;
+use stls::pages::SharedFlags;
+use stls::process::{self, Forked, Nofile};
+use stls::{fd, net};
 
 /// How often the certificate files are checked for a replacement.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -65,14 +58,14 @@ const ACCEPT_BATCH: usize = 256;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 fn main() {
-    cli::exit_with(TLSSERVER.name, tlsserver())
+    log::exit_with(tlsd::TLSSERVER.name, tlsserver())
 }
 
 fn tlsserver() -> Result<i32, Error> {
-    let Some(opts) = cli::parse_args(&TLSSERVER)? else {
+    let Some(opts) = cli::parse_args(&tlsd::TLSSERVER)? else {
         return Ok(0);
     };
-    let log = Log::new(&TLSSERVER, &opts);
+    let log = Log::new(&tlsd::TLSSERVER, &opts);
     standard_fds_open();
     let activated = socket_activation()?;
     let (addr, prog) = operands(&opts, activated.is_some())?;
@@ -101,9 +94,9 @@ fn tlsserver() -> Result<i32, Error> {
     if let Ok(a) = listener.local_addr() {
         log.info(&format!("listening on {a}"));
     }
-    let signals = Signals::install()?;
+    let signals = Selfpipe::catching(&CAUGHT)?;
     let nofile = Nofile::raise();
-    let pool_max = nofile.pool_max();
+    let pool_max = pool_max(&nofile);
     let per_ip = match opts.maxconn_per_ip {
         None => Some(opts.maxconn.div_ceil(2)),
         Some(0) => None,
@@ -247,13 +240,12 @@ fn socket_activation() -> Result<Option<TcpListener>, Error> {
         ));
     }
     let _ = fd::set_cloexec(3, true);
-    // SAFETY: fd 3 is the listening socket systemd passed; nothing else in the process owns it.
-    let l = unsafe { TcpListener::from_raw_fd(3) };
-    if l.local_addr().is_err() {
+    // fd 3 is the listening socket systemd passed; nothing else in the process owns it.
+    let Some(l) = net::take_listener(3) else {
         return Err(Error::usage(
             "LISTEN_FDS=1 but fd 3 is not a TCP socket (use ListenStream= with an address)",
         ));
-    }
+    };
     l.set_nonblocking(true)
         .map_err(|e| Error::sys("unable to set O_NONBLOCK on fd 3", e))?;
     Ok(Some(l))
@@ -338,213 +330,19 @@ fn app_credentials(opts: &Options) -> Result<Credentials, Error> {
     Ok(c)
 }
 
-/// A socket listening on `sa`: `SO_REUSEADDR`, and for IPv6 both families (`::` then
-/// takes IPv4 connections too, whatever the system's `bindv6only`).
+/// A socket listening on `sa` (see [`net::listen`]).
 fn listen(sa: SocketAddr, backlog: Option<i32>) -> Result<TcpListener, Error> {
-    let fail = |what: &str| {
-        Error::sys(
-            &format!("unable to {what} {sa}"),
-            std::io::Error::last_os_error(),
-        )
-    };
-    let family = if sa.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: socket takes plain integers.
-    let s = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(fail("create a socket for"));
-    }
-    // SAFETY: `s` is a new socket this function owns; the listener closes it on every path.
-    let listener = unsafe { TcpListener::from_raw_fd(s) };
-    let on: libc::c_int = 1;
-    let off: libc::c_int = 0;
-    setsockopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &on);
-    if sa.is_ipv6() {
-        setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &off);
-    }
-    let r = match sa {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: `sin` is a sockaddr_in of the size passed, alive across the call.
-            unsafe {
-                libc::bind(
-                    s,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: `sin6` is a sockaddr_in6 of the size passed, alive across the call.
-            unsafe {
-                libc::bind(
-                    s,
-                    (&sin6 as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
-    };
-    if r < 0 {
-        return Err(fail("bind to"));
-    }
-    // SAFETY: listen takes plain integers.
-    if unsafe { libc::listen(s, backlog.unwrap_or(libc::SOMAXCONN)) } < 0 {
-        return Err(fail("listen on"));
-    }
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::sys("unable to set O_NONBLOCK on the listener", e))?;
-    Ok(listener)
+    net::listen(sa, backlog).map_err(|(what, e)| Error::sys(&format!("unable to {what} {sa}"), e))
 }
 
-fn setsockopt(s: RawFd, level: libc::c_int, name: libc::c_int, v: &libc::c_int) {
-    // SAFETY: `v` points at an int of the size passed, alive across the call.
-    unsafe {
-        libc::setsockopt(
-            s,
-            level,
-            name,
-            (v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-}
-
-/// The fd signals are written to, one byte each, by [`on_signal`].
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    // SAFETY: write and errno's location are async-signal-safe; errno is restored so that
-    // the interrupted code sees its own.
-    unsafe {
-        let saved = *libc::__errno_location();
-        let b = sig as u8;
-        libc::write(
-            SIGNAL_FD.load(Ordering::Relaxed),
-            (&b as *const u8).cast(),
-            1,
-        );
-        *libc::__errno_location() = saved;
-    }
-}
-
-/// SIGTERM, SIGINT, SIGHUP and SIGCHLD as bytes on a non-blocking pipe.
-struct Signals {
-    rfd: RawFd,
-    wfd: RawFd,
-}
-
+/// The signals the server acts on, caught into its selfpipe.
 const CAUGHT: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
 
-impl Signals {
-    fn install() -> Result<Signals, Error> {
-        let (rfd, wfd) = fd::pipe().map_err(|e| Error::sys("unable to create the selfpipe", e))?;
-        for f in [rfd, wfd] {
-            fd::set_nonblock(f, true).map_err(|e| Error::sys("unable to set O_NONBLOCK", e))?;
-        }
-        SIGNAL_FD.store(wfd, Ordering::Relaxed);
-        child::ignore_sigpipe();
-        for sig in CAUGHT {
-            // SAFETY: `sa` is a zeroed sigaction filled in here; the handler only writes a
-            // byte to a pipe and restores errno.
-            let r = unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as *const () as usize;
-                sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut())
-            };
-            if r < 0 {
-                return Err(Error::sys(
-                    "unable to catch signals",
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        }
-        Ok(Signals { rfd, wfd })
-    }
-
-    /// The signals received since the last call.
-    fn drain(&self) -> Vec<libc::c_int> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 64];
-        while let Ok(n @ 1..) = fd::read(self.rfd, &mut buf) {
-            out.extend(buf[..n].iter().map(|&b| libc::c_int::from(b)));
-        }
-        out
-    }
-
-    /// In a connection's process: the default dispositions back, the pipe closed.
-    fn forget(&self) {
-        for sig in CAUGHT {
-            // SAFETY: restoring a signal's default disposition installs no handler code.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
-        }
-        fd::close(self.rfd);
-        fd::close(self.wfd);
-    }
-}
-
-/// The soft RLIMIT_NOFILE, raised to the hard limit at start so that the pool of silent
-/// connections fits, and put back in every connection's process for prog.
-struct Nofile {
-    start: libc::rlimit,
-    now: u64,
-}
-
-impl Nofile {
-    fn raise() -> Nofile {
-        // SAFETY: getrlimit and setrlimit read and write a local struct.
-        unsafe {
-            let mut start: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut start) < 0 {
-                return Nofile { start, now: 1024 };
-            }
-            let raised = libc::rlimit {
-                rlim_cur: start.rlim_max,
-                rlim_max: start.rlim_max,
-            };
-            let now = if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                raised.rlim_cur
-            } else {
-                start.rlim_cur
-            };
-            Nofile { start, now }
-        }
-    }
-
-    /// How many connections may wait for their first byte: [`POOL_MAX`], less when the
-    /// fd limit is lower.
-    fn pool_max(&self) -> usize {
-        let fds = self.now.saturating_sub(FD_RESERVE).max(1);
-        usize::try_from(fds).map_or(POOL_MAX, |n| n.min(POOL_MAX))
-    }
-
-    /// In a connection's process: the limit the server was started with, for prog.
-    fn restore(&self) {
-        // SAFETY: setrlimit reads a struct owned by self.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.start) };
-    }
+/// How many connections may wait for their first byte: [`POOL_MAX`], less when the fd
+/// limit is lower.
+fn pool_max(nofile: &Nofile) -> usize {
+    let fds = nofile.now.saturating_sub(FD_RESERVE).max(1);
+    usize::try_from(fds).map_or(POOL_MAX, |n| n.min(POOL_MAX))
 }
 
 /// A connection accepted that has no process yet: it waits for its first byte (a
@@ -587,49 +385,6 @@ fn expire(pool: &mut VecDeque<Waiting>, k: Option<Duration>) {
     }
 }
 
-/// One byte per process slot, in memory shared with the connections' processes (an
-/// anonymous shared mapping made before any fork): a connection's process sets its byte
-/// once its handshake is done, so the server knows which connections have proven nothing
-/// yet without reading from any of them.
-struct Flags {
-    base: *mut AtomicU8,
-    len: usize,
-}
-
-impl Flags {
-    fn new(len: usize) -> Result<Flags, Error> {
-        // SAFETY: a new anonymous mapping, never unmapped: the server and every
-        // connection's process keep it for their whole life.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len.max(1),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::sys(
-                "unable to map the connections' flags",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Flags {
-            base: p.cast(),
-            len: len.max(1),
-        })
-    }
-
-    fn slot(&self, i: usize) -> &AtomicU8 {
-        let i = i.min(self.len - 1);
-        // SAFETY: `i` is within the mapping, which lives as long as the process; AtomicU8
-        // has the layout of u8 and the shared bytes are only ever accessed atomically.
-        unsafe { &*self.base.add(i) }
-    }
-}
-
 /// A connection's process, as the server knows it.
 struct Proc {
     ip: IpAddr,
@@ -644,7 +399,10 @@ struct Conns {
     by_pid: HashMap<libc::pid_t, Proc>,
     by_ip: HashMap<IpAddr, u32>,
     free: Vec<usize>,
-    flags: Flags,
+    /// One byte per process slot, shared with the connections' processes: a connection's
+    /// process sets its byte once its handshake is done, so the server knows which
+    /// connections have proven nothing yet without reading from any of them.
+    flags: SharedFlags,
 }
 
 impl Conns {
@@ -653,7 +411,8 @@ impl Conns {
             by_pid: HashMap::new(),
             by_ip: HashMap::new(),
             free: (0..maxconn).rev().collect(),
-            flags: Flags::new(maxconn)?,
+            flags: SharedFlags::new(maxconn)
+                .map_err(|e| Error::sys("unable to map the connections' flags", e))?,
         })
     }
 
@@ -698,27 +457,13 @@ impl Conns {
     /// limit. A killed process exits without running any code of its own, so this wait
     /// is the kernel's teardown, never a client's pace.
     fn evict(&mut self, pid: libc::pid_t) {
-        // SAFETY: kill and waitpid on our own child, with a local status.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            let mut st = 0;
-            while libc::waitpid(pid, &mut st, 0) < 0
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {
-            }
-        }
+        process::kill_and_reap(pid);
         self.remove(pid);
     }
 
     /// Reap every finished child (the connections' processes), logging their status.
     fn reap(&mut self, log: Log) {
-        loop {
-            let mut st = 0;
-            // SAFETY: waitpid writes the status into a local integer.
-            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-            if pid <= 0 {
-                return;
-            }
+        while let Some((pid, st)) = process::reap_any() {
             let Some(p) = self.remove(pid) else {
                 continue;
             };
@@ -818,7 +563,7 @@ fn accept_some(
 struct Spawn<'a> {
     s: &'a Session<'a>,
     server: &'a Server,
-    signals: &'a Signals,
+    signals: &'a Selfpipe,
     listener: &'a TcpListener,
     nofile: &'a Nofile,
 }
@@ -887,17 +632,15 @@ fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
         k.saturating_sub(w.since.elapsed())
             .max(Duration::from_millis(1))
     });
-    // SAFETY: the server is single-threaded: the child is a copy of it that runs only
-    // the connection's session and leaves by exit.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => {
+    // The server is single-threaded: the child is a copy of it that runs only the
+    // connection's session and leaves by exit.
+    match process::fork() {
+        Err(e) => {
             conns.free.push(slot);
-            let e = std::io::Error::last_os_error();
             s.log
                 .warn(&format!("unable to fork: {}", exit::io_text(&e)));
         }
-        0 => {
+        Ok(Forked::Child) => {
             sp.signals.forget();
             // The listener and the other waiting connections are the server's: this
             // process must not keep them open.
@@ -906,7 +649,7 @@ fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
                 fd::close(o.fd());
             }
             sp.nofile.restore();
-            cli::one_connection_of_many(s.opts.verbosity);
+            log::one_connection_of_many(s.opts.verbosity);
             let mut opts = s.opts.clone();
             if opts.handshake_timeout.is_some() {
                 opts.handshake_timeout = left;
@@ -924,12 +667,12 @@ fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
                 connnum: from_ip,
             };
             let done = conns.flags.slot(slot);
-            cli::exit_with(
-                TLSSERVER.name,
+            log::exit_with(
+                tlsd::TLSSERVER.name,
                 connection(&session, sp.server, w.conn, &tcp, done),
             )
         }
-        pid => {
+        Ok(Forked::Parent(pid)) => {
             conns.add(
                 pid,
                 Proc {
@@ -988,7 +731,7 @@ fn connection(
     if s.opts.delayed {
         done.store(1, Ordering::Release);
         tlsd::proxy_header_first(s.opts)?;
-        let launched = tlsd::launch_delayed(TLSSERVER.name, s.prog, s.opts, s.creds)?;
+        let launched = tlsd::launch_delayed(tlsd::TLSSERVER.name, s.prog, s.opts, s.creds)?;
         return tlsd::serve_delayed(s.opts, s.env, s.log, server, launched);
     }
     // Without an engine drop, prog can be spawned after the handshake, from this process;
@@ -996,11 +739,11 @@ fn connection(
     // with the sandbox, its launcher is made before, sharing this process's memory.
     let keeps_credentials = s.env.uid.is_none() && s.env.gid.is_none();
     let launched = if keeps_credentials && s.opts.no_sandbox {
-        tlsd::launch_deferred(TLSSERVER.name, s.prog, s.creds)?
+        tlsd::launch_deferred(tlsd::TLSSERVER.name, s.prog, s.creds)?
     } else if keeps_credentials {
-        tlsd::launch_shared(TLSSERVER.name, s.prog, s.creds)?
+        tlsd::launch_shared(tlsd::TLSSERVER.name, s.prog, s.creds)?
     } else {
-        tlsd::launch(TLSSERVER.name, s.prog, s.creds)?
+        tlsd::launch(tlsd::TLSSERVER.name, s.prog, s.creds)?
     };
     tlsd::serve_then(s.opts, s.env, s.log, Ok(server), launched, || {
         done.store(1, Ordering::Release)

@@ -17,31 +17,25 @@
 //!    counted from the command; the description on SSLCTLFD after `Y`;
 //! 7. the engine relays; the exit code is prog's unless the engine failed.
 
+#![forbid(unsafe_code)]
+
 use stls::child::Credentials;
-use stls::cli::{self, Log};
+use stls::cli;
 use stls::context;
 use stls::env::Env;
 use stls::exit::Error;
-use stls::options::{Command, Groups};
+use stls::log::{self, Log};
 use stls::process;
 
-const UCSPITLSD: Command = Command {
-    name: "ucspitlsd",
-    groups: Groups::COMMON.with(Groups::SERVER).with(Groups::PROXY),
-    usage: "usage: ucspitlsd [options] [--] prog...\n\
-            Delayed TLS (UCSPI-TLS) on the server side: the network on fd 0/1, prog starts at once on it \
-            and asks for TLS on SSLCTLFD.\n",
-};
-
 fn main() {
-    cli::exit_with(UCSPITLSD.name, ucspitlsd())
+    log::exit_with(tlsd::UCSPITLSD.name, ucspitlsd())
 }
 
 fn ucspitlsd() -> Result<i32, Error> {
-    let Some(opts) = cli::parse_args(&UCSPITLSD)? else {
+    let Some(opts) = cli::parse_args(&tlsd::UCSPITLSD)? else {
         return Ok(0);
     };
-    let log = Log::new(&UCSPITLSD, &opts);
+    let log = Log::new(&tlsd::UCSPITLSD, &opts);
     if opts.operands.is_empty() {
         return Err(Error::usage(
             "no program to run (usage: ucspitlsd [options] [--] prog...)",
@@ -53,7 +47,7 @@ fn ucspitlsd() -> Result<i32, Error> {
     let server = context::server(&tlsd::settings(&opts, log), &env)?;
     tlsd::proxy_header_first(&opts)?;
     let launched = tlsd::launch_delayed(
-        UCSPITLSD.name,
+        tlsd::UCSPITLSD.name,
         &opts.operands,
         &opts,
         &Credentials::default(),

@@ -1,5 +1,6 @@
-//! An `Ssl` bound to raw network fds (OpenSSL's own fd BIOs: no Rust callback on the hot
-//! path), and the handshake over them with a deadline.
+//! The TLS session over raw fds ([`Tls`]): an `Ssl` bound to the network's read and write
+//! fds (OpenSSL's own fd BIOs: no Rust callback on the hot path), its non-blocking I/O and
+//! its handshake with a deadline.
 
 use crate::exit::{ssl_reason, Error};
 use crate::fd;
