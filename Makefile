@@ -69,7 +69,7 @@ test:
 	mkdir -p $(TARGET_DIR) && rm -f $(SKIP_LOG)
 	$(CARGO) build --release --workspace && STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release --workspace \
 	  && AUTOSSL_HELPER=0 STLS_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --release -p stls-tests \
-	    --test shim --test shim_soak --test shim_helper --test shim_clients; \
+	    --test shim --test shim_soak --test shim_clients; \
 	  status=$$?; $(MAKE) --no-print-directory test-vendored-run || status=1; \
 	  tests/skipped $(SKIP_LOG); exit $$status
 
