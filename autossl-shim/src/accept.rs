@@ -22,7 +22,7 @@ use std::os::raw::c_int;
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
-use crate::config::{self, executable, Config, State};
+use crate::config::{self, Config, State};
 use crate::fds::{errno, int_opt, millis, sockaddr_bytes, socketpair, Carried, Fd};
 use crate::say::{say, say_once};
 use crate::{addr, fds, sessions, socks, spawn};
@@ -33,29 +33,8 @@ static TLSD: OnceLock<Option<CString>> = OnceLock::new();
 
 /// tlsd beside the library, else on PATH (found once).
 fn tlsd(st: &State) -> Option<&'static CStr> {
-    TLSD.get_or_init(|| {
-        if let Some(lib) = st.lib() {
-            let b = lib.to_bytes();
-            if let Some(i) = b.iter().rposition(|&c| c == b'/') {
-                let mut p = b[..=i].to_vec();
-                p.extend_from_slice(b"tlsd");
-                if let Some(c) = executable(&p) {
-                    return Some(c);
-                }
-            }
-        }
-        let path = std::env::var_os("PATH")?;
-        use std::os::unix::ffi::OsStrExt;
-        path.as_bytes()
-            .split(|&b| b == b':')
-            .filter(|d| !d.is_empty())
-            .find_map(|d| {
-                let mut p = d.to_vec();
-                p.extend_from_slice(b"/tlsd");
-                executable(&p)
-            })
-    })
-    .as_deref()
+    TLSD.get_or_init(|| config::find_program(st.lib(), b"tlsd"))
+        .as_deref()
 }
 
 /// The port of an AF_INET/AF_INET6 socket address, as getsockname wrote it.

@@ -351,7 +351,7 @@ impl State {
         self.tlsc
             .get_or_init(|| {
                 if self.cfg.active() && self.cfg.tls_cmd.is_none() {
-                    find_tlsc(self.lib())
+                    find_program(self.lib(), b"tlsc")
                 } else {
                     None
                 }
@@ -424,12 +424,13 @@ pub fn executable(p: &[u8]) -> Option<CString> {
     (unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).then_some(c)
 }
 
-pub fn find_tlsc(lib: Option<&CStr>) -> Option<CString> {
+/// `name` (tlsc, tlsd) beside the library, else on PATH.
+pub fn find_program(lib: Option<&CStr>, name: &[u8]) -> Option<CString> {
     if let Some(lib) = lib {
         let b = lib.to_bytes();
         if let Some(i) = b.iter().rposition(|&c| c == b'/') {
             let mut p = b[..=i].to_vec();
-            p.extend_from_slice(b"tlsc");
+            p.extend_from_slice(name);
             if let Some(c) = executable(&p) {
                 return Some(c);
             }
@@ -437,17 +438,15 @@ pub fn find_tlsc(lib: Option<&CStr>) -> Option<CString> {
     }
     let path = std::env::var_os("PATH")?;
     use std::os::unix::ffi::OsStrExt;
-    for dir in path.as_bytes().split(|&b| b == b':') {
-        if dir.is_empty() {
-            continue;
-        }
-        let mut p = dir.to_vec();
-        p.extend_from_slice(b"/tlsc");
-        if let Some(c) = executable(&p) {
-            return Some(c);
-        }
-    }
-    None
+    path.as_bytes()
+        .split(|&b| b == b':')
+        .filter(|d| !d.is_empty())
+        .find_map(|d| {
+            let mut p = d.to_vec();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            executable(&p)
+        })
 }
 
 #[cfg(test)]

@@ -70,6 +70,13 @@ pub fn serve(cmd: &Command, opts: &Options) -> Result<i32, Error> {
     handoff::new_session();
     handoff::detach_stdio();
     let selfpipe = Selfpipe::install()?;
+    // The helper's own descriptors, none of a connection's business.
+    let own = [
+        selfpipe.rfd,
+        selfpipe.wfd,
+        lock.as_raw_fd(),
+        listener.as_raw_fd(),
+    ];
     let mut children = 0usize;
     let mut last = Instant::now();
     let mut closing = false;
@@ -94,18 +101,7 @@ pub fn serve(cmd: &Command, opts: &Options) -> Result<i32, Error> {
             // Queued connections were sent before the socket went: serve them, then end.
             match handoff::accept(listener.as_raw_fd()) {
                 Ok(Some(conn)) => {
-                    children += hand_off(
-                        cmd,
-                        &env,
-                        &ctx,
-                        conn,
-                        [
-                            selfpipe.rfd,
-                            selfpipe.wfd,
-                            lock.as_raw_fd(),
-                            listener.as_raw_fd(),
-                        ],
-                    );
+                    children += hand_off(cmd, &env, &ctx, conn, own);
                     continue;
                 }
                 _ => return Ok(0),
@@ -133,18 +129,7 @@ pub fn serve(cmd: &Command, opts: &Options) -> Result<i32, Error> {
         }
         if p[0].revents != 0 {
             if let Ok(Some(conn)) = handoff::accept(listener.as_raw_fd()) {
-                children += hand_off(
-                    cmd,
-                    &env,
-                    &ctx,
-                    conn,
-                    [
-                        selfpipe.rfd,
-                        selfpipe.wfd,
-                        lock.as_raw_fd(),
-                        listener.as_raw_fd(),
-                    ],
-                );
+                children += hand_off(cmd, &env, &ctx, conn, own);
                 last = Instant::now();
             }
         }
