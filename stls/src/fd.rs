@@ -264,19 +264,46 @@ pub fn poll_timeout(deadline: Option<std::time::Instant>) -> libc::c_int {
     }
 }
 
+/// `/dev/null`, opened ahead by a process that will open nothing later (a confined one),
+/// for [`silence_stderr`]; -1 when none is kept.
+static KEPT_NULL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+/// The process opens no file any more (it entered the sandbox).
+static NO_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keep `/dev/null` open for [`silence_stderr`], before the process stops opening files.
+pub fn keep_devnull() -> io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if NO_OPEN.load(Relaxed) || KEPT_NULL.load(Relaxed) >= 0 {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    KEPT_NULL.store(std::os::unix::io::IntoRawFd::into_raw_fd(f), Relaxed);
+    Ok(())
+}
+
+/// From now on the process opens no file: [`silence_stderr`] uses the kept `/dev/null`.
+pub fn no_more_opens() {
+    NO_OPEN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Point fd 2 at /dev/null: for a process whose stderr is the connection (inetd
 /// `nowait`) or must not be held open (a detached helper).
 pub fn silence_stderr() {
     use std::os::unix::io::{AsRawFd, IntoRawFd};
+    use std::sync::atomic::Ordering::Relaxed;
     // A confined process opens nothing: it kept /dev/null open from before, for this
     // one use (no descriptor is held beyond it).
-    if let Some(null) = crate::sandbox::take_devnull() {
+    let null = KEPT_NULL.swap(-1, Relaxed);
+    if null >= 0 {
         let _ = dup2(null, 2);
         close(null);
         return;
     }
-    if crate::sandbox::entered() {
-        // Taken already: fd 2 is /dev/null.
+    if NO_OPEN.load(Relaxed) {
+        // Used already: fd 2 is /dev/null.
         return;
     }
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
