@@ -264,20 +264,41 @@ pub fn poll_timeout(deadline: Option<std::time::Instant>) -> libc::c_int {
     }
 }
 
+/// /dev/null kept open for [`silence_stderr`]: none, an fd, or used.
+static KEPT_NULL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(NULL_NONE);
+const NULL_NONE: i32 = -1;
+const NULL_USED: i32 = -2;
+
+/// Open /dev/null now (close-on-exec) for [`silence_stderr`] to use later: for a process
+/// that will not be able to open it then (the sandbox).
+pub fn keep_devnull() -> io::Result<()> {
+    use std::os::unix::io::IntoRawFd;
+    if KEPT_NULL.load(std::sync::atomic::Ordering::Relaxed) != NULL_NONE {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    KEPT_NULL.store(f.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
 /// Point fd 2 at /dev/null: for a process whose stderr is the connection (inetd
 /// `nowait`) or must not be held open (a detached helper).
 pub fn silence_stderr() {
     use std::os::unix::io::{AsRawFd, IntoRawFd};
-    // A confined process opens nothing: it kept /dev/null open from before, for this
-    // one use (no descriptor is held beyond it).
-    if let Some(null) = crate::sandbox::take_devnull() {
-        let _ = dup2(null, 2);
-        close(null);
-        return;
-    }
-    if crate::sandbox::entered() {
-        // Taken already: fd 2 is /dev/null.
-        return;
+    // A confined process opens nothing: it kept /dev/null open from before
+    // ([`keep_devnull`]), for this one use (no descriptor is held beyond it).
+    match KEPT_NULL.swap(NULL_USED, std::sync::atomic::Ordering::Relaxed) {
+        NULL_NONE => KEPT_NULL.store(NULL_NONE, std::sync::atomic::Ordering::Relaxed),
+        // Used already: fd 2 is /dev/null.
+        NULL_USED => return,
+        null => {
+            let _ = dup2(null, 2);
+            close(null);
+            return;
+        }
     }
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         if f.as_raw_fd() == 2 {

@@ -14,7 +14,7 @@
 //!
 //! The app is never confined: it is started by a process made before the sandbox.
 //! Everything the engine needs later is made before entering: `/dev/null` opened (for
-//! [`crate::fd::silence_stderr`]), the time zone read, OpenSSL's random generator seeded,
+//! `fd::silence_stderr`), the time zone read, OpenSSL's random generator seeded,
 //! hashed CA directories read ahead ([`crate::hashdir`]).
 //!
 //! A kernel without Landlock or seccomp: the program runs with what it has, and says so
@@ -33,8 +33,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::OnceLock;
 
-/// `/dev/null`, opened before entering: the sandbox opens nothing.
-static DEVNULL: AtomicI32 = AtomicI32::new(-1);
 /// The app's pid, ended by the SIGSYS handler; 0 for none.
 static CHILD: AtomicI32 = AtomicI32::new(0);
 /// Whether this process is confined.
@@ -56,13 +54,6 @@ pub struct Confined {
 /// Whether this process has entered the sandbox.
 pub fn entered() -> bool {
     ENTERED.load(Ordering::Relaxed)
-}
-
-/// `/dev/null`, opened before the sandbox was entered, handed over once (the caller
-/// closes it when done): `None` when the process did not enter, or it was taken.
-pub fn take_devnull() -> Option<i32> {
-    let f = DEVNULL.swap(-1, Ordering::Relaxed);
-    (f >= 0).then_some(f)
 }
 
 /// Enter the sandbox, unless `off` (`--no-sandbox`). `child` is the app's pid when this
@@ -123,16 +114,8 @@ pub fn confine_this_thread(off: bool) {
 /// What must exist before entering: `/dev/null`, the random generator seeded (OpenSSL
 /// would open `/dev/urandom` if `getrandom` failed), the SIGSYS line and its handler.
 fn prepare(log: Log) -> Result<(), Error> {
-    if !ENTERED.load(Ordering::Relaxed) && DEVNULL.load(Ordering::Relaxed) < 0 {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| Error::sys("unable to open /dev/null", e))?;
-        DEVNULL.store(
-            std::os::unix::io::IntoRawFd::into_raw_fd(f),
-            Ordering::Relaxed,
-        );
+    if !ENTERED.load(Ordering::Relaxed) {
+        crate::fd::keep_devnull().map_err(|e| Error::sys("unable to open /dev/null", e))?;
     }
     // glibc reads /etc/localtime at its first time conversion (OpenSSL's certificate
     // dates use gmtime_r): done now.
@@ -618,7 +601,16 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         line.push(p);
     }
     describe(&mut line, nr);
-    let _ = crate::fd::write_all(2, &line.buf[..line.len]);
+    // write(2) itself, not fd::write_all: fd uses this module (the kept /dev/null).
+    let mut rest = &line.buf[..line.len];
+    while !rest.is_empty() {
+        // SAFETY: write reads `rest`, a live byte slice, and is async-signal-safe.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
     let child = CHILD.load(Ordering::Relaxed);
     // SAFETY: kill and _exit are async-signal-safe; `child` is this process's own child
     // (the filter allows kill for it alone), and _exit runs no code of the process.
