@@ -83,6 +83,12 @@ pub fn enter(log: Log, off: bool, child: Option<libc::pid_t>) -> Result<(), Erro
             ))
         }
     };
+    // Asked before the filter, which stops landlock_create_ruleset.
+    let abi = if ll == RulesetStatus::PartiallyEnforced {
+        landlock_abi()
+    } else {
+        0
+    };
     let seccomp = install_filter(child)?;
     ENTERED.store(true, Ordering::Relaxed);
     crate::fd::no_more_opens();
@@ -98,8 +104,48 @@ pub fn enter(log: Log, off: bool, child: Option<libc::pid_t>) -> Result<(), Erro
     } else if !c.seccomp {
         log.info("this kernel has no seccomp: the engine is confined by Landlock only");
     }
-    // A Landlock older than the crate's newest ABI enforces what it has: nothing to say.
+    if c.landlock && !c.landlock_full {
+        log.info(&partial_landlock(abi));
+    }
     Ok(())
+}
+
+/// The kernel's Landlock ABI version (0: none).
+fn landlock_abi() -> i64 {
+    // SAFETY: with a null attribute, size 0 and LANDLOCK_CREATE_RULESET_VERSION, the call
+    // reads no memory and only returns the version (or -1).
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    v.max(0)
+}
+
+/// What a Landlock of ABI `abi` leaves out of the rules asked for, each covered by the
+/// seccomp filter (no `socket`, `connect`, `bind`, `open` or `kill` outside).
+fn partial_landlock(abi: i64) -> String {
+    let mut lacks = Vec::new();
+    if abi < 4 {
+        lacks.push("TCP bind and connect");
+    }
+    if abi < 6 {
+        lacks.push("the abstract Unix socket and signal scopes");
+    }
+    if abi < 9 {
+        lacks.push("Unix socket path connects");
+    }
+    if abi < 10 {
+        lacks.push("UDP bind and send");
+    }
+    format!(
+        "this kernel's Landlock (ABI {abi}) does not restrict {}: the seccomp filter \
+         stops those calls",
+        lacks.join(", ")
+    )
 }
 
 /// Landlock for the calling thread only (a helper thread that must be confined from its

@@ -390,6 +390,47 @@ fn without_landlock_the_engine_still_serves() {
     );
 }
 
+/// The kernel's Landlock ABI (0: none), as landlock_create_ruleset(2) gives it.
+fn landlock_abi() -> i64 {
+    // SAFETY: a null attribute with size 0 and LANDLOCK_CREATE_RULESET_VERSION (1) reads
+    // no memory; the call returns the version or -1.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    v.max(0)
+}
+
+#[test]
+fn a_partial_landlock_is_said_once_at_verbosity_2() {
+    let abi = landlock_abi();
+    let mut args: Vec<OsString> = vec!["-v".into(), "2".into()];
+    args.extend(sh("echo hello"));
+    let l = TinyListener::start(spawn("tlsd", &args));
+    let mut c = client::connect(([127, 0, 0, 1], l.port()).into(), &ClientOpts::default())
+        .expect("handshake");
+    let (got, _) = c.read_to_end();
+    assert_eq!(String::from_utf8_lossy(&got), "hello\n");
+    let session = l.next_session(Duration::from_secs(30));
+    assert_eq!(session.code(), 0, "{}", session.stderr_str());
+    let err = session.stderr_str();
+    let said = err.matches("does not restrict").count();
+    // ABI 10 enforces every rule asked for; no Landlock at all has its own line.
+    let expected = usize::from((1..10).contains(&abi));
+    assert_eq!(said, expected, "Landlock ABI {abi}: {err}");
+    if expected == 1 {
+        assert!(err.contains(&format!("Landlock (ABI {abi})")), "{err}");
+        assert!(
+            err.contains("the seccomp filter stops those calls"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn the_shim_passes_autossl_no_sandbox_on() {
     if !(shim::ready(&["python3"]) && shim::namespaces()) {
