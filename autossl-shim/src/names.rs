@@ -345,25 +345,50 @@ pub fn evidence(ip: u128) -> Evidence {
 // ---------------------------------------------------------------------------------------
 // The choice of a connection's name, from the user's variables and the evidence above
 
-/// The name to send and verify, and where it came from.
-pub struct Chosen {
-    /// The name, or the address when none is known, or the candidates joined with commas
-    /// when the request is to tell.
-    pub name: String,
-    /// None: the user's or the program's name; Some: no name could be told (these are the
-    /// candidates).
-    pub unknown: Option<Candidates>,
-    /// Several candidates: the program's own request picks one of them.
-    pub from_request: bool,
+/// The name a connection is verified against, by the evidence it has ([`choose`]).
+pub enum Chosen {
+    /// The user's (AUTOSSL_SNI, AUTOSSL_NAMES) or the only one that gave the address: tlsc
+    /// checks it against the program's request.
+    Named(String),
+    /// Several names gave the address: the program's own request picks one of them.
+    FromRequest(Candidates),
+    /// No name is known (the candidates, if forgotten ones): the address itself.
+    Address(String, Candidates),
 }
 
 impl Chosen {
+    /// The name, the address, or the candidates joined with commas (and `...` for
+    /// others): what tlsc is given, and what the verbose lines show.
+    pub fn shown(&self) -> String {
+        match self {
+            Chosen::Named(n) | Chosen::Address(n, _) => n.clone(),
+            Chosen::FromRequest(cands) => {
+                let mut list: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
+                if cands.more {
+                    // Never a host name: it matches no request, and says "and others".
+                    list.push("...".into());
+                }
+                list.join(",")
+            }
+        }
+    }
+
+    /// The candidates, when no single name is known.
+    pub fn unknown(&self) -> Option<&Candidates> {
+        match self {
+            Chosen::Named(_) => None,
+            Chosen::FromRequest(c) | Chosen::Address(_, c) => Some(c),
+        }
+    }
+
     /// What the failure messages say was checked.
     pub fn checked(&self) -> String {
-        match (&self.unknown, self.from_request) {
-            (Some(_), true) => format!("the name its request gives, one of {}", self.name),
-            (Some(_), false) => "the address".to_string(),
-            (None, _) => format!("name {}", self.name),
+        match self {
+            Chosen::FromRequest(_) => {
+                format!("the name its request gives, one of {}", self.shown())
+            }
+            Chosen::Address(..) => "the address".to_string(),
+            Chosen::Named(n) => format!("name {n}"),
         }
     }
 }
@@ -373,36 +398,16 @@ impl Chosen {
 /// the address itself (`ip_text`). A name is checked against the program's request before
 /// anything is sent (tlsc's `--check-host`).
 pub fn choose(cfg: &Config, t: Target, ip_text: &str) -> Chosen {
-    let named = |name: &str| Chosen {
-        name: name.to_string(),
-        unknown: None,
-        from_request: false,
-    };
     if let Some(s) = &cfg.sni {
-        return named(s);
+        return Chosen::Named(s.clone());
     }
     if let Some(n) = cfg.named(t.key, t.port) {
-        return named(n);
+        return Chosen::Named(n.to_string());
     }
     match evidence(t.key) {
-        Evidence::Certain(n) => named(&n.text()),
-        Evidence::Unknown(cands) if cands.n > 0 => {
-            let mut list: Vec<String> = cands.list().iter().map(|n| n.text()).collect();
-            if cands.more {
-                // Never a host name: it matches no request, and says "and others".
-                list.push("...".into());
-            }
-            Chosen {
-                name: list.join(","),
-                unknown: Some(cands),
-                from_request: true,
-            }
-        }
-        Evidence::Unknown(cands) => Chosen {
-            name: ip_text.to_string(),
-            unknown: Some(cands),
-            from_request: false,
-        },
+        Evidence::Certain(n) => Chosen::Named(n.text()),
+        Evidence::Unknown(cands) if cands.n > 0 => Chosen::FromRequest(cands),
+        Evidence::Unknown(cands) => Chosen::Address(ip_text.to_string(), cands),
     }
 }
 

@@ -291,7 +291,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
     let cfg = c.cfg();
     let (local, local_len) = sockaddr_bytes(c.fd, false);
     let chosen = server_name(c);
-    let name = &chosen.name;
+    let name = chosen.shown();
     let timeout = cfg.timeout;
     let (app, helper) = socketpair()?;
     let filler = fill(app.0)?;
@@ -335,8 +335,7 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
         }),
         dest: format!("{} port {} ({checked})", c.ip_text, c.port_text),
         advice: chosen
-            .unknown
-            .as_ref()
+            .unknown()
             .map(|cands| names::unknown_name_advice(c.t, cands)),
     });
     swap(c, app, &local[..local_len])?;
@@ -350,16 +349,16 @@ fn hand_over(c: &Call, tlsc: &CStr, entry: pending::Reservation) -> Result<(), c
 /// certain.
 fn server_name(c: &Call) -> Chosen {
     let chosen = names::choose(c.cfg(), c.t, &c.ip_text);
-    match (&chosen.unknown, chosen.from_request) {
-        (Some(cands), true) => c.verbose(&format!(
+    match &chosen {
+        Chosen::FromRequest(cands) => c.verbose(&format!(
             ": several names ({}): the request's host picks one",
             names::candidate_list(cands)
         )),
-        (Some(cands), false) => c.verbose(&format!(
+        Chosen::Address(_, cands) => c.verbose(&format!(
             ": no single name known ({}): verifying the address",
             names::candidate_list(cands)
         )),
-        (None, _) => {}
+        Chosen::Named(_) => {}
     }
     chosen
 }
@@ -367,10 +366,12 @@ fn server_name(c: &Call) -> Chosen {
 /// tlsc's options for the name: `-k NAME --check-host`, `--host-from-request=NAMES`, or
 /// `-k ADDRESS`.
 fn name_args(chosen: &Chosen) -> Result<Vec<CString>, c_int> {
-    Ok(match (&chosen.unknown, chosen.from_request) {
-        (_, true) => vec![cstr(&format!("--host-from-request={}", chosen.name))?],
-        (Some(_), false) => vec![cstr("-k")?, cstr(&chosen.name)?],
-        (None, false) => vec![cstr("-k")?, cstr(&chosen.name)?, cstr("--check-host")?],
+    Ok(match chosen {
+        Chosen::FromRequest(_) => {
+            vec![cstr(&format!("--host-from-request={}", chosen.shown()))?]
+        }
+        Chosen::Address(a, _) => vec![cstr("-k")?, cstr(a)?],
+        Chosen::Named(n) => vec![cstr("-k")?, cstr(n)?, cstr("--check-host")?],
     })
 }
 
@@ -417,11 +418,11 @@ fn over_tcp_from_request(c: &Call, tlsc: &CStr, chosen: &Chosen) -> Result<(), c
 fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     let cfg = c.cfg();
     let chosen = server_name(c);
-    if chosen.from_request {
+    if let Chosen::FromRequest(_) = chosen {
         return over_tcp_from_request(c, tlsc, &chosen);
     }
     let (local, local_len) = sockaddr_bytes(c.fd, false);
-    let name = &chosen.name;
+    let name = chosen.shown();
     let timeout = c.handshake_timeout();
     let ms = millis(timeout).to_string();
     let mut argv = vec![
@@ -481,7 +482,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
             // The name is advised on only when the name can be what failed: a certificate
             // not trusted at all (tlsc names CAFILE then) is no matter of names.
             let trust = String::from_utf8_lossy(&said).contains("CAFILE");
-            if let (Some(cands), true) = (&chosen.unknown, c.fd != 2 && !trust) {
+            if let (Some(cands), true) = (chosen.unknown(), c.fd != 2 && !trust) {
                 say(cfg.silent, &names::unknown_name_advice(c.t, cands));
             }
             return Err(e);
