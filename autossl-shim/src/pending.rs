@@ -47,7 +47,7 @@ use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use stls_desc::{Description, MAX_NOTIFICATION};
+use stls_desc::{Cause, Description, Failure, MAX_NOTIFICATION};
 
 use crate::socks::identity;
 
@@ -352,15 +352,12 @@ fn read_outcome(s: &Slot, fd: c_int) -> Read {
         break;
     }
     let data = &buf[..got];
-    if let Some(report) = data.strip_prefix(b"!") {
-        let text = String::from_utf8_lossy(report);
-        let (num, msg) = text.split_once(' ').unwrap_or((&text, ""));
-        let tcp = num.parse::<c_int>().unwrap_or(0);
-        if tcp > 0 {
+    if let Some(report) = Failure::decode(data) {
+        if report.errno > 0 {
             // The TCP connect's own errno: the program reports it as without the library.
-            return Read::Failed(tcp);
+            return Read::Failed(report.errno);
         }
-        return failed_tls(info, Some(msg));
+        return failed_tls(info, Some(&report));
     }
     match Description::decode_notification(data) {
         Ok(d) => {
@@ -404,16 +401,16 @@ fn from_socket(fd: c_int) -> Read {
 /// A failure after the TCP connection was made: tlsc's reason said with the destination,
 /// the advice if the name was not known; ETIMEDOUT at tlsc's handshake timeout, else
 /// ECONNREFUSED (or AUTOSSL_ERRNO).
-fn failed_tls(info: &Info, msg: Option<&str>) -> Read {
-    if let Some(m) = msg.filter(|m| !m.trim().is_empty()) {
-        say(info, &format!("{}: tlsc: fatal: {}", info.dest, m.trim()));
+fn failed_tls(info: &Info, report: Option<&Failure>) -> Read {
+    if let Some(m) = report.map(|r| r.msg.trim()).filter(|m| !m.is_empty()) {
+        say(info, &format!("{}: tlsc: fatal: {m}", info.dest));
     }
     if let Some(line) = &info.verbose {
         say(info, &format!("{line}: TLS failed"));
     }
-    // Not for a certificate that is not trusted at all (tlsc names CAFILE then): that is
-    // no matter of names.
-    if let (Some(a), false) = (&info.advice, msg.is_some_and(|m| m.contains("CAFILE"))) {
+    // Not for a certificate that is not trusted at all: that is no matter of names.
+    let untrusted = report.is_some_and(|r| r.cause == Cause::Untrusted);
+    if let (Some(a), false) = (&info.advice, untrusted) {
         say(info, a);
     }
     let e = if info.started.elapsed() + Duration::from_millis(50) >= info.timeout {

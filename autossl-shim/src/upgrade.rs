@@ -25,6 +25,7 @@ use crate::names::Chosen;
 use crate::outcome::{await_blocking, await_description};
 use crate::say::{say, say_once};
 use crate::{handoff, names, pending, real, socks, spawn};
+use stls_desc::Cause;
 
 /// The helper's stderr: /dev/null, added to `fds` as its fd 2, when the caller must not see
 /// its messages (AUTOSSL_SILENT, or the connection is on fd 2 itself); else the caller's. The
@@ -459,7 +460,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     drop(helper);
     drop(nw);
     drop(ew);
-    let (desc, said) = if c.blocking() {
+    let outcome = if c.blocking() {
         await_blocking(&nr, relay.then_some(&er), timeout)
     } else {
         await_description(&nr, relay.then_some(&er), timeout)
@@ -467,7 +468,7 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
     drop(nr);
     drop(er);
     let checked = chosen.checked();
-    for line in String::from_utf8_lossy(&said).lines() {
+    for line in String::from_utf8_lossy(&outcome.said).lines() {
         if !line.trim().is_empty() {
             say(
                 cfg.silent,
@@ -475,13 +476,13 @@ fn over_tcp(c: &Call, tlsc: &CStr) -> Result<(), c_int> {
             );
         }
     }
-    let desc = match desc {
+    let desc = match outcome.desc {
         Ok(d) => d,
         Err(e) => {
             c.verbose(&format!(" name {name}: TLS failed"));
             // The name is advised on only when the name can be what failed: a certificate
-            // not trusted at all (tlsc names CAFILE then) is no matter of names.
-            let trust = String::from_utf8_lossy(&said).contains("CAFILE");
+            // not trusted at all is no matter of names.
+            let trust = outcome.cause == Cause::Untrusted;
             if let (Some(cands), true) = (chosen.unknown(), c.fd != 2 && !trust) {
                 say(cfg.silent, &names::unknown_name_advice(c.t, cands));
             }

@@ -11,6 +11,9 @@
 //! bytes: the writer makes it fit ([`Description::fits`]), the reader refuses more
 //! ([`Description::decode_notification`]).
 //!
+//! Instead of a description, `tlsc --detach` (autossl-shim's) reports a failure on the
+//! descriptor: [`Failure`], a line that starts with `!`, which no description does.
+//!
 //! This crate has no dependencies: `libautossl.so`, which reads what `tlsc` writes, links
 //! neither OpenSSL nor `stls`.
 
@@ -155,6 +158,69 @@ pub fn entries(buf: &[u8]) -> Result<impl Iterator<Item = &[u8]> + Clone, Decode
         return Err(DecodeError::EmptyEntry);
     }
     Ok(body.into_iter().flat_map(|b| b.split(|&c| c == 0)))
+}
+
+/// Why a handshake failed, as far as the reader's advice depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The peer's chain ends at no CA trusted here: trust settles it, no name would.
+    Untrusted,
+    /// The peer's certificate is not for the name asked for.
+    Name,
+    /// Anything else.
+    Other,
+}
+
+impl Cause {
+    const WORDS: [(Cause, &'static str); 3] = [
+        (Cause::Untrusted, "untrusted"),
+        (Cause::Name, "name"),
+        (Cause::Other, "other"),
+    ];
+
+    fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map_or("other", |(_, w)| w)
+    }
+}
+
+/// A failure reported on a notification descriptor instead of a description:
+/// `!ERRNO CAUSE MESSAGE`, ERRNO the connect's (0 when the failure came later), CAUSE a
+/// word ([`Cause`]), MESSAGE one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The errno of a connect that failed, 0 when the failure came after it.
+    pub errno: i32,
+    /// Why.
+    pub cause: Cause,
+    /// What the writer would have said on its stderr.
+    pub msg: String,
+}
+
+impl Failure {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        format!("!{} {} {}", self.errno, self.cause.word(), self.msg).into_bytes()
+    }
+
+    /// The failure in `buf`, if it is one (it starts with `!`). A missing or unknown
+    /// cause is [`Cause::Other`], a missing errno 0.
+    pub fn decode(buf: &[u8]) -> Option<Failure> {
+        let text = String::from_utf8_lossy(buf.strip_prefix(b"!")?);
+        let (num, rest) = text.split_once(' ').unwrap_or((&text, ""));
+        let (word, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+        let cause = Cause::WORDS
+            .iter()
+            .find(|(_, w)| *w == word)
+            .map_or(Cause::Other, |(c, _)| *c);
+        Some(Failure {
+            errno: num.parse().unwrap_or(0),
+            cause,
+            msg: msg.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -305,5 +371,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn failures_round_trip_and_are_never_descriptions() {
+        for cause in [Cause::Untrusted, Cause::Name, Cause::Other] {
+            let f = Failure {
+                errno: 111,
+                cause,
+                msg: "handshake failed: a b".into(),
+            };
+            assert_eq!(Failure::decode(&f.encode()), Some(f.clone()));
+            assert!(Description::decode(&f.encode()).is_none());
+        }
+        assert_eq!(Failure::decode(b"A=1\0\0"), None);
+        let bare = Failure::decode(b"!7").expect("a failure");
+        assert_eq!(
+            (bare.errno, bare.cause, bare.msg.as_str()),
+            (7, Cause::Other, "")
+        );
+        let odd = Failure::decode(b"!x what now").expect("a failure");
+        assert_eq!((odd.errno, odd.cause), (0, Cause::Other));
     }
 }

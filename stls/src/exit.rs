@@ -48,7 +48,12 @@ pub struct Error {
     pub code: i32,
     /// The message, one line, without the program's name.
     pub msg: String,
+    /// Why a handshake failed, as far as advice depends on it (tlsc reports it to
+    /// autossl-shim); [`Cause::Other`] unless said.
+    pub cause: Cause,
 }
+
+pub use stls_desc::Cause;
 
 impl Error {
     /// An error with exit code `code`.
@@ -56,7 +61,12 @@ impl Error {
         Error {
             code,
             msg: msg.into(),
+            cause: Cause::Other,
         }
+    }
+    /// The same error, for `cause`.
+    pub fn because(self, cause: Cause) -> Error {
+        Error { cause, ..self }
     }
     /// A usage error (100).
     pub fn usage(msg: impl Into<String>) -> Error {

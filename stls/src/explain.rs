@@ -5,6 +5,7 @@
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::SslRef;
 use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult};
+use stls_desc::Cause;
 
 /// What an OpenSSL reason code means to the user, for the failures a user can fix.
 pub(crate) fn reason(code: libc::c_int) -> Option<&'static str> {
@@ -153,6 +154,20 @@ fn no_san(leaf: &X509Ref, name: &str) -> String {
     )
 }
 
+/// The verification results that trust settles (the chain ends at a CA not held here),
+/// and those of a name that does not match.
+const UNTRUSTED: [i32; 6] = [2, 18, 19, 20, 21, 27];
+const WRONG_NAME: [i32; 2] = [62, 64];
+
+/// Why a verification failed, for advice: trust, the name, or anything else.
+pub(crate) fn cause(v: X509VerifyResult) -> Cause {
+    match v.as_raw() {
+        r if UNTRUSTED.contains(&r) => Cause::Untrusted,
+        r if WRONG_NAME.contains(&r) => Cause::Name,
+        _ => Cause::Other,
+    }
+}
+
 /// A failed verification of the peer's certificate: which certificate, what is wrong
 /// with it, and what settles it.
 pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
@@ -228,7 +243,7 @@ pub(crate) fn verification(ssl: &SslRef, v: X509VerifyResult) -> String {
     };
     // A trust failure comes before the name check: a certificate that will fail that
     // too says so now, rather than after the user has fixed CAFILE.
-    let also = if matches!(v.as_raw(), 2 | 18 | 19 | 20 | 21 | 27) && san_names(&leaf).is_empty() {
+    let also = if cause(v) == Cause::Untrusted && san_names(&leaf).is_empty() {
         let san =
             expected_name(ssl).map_or_else(|| "subjectAltName=DNS:NAME".into(), |n| san_for(&n));
         format!(

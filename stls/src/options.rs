@@ -262,7 +262,7 @@ pub static OPTIONS: &[Opt] = &[
     opt(CLIENT, Some('d'), "notification-fd", Some("FD"), Id::NotificationFd,
         "after the handshake write the session description to FD and close it"),
     opt(CLIENT_FDS, None, "detach", None, Id::Detach,
-        "fork at start: the first process exits 0 at once (for autossl-shim)"),
+        "fork at start: the first process exits 0 at once; with -d, a failure is reported there too (for autossl-shim)"),
     opt(SHIM, None, "pending-connect", None, Id::PendingConnect,
         "the network's connect is in progress: wait for it; with -d, report a failure there, not on stderr"),
     opt(SHIM, None, "discard", Some("N"), Id::Discard,

@@ -7,7 +7,7 @@ use openssl::hash::MessageDigest;
 use openssl::ssl::{NameType, SslRef};
 use openssl::x509::X509NameRef;
 
-pub use stls_desc::{Description, MAX_NOTIFICATION};
+pub use stls_desc::{Description, Failure, MAX_NOTIFICATION};
 
 /// Describe `ssl` after its handshake. `sni` is the name a client sent (the server
 /// reads it from the connection).

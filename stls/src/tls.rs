@@ -209,7 +209,8 @@ impl Tls {
         let reason = ssl_reason();
         let v = self.ssl.verify_result();
         if v.as_raw() != 0 {
-            return Error::handshake(crate::explain::verification(&self.ssl, v));
+            return Error::handshake(crate::explain::verification(&self.ssl, v))
+                .because(crate::explain::cause(v));
         }
         if reason == "unknown TLS error" && os.raw_os_error().unwrap_or(0) != 0 {
             return Error::handshake(format!("handshake failed: {}", crate::exit::io_text(&os)));

@@ -1646,6 +1646,8 @@ fn java_connect_timeout_is_its_own() {
 }
 
 const CONNECT_ONCE: &str = "import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])))\nexcept OSError as e:\n    sys.stderr.write('CONNECT FAILED %s\\n' % e)\n";
+/// The same with a non-blocking connect, its outcome taken from SO_ERROR.
+const CONNECT_NONBLOCKING: &str = "import os, select, socket, sys\ns = socket.socket()\ns.setblocking(False)\ntry:\n    s.connect((sys.argv[1], int(sys.argv[2])))\nexcept BlockingIOError:\n    pass\nselect.select([], [s], [], 20)\ne = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)\nif e:\n    sys.stderr.write('CONNECT FAILED %s\\n' % os.strerror(e))\n";
 
 /// The shim's messages say the real cause, in the shim's own terms: a server certificate
 /// that nothing here trusts (no CAFILE) is a matter of CAFILE, not of the name, even when
@@ -1663,30 +1665,45 @@ fn the_shim_advises_the_variables_that_fix_the_failure() {
         .into_iter()
         .filter(|(k, _)| k != "CAFILE")
         .collect();
+    let wrong = with(s.vars(), "AUTOSSL_SNI", "wrong.test");
+    // A blocking connect (the outcome awaited in connect) and a non-blocking one (the
+    // outcome given when the program asks for SO_ERROR): tlsc says why on either path.
+    for program in [CONNECT_ONCE, CONNECT_NONBLOCKING] {
+        let o = shim::run(
+            &[&python_arg(), "-c", program, "127.0.0.1", &port],
+            &untrusting,
+            None,
+        );
+        let err = o.stderr_str();
+        assert!(err.contains("CONNECT FAILED"), "{err}");
+        assert!(err.contains("CAFILE"), "{err}");
+        assert!(
+            !err.contains("AUTOSSL_SNI"),
+            "the name blamed for a trust failure: {err}"
+        );
+        // Trusted, but asked for another name.
+        let o = shim::run(
+            &[&python_arg(), "-c", program, "127.0.0.1", &port],
+            &wrong,
+            None,
+        );
+        let err = o.stderr_str();
+        assert!(err.contains("CONNECT FAILED"), "{err}");
+        assert!(
+            err.contains("not for wrong.test") && err.contains("AUTOSSL_SNI=NAME"),
+            "{err}"
+        );
+        assert!(!err.contains("-k"), "a shim user cannot pass -k: {err}");
+    }
+    // No name known for the address, and no trust: the advice is about trust alone.
     let o = shim::run(
-        &[&python_arg(), "-c", CONNECT_ONCE, "127.0.0.1", &port],
+        &[&python_arg(), "-c", CONNECT_NONBLOCKING, "127.0.0.1", &port],
         &untrusting,
         None,
     );
     let err = o.stderr_str();
-    assert!(err.contains("CONNECT FAILED"), "{err}");
-    assert!(err.contains("CAFILE"), "{err}");
     assert!(
-        !err.contains("AUTOSSL_SNI"),
-        "the name blamed for a trust failure: {err}"
-    );
-    // Trusted, but asked for another name.
-    let wrong = with(s.vars(), "AUTOSSL_SNI", "wrong.test");
-    let o = shim::run(
-        &[&python_arg(), "-c", CONNECT_ONCE, "127.0.0.1", &port],
-        &wrong,
-        None,
-    );
-    let err = o.stderr_str();
-    assert!(err.contains("CONNECT FAILED"), "{err}");
-    assert!(
-        err.contains("not for wrong.test") && err.contains("AUTOSSL_SNI=NAME"),
+        err.contains("CAFILE") && !err.contains("AUTOSSL_NAMES"),
         "{err}"
     );
-    assert!(!err.contains("-k"), "a shim user cannot pass -k: {err}");
 }

@@ -201,8 +201,10 @@ pub fn detach() -> Result<(), Error> {
 }
 
 /// Check the notification fd (`-d`) and keep it from the app, run `f`, and close the fd
-/// when `f` fails (its reader waits for EOF). With `--pending-connect`, a failure is
-/// reported on the fd instead of stderr ([`failure_report`]) and the exit is its code.
+/// when `f` fails (its reader waits for EOF). With `--detach` (autossl-shim's tlsc), a
+/// failure before the handshake's end is also reported on the fd ([`session::Failure`]:
+/// its cause decides the shim's advice); with `--pending-connect`, only there, not on
+/// stderr, and the exit is its code.
 pub fn with_notification(
     opts: &Options,
     f: impl FnOnce() -> Result<i32, Error>,
@@ -220,11 +222,16 @@ pub fn with_notification(
         // Its reader is autossl-shim, which gives the reason with the connection it was
         // for when the program looks at its connect's outcome: not now, on its stderr.
         // (After the handshake the fd is closed already, and its number may be reused.)
-        let told = opts.pending_connect
+        let report = session::Failure {
+            errno: CONNECT_ERRNO.load(Relaxed),
+            cause: e.cause,
+            msg: e.msg.clone(),
+        };
+        let told = (opts.detach || opts.pending_connect)
             && !HANDSHAKE_DONE.load(Relaxed)
-            && fd::write_all(n, &failure_report(CONNECT_ERRNO.load(Relaxed), &e.msg)).is_ok();
+            && fd::write_all(n, &report.encode()).is_ok();
         fd::close(n);
-        if told {
+        if told && opts.pending_connect {
             return Ok(e.code);
         }
     }
@@ -235,13 +242,6 @@ pub fn with_notification(
 static CONNECT_ERRNO: AtomicI32 = AtomicI32::new(0);
 /// The handshake is over: the clear side's close is the engine's business from here on.
 static HANDSHAKE_DONE: AtomicBool = AtomicBool::new(false);
-
-/// A failure as `--pending-connect` reports it on the notification fd: `!`, the connect's
-/// errno (0 when the failure came later), a space and the message. A session description
-/// never starts with `!`.
-pub fn failure_report(errno: i32, msg: &str) -> Vec<u8> {
-    format!("!{errno} {msg}").into_bytes()
-}
 
 /// `--pending-connect`: wait until the connect in progress on `net` is done (bounded by
 /// `deadline`), and take its outcome from SO_ERROR before anything is written (a write
