@@ -110,8 +110,9 @@ pub fn enter(log: Log, off: bool, child: Option<libc::pid_t>) -> Result<(), Erro
     Ok(())
 }
 
-/// The kernel's Landlock ABI version (0: none).
-fn landlock_abi() -> i64 {
+/// The kernel's Landlock ABI version (0: none). Not once confined: the filter stops the
+/// call.
+pub fn landlock_abi() -> i64 {
     // SAFETY: with a null attribute, size 0 and LANDLOCK_CREATE_RULESET_VERSION, the call
     // reads no memory and only returns the version (or -1).
     let v = unsafe {

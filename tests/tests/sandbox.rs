@@ -365,16 +365,19 @@ int main(int argc, char **argv) {
 }
 "#;
 
-#[test]
-fn without_landlock_the_engine_still_serves() {
-    if !require("cc") {
-        return;
+/// tlsd -v 2 serving one session of `echo hello` (under `wrapper`, which runs tlsd, if
+/// given): its stderr, once the session ended with 0.
+fn hello_at_verbosity_2(wrapper: Option<PathBuf>) -> String {
+    let mut args: Vec<OsString> = Vec::new();
+    if wrapper.is_some() {
+        args.push(bins::tlsd().into());
     }
-    let wrapper = compile("no-landlock", NO_LANDLOCK_C, false);
-    let mut args: Vec<OsString> = vec![bins::tlsd().into(), "-v".into(), "2".into()];
+    args.extend(["-v".into(), "2".into()]);
     args.extend(sh("echo hello"));
     let mut s = spawn("tlsd", &args);
-    s.program = wrapper;
+    if let Some(w) = wrapper {
+        s.program = w;
+    }
     let l = TinyListener::start(s);
     let mut c = client::connect(([127, 0, 0, 1], l.port()).into(), &ClientOpts::default())
         .expect("handshake");
@@ -382,7 +385,16 @@ fn without_landlock_the_engine_still_serves() {
     assert_eq!(String::from_utf8_lossy(&got), "hello\n");
     let session = l.next_session(Duration::from_secs(30));
     assert_eq!(session.code(), 0, "{}", session.stderr_str());
-    let err = session.stderr_str();
+    session.stderr_str()
+}
+
+#[test]
+fn without_landlock_the_engine_still_serves() {
+    if !require("cc") {
+        return;
+    }
+    let wrapper = compile("no-landlock", NO_LANDLOCK_C, false);
+    let err = hello_at_verbosity_2(Some(wrapper));
     assert_eq!(
         err.matches("no Landlock").count(),
         1,
@@ -390,34 +402,10 @@ fn without_landlock_the_engine_still_serves() {
     );
 }
 
-/// The kernel's Landlock ABI (0: none), as landlock_create_ruleset(2) gives it.
-fn landlock_abi() -> i64 {
-    // SAFETY: a null attribute with size 0 and LANDLOCK_CREATE_RULESET_VERSION (1) reads
-    // no memory; the call returns the version or -1.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            1u32,
-        )
-    };
-    v.max(0)
-}
-
 #[test]
 fn a_partial_landlock_is_said_once_at_verbosity_2() {
-    let abi = landlock_abi();
-    let mut args: Vec<OsString> = vec!["-v".into(), "2".into()];
-    args.extend(sh("echo hello"));
-    let l = TinyListener::start(spawn("tlsd", &args));
-    let mut c = client::connect(([127, 0, 0, 1], l.port()).into(), &ClientOpts::default())
-        .expect("handshake");
-    let (got, _) = c.read_to_end();
-    assert_eq!(String::from_utf8_lossy(&got), "hello\n");
-    let session = l.next_session(Duration::from_secs(30));
-    assert_eq!(session.code(), 0, "{}", session.stderr_str());
-    let err = session.stderr_str();
+    let abi = stls::sandbox::landlock_abi();
+    let err = hello_at_verbosity_2(None);
     let said = err.matches("does not restrict").count();
     // ABI 10 enforces every rule asked for; no Landlock at all has its own line.
     let expected = usize::from((1..10).contains(&abi));
