@@ -71,6 +71,12 @@ const HANDSHAKE_GRACE: Duration = Duration::from_millis(100);
 /// spoken finds one that may be ended every half second divided by `-c`.
 const ENDS_PER: Duration = Duration::from_millis(500);
 
+/// How long a connection ended to make room counts against its address's next ones: longer
+/// than a flood takes to connect again, short enough that a real client behind the same
+/// address is soon first in line again. At most `-c` per [`ENDS_PER`] are kept (800 with
+/// `-c 40`).
+const ENDED_COUNTS: Duration = Duration::from_secs(10);
+
 fn main() {
     log::exit_with(tlsd::TLSSERVER.name, tlsserver())
 }
@@ -438,6 +444,8 @@ struct Conns {
     /// process sets its byte once its handshake is done, so the server knows which
     /// connections have proven nothing yet without reading from any of them.
     flags: SharedFlags,
+    /// The connections ended to make room in the last [`ENDED_COUNTS`], oldest first.
+    ended: VecDeque<(Instant, IpAddr)>,
 }
 
 impl Conns {
@@ -445,6 +453,7 @@ impl Conns {
         Ok(Conns {
             by_pid: HashMap::new(),
             by_ip: HashMap::new(),
+            ended: VecDeque::new(),
             free: (0..maxconn).rev().collect(),
             flags: SharedFlags::new(maxconn)
                 .map_err(|e| Error::sys("unable to map the connections' flags", e))?,
@@ -496,9 +505,20 @@ impl Conns {
     }
 
     /// How many connections from each address have proven nothing: processes in their
-    /// handshake and connections waiting in `pool`.
-    fn unproven(&self, pool: &VecDeque<Waiting>) -> HashMap<IpAddr, u32> {
+    /// handshake, connections waiting in `pool`, and those ended to make room lately (a
+    /// flood's, which come back at once).
+    fn unproven(&mut self, pool: &VecDeque<Waiting>) -> HashMap<IpAddr, u32> {
+        while self
+            .ended
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() >= ENDED_COUNTS)
+        {
+            self.ended.pop_front();
+        }
         let mut n: HashMap<IpAddr, u32> = HashMap::new();
+        for (_, ip) in &self.ended {
+            *n.entry(*ip).or_insert(0) += 1;
+        }
         for p in self.by_pid.values().filter(|p| self.in_handshake(p)) {
             *n.entry(p.ip).or_insert(0) += 1;
         }
@@ -514,7 +534,9 @@ impl Conns {
     /// is the kernel's teardown, never a client's pace.
     fn evict(&mut self, pid: libc::pid_t) {
         process::kill_and_reap(pid);
-        self.remove(pid);
+        if let Some(p) = self.remove(pid) {
+            self.ended.push_back((Instant::now(), p.ip));
+        }
     }
 
     /// Reap every finished child (the connections' processes), logging their status.
