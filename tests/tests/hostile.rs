@@ -1,9 +1,9 @@
 //! tlsserver under hostile load, with its default options: silent sockets (from one
-//! address, from 200), ClientHellos followed by silence, clients trickling a byte a
-//! second. During each attack a real TLS client must be served within a second, the
-//! server's connection processes never exceed its limit and its tree's memory stays under
-//! the bound tlsserver(1) states; afterwards no process and no fd is left. Established
-//! sessions are never closed to make room. stunnel4 (daemon mode, foreground) takes the
+//! address, from 200), ClientHellos followed by silence (from 100 addresses, from 500),
+//! clients trickling a byte a second. During each attack a real TLS client must be served
+//! within a second, the server's connection processes never exceed its limit and its
+//! tree's memory stays under the bound tlsserver(1) states; afterwards no process and no
+//! fd is left. Established sessions are never closed to make room. stunnel4 (daemon mode, foreground) takes the
 //! same attacks as the reference, and its figure is reported. tlsd under tcpserver, with
 //! the options its manual recommends, survives the silent sockets too.
 //!
@@ -430,6 +430,13 @@ fn forty_five_silent_sockets_from_one_address() {
 fn five_hundred_client_hellos_then_silence() {
     // From 100 addresses, so that -C alone could not stop them.
     survives(Kind::Hello, 500, 100, None);
+}
+
+#[test]
+fn five_hundred_client_hellos_then_silence_from_500_addresses() {
+    // One socket per address: each address has as few connections waiting as the real
+    // client's, and only its connections ended to make room tell the flood apart.
+    survives(Kind::Hello, 500, 500, None);
 }
 
 #[test]
