@@ -11,8 +11,10 @@
 //!    reaps), the certificate and ticket key files checked once a second, and connections
 //!    accepted into a bounded pool where they wait, without a process, for their first
 //!    byte; a connection that has spoken gets a process, up to `-c` (and `-C` per
-//!    address), room being made by ending the connections longest in their handshake,
-//!    never an established session; the accepting process never reads from a client;
+//!    address), newest first from the addresses with the fewest unproven connections,
+//!    room being made by ending the connections longest in their handshake (past a
+//!    grace, at a bounded rate), never an established session; the accepting process
+//!    never reads from a client;
 //! 5. each connection's process: the socket on fd 0/1, the TCP variables, then tlsd's
 //!    session (launcher, engine privilege drop, PROXY protocol header with `-L`,
 //!    handshake, prog, engine), or with `-n` ucspitlsd's (the header, prog at once, its
@@ -56,6 +58,24 @@ const ACCEPT_BATCH: usize = 256;
 
 /// How often, at most, the limits' line is said.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// The least time a connection's process has for its handshake before it may be ended to
+/// make room: a real client's round trip on a nearby network, under a flood that competes
+/// with it for the CPU, fits in it; and it is all a connection that has spoken waits for
+/// a process when every process has just started (the flood's first moments).
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(100);
+
+/// At most `-c` connections in their handshake are ended per this time, one at a time: a
+/// flood then costs at most `-c` handshakes' CPU per half second, each process it starts
+/// lives about this long (a farther client's round trip), and a connection that has
+/// spoken finds one that may be ended every half second divided by `-c`.
+const ENDS_PER: Duration = Duration::from_millis(500);
+
+/// How long a connection ended to make room counts against its address's next ones: longer
+/// than a flood takes to connect again, short enough that a real client behind the same
+/// address is soon first in line again. At most `-c` per [`ENDS_PER`] are kept (800 with
+/// `-c 40`).
+const ENDED_COUNTS: Duration = Duration::from_secs(10);
 
 fn main() {
     log::exit_with(tlsd::TLSSERVER.name, tlsserver())
@@ -105,6 +125,9 @@ fn tlsserver() -> Result<i32, Error> {
     let mut conns = Conns::new(opts.maxconn as usize)?;
     let mut pool: VecDeque<Waiting> = VecDeque::new();
     let mut room = Room::default();
+    let mut ends = Ends::new(opts.maxconn);
+    // When a connection that has spoken, left waiting by a limit, may get a process.
+    let mut retry: Option<Instant> = None;
     let session = Session {
         opts: &opts,
         env: &env,
@@ -122,7 +145,7 @@ fn tlsserver() -> Result<i32, Error> {
             pool.iter()
                 .map(|w| pollfd_waiting(if w.ready { -1 } else { w.fd() })),
         );
-        let timeout = next_expiry(&pool, opts.handshake_timeout);
+        let timeout = next_expiry(&pool, opts.handshake_timeout, retry);
         fd::poll(&mut pfd, timeout).map_err(|e| Error::sys("unable to poll", e))?;
         for sig in signals.drain() {
             match sig {
@@ -164,8 +187,8 @@ fn tlsserver() -> Result<i32, Error> {
             listener: &listener,
             nofile: &nofile,
         };
-        start_ready(&mut pool, &mut conns, &spawn, per_ip, &mut room);
-        room.report(log, opts.maxconn, per_ip, pool_max);
+        retry = start_ready(&mut pool, &mut conns, &spawn, per_ip, &mut room, &mut ends);
+        room.report(log, opts.maxconn, per_ip, pool_max, &pool);
     }
 }
 
@@ -363,13 +386,21 @@ impl Waiting {
     }
 }
 
-/// The poll timeout: a second, or less when a waiting connection's time runs out sooner.
-fn next_expiry(pool: &VecDeque<Waiting>, k: Option<Duration>) -> libc::c_int {
+/// The poll timeout: a second, or less when a waiting connection's time runs out sooner,
+/// or when one that has spoken may get a process (`retry`).
+fn next_expiry(
+    pool: &VecDeque<Waiting>,
+    k: Option<Duration>,
+    retry: Option<Instant>,
+) -> libc::c_int {
+    let ms = |d: Duration| libc::c_int::try_from(d.as_millis() + 1).unwrap_or(1000);
     let mut t = 1000;
     // The pool is in accept order: the first one is the first to expire.
     if let (Some(k), Some(first)) = (k, pool.front()) {
-        let left = k.saturating_sub(first.since.elapsed()).as_millis();
-        t = t.min(libc::c_int::try_from(left + 1).unwrap_or(1000));
+        t = t.min(ms(k.saturating_sub(first.since.elapsed())));
+    }
+    if let Some(r) = retry {
+        t = t.min(ms(r.saturating_duration_since(Instant::now())));
     }
     t
 }
@@ -389,8 +420,18 @@ fn expire(pool: &mut VecDeque<Waiting>, k: Option<Duration>) {
 struct Proc {
     ip: IpAddr,
     slot: usize,
-    /// When its connection was accepted: the longest in its handshake is closed first.
-    since: Instant,
+    /// When it was forked: the one longest in its handshake is ended first, and none
+    /// before [`HANDSHAKE_GRACE`] from then.
+    forked: Instant,
+}
+
+/// The connection to end to make room: the one longest in its handshake, when its grace
+/// has run out, or when it does.
+enum Victim {
+    Now(libc::pid_t),
+    At(Instant),
+    /// Every process is an established session.
+    None,
 }
 
 /// The connections' processes: where they come from, their slots, whether their
@@ -403,6 +444,8 @@ struct Conns {
     /// process sets its byte once its handshake is done, so the server knows which
     /// connections have proven nothing yet without reading from any of them.
     flags: SharedFlags,
+    /// The connections ended to make room in the last [`ENDED_COUNTS`], oldest first.
+    ended: VecDeque<(Instant, IpAddr)>,
 }
 
 impl Conns {
@@ -410,6 +453,7 @@ impl Conns {
         Ok(Conns {
             by_pid: HashMap::new(),
             by_ip: HashMap::new(),
+            ended: VecDeque::new(),
             free: (0..maxconn).rev().collect(),
             flags: SharedFlags::new(maxconn)
                 .map_err(|e| Error::sys("unable to map the connections' flags", e))?,
@@ -441,15 +485,47 @@ impl Conns {
         Some(p)
     }
 
-    /// The process whose connection has waited longest in its handshake, from `ip` only
-    /// when given; an established session is never one.
-    fn longest_in_handshake(&self, ip: Option<IpAddr>) -> Option<libc::pid_t> {
-        self.by_pid
+    fn in_handshake(&self, p: &Proc) -> bool {
+        self.flags.slot(p.slot).load(Ordering::Acquire) == 0
+    }
+
+    /// The process longest in its handshake, from `ip` only when given, if its grace has
+    /// run out; an established session is never one.
+    fn longest_in_handshake(&self, ip: Option<IpAddr>) -> Victim {
+        let oldest = self
+            .by_pid
             .iter()
-            .filter(|(_, p)| ip.is_none_or(|ip| p.ip == ip))
-            .filter(|(_, p)| self.flags.slot(p.slot).load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, p)| p.since)
-            .map(|(&pid, _)| pid)
+            .filter(|(_, p)| ip.is_none_or(|ip| p.ip == ip) && self.in_handshake(p))
+            .min_by_key(|(_, p)| p.forked);
+        match oldest {
+            None => Victim::None,
+            Some((&pid, p)) if p.forked.elapsed() >= HANDSHAKE_GRACE => Victim::Now(pid),
+            Some((_, p)) => Victim::At(p.forked + HANDSHAKE_GRACE),
+        }
+    }
+
+    /// How many connections from each address have proven nothing: processes in their
+    /// handshake, connections waiting in `pool`, and those ended to make room lately (a
+    /// flood's, which come back at once).
+    fn unproven(&mut self, pool: &VecDeque<Waiting>) -> HashMap<IpAddr, u32> {
+        while self
+            .ended
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() >= ENDED_COUNTS)
+        {
+            self.ended.pop_front();
+        }
+        let mut n: HashMap<IpAddr, u32> = HashMap::new();
+        for (_, ip) in &self.ended {
+            *n.entry(*ip).or_insert(0) += 1;
+        }
+        for p in self.by_pid.values().filter(|p| self.in_handshake(p)) {
+            *n.entry(p.ip).or_insert(0) += 1;
+        }
+        for w in pool {
+            *n.entry(unmapped(w.remote.ip())).or_insert(0) += 1;
+        }
+        n
     }
 
     /// End a connection still in its handshake to make room: SIGKILL (it has no prog
@@ -458,7 +534,9 @@ impl Conns {
     /// is the kernel's teardown, never a client's pace.
     fn evict(&mut self, pid: libc::pid_t) {
         process::kill_and_reap(pid);
-        self.remove(pid);
+        if let Some(p) = self.remove(pid) {
+            self.ended.push_back((Instant::now(), p.ip));
+        }
     }
 
     /// Reap every finished child (the connections' processes), logging their status.
@@ -492,7 +570,14 @@ struct Room {
 }
 
 impl Room {
-    fn report(&mut self, log: Log, maxconn: u32, per_ip: Option<u32>, pool_max: usize) {
+    fn report(
+        &mut self,
+        log: Log,
+        maxconn: u32,
+        per_ip: Option<u32>,
+        pool_max: usize,
+        pool: &VecDeque<Waiting>,
+    ) {
         if self.evicted + self.silent + self.refused == 0
             || self.said.is_some_and(|t| t.elapsed() < REPORT_EVERY)
         {
@@ -511,8 +596,11 @@ impl Room {
             let c = per_ip.map_or(String::from("-C 0"), |m| format!("-C {m}"));
             log.warn(&format!(
                 "limit reached (-c {maxconn}, {c}): {} connections in their handshake and {} \
-                 silent ones (of at most {pool_max} waiting) closed to make room",
-                self.evicted, self.silent
+                 silent ones (of at most {pool_max} waiting) closed to make room, {} that \
+                 have spoken waiting for a process",
+                self.evicted,
+                self.silent,
+                pool.iter().filter(|w| w.ready).count()
             ));
         }
         *self = Room {
@@ -568,33 +656,88 @@ struct Spawn<'a> {
     nofile: &'a Nofile,
 }
 
-/// Give a process to every waiting connection that has spoken, oldest first, within `-c`
-/// and `-C`: at a limit, the connection longest in its handshake (from the same address
-/// for `-C`) is ended to make room; when every one is an established session, the
-/// waiting connection waits (`-c`) or is closed (`-C`), as before.
+/// How many connections in their handshake may be ended to make room: `-c` per
+/// [`ENDS_PER`], one at a time, so that the processes started in a burst are ended one
+/// after the other rather than all at once.
+struct Ends {
+    credit: f64,
+    at: Instant,
+    per_sec: f64,
+}
+
+impl Ends {
+    fn new(maxconn: u32) -> Ends {
+        Ends {
+            credit: 1.0,
+            at: Instant::now(),
+            per_sec: f64::from(maxconn.max(1)) / ENDS_PER.as_secs_f64(),
+        }
+    }
+
+    /// One end allowed now, or when the next one is.
+    fn take(&mut self) -> Result<(), Instant> {
+        let now = Instant::now();
+        self.credit =
+            (self.credit + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(1.0);
+        self.at = now;
+        if self.credit >= 1.0 {
+            self.credit -= 1.0;
+            return Ok(());
+        }
+        Err(now + Duration::from_secs_f64((1.0 - self.credit) / self.per_sec))
+    }
+}
+
+/// Give a process to the waiting connections that have spoken, within `-c` and `-C`: the
+/// ones from the addresses with the fewest connections that have proven nothing first
+/// (one address, or a few, cannot keep the others out), and among those the newest first
+/// (a standing queue of ClientHellos does not delay the one that has just come). At a
+/// limit, the connection longest in its handshake past its grace (from the same address
+/// for `-C`) is ended to make room, within [`Ends`]; when every one is an established
+/// session, the waiting connection waits (`-c`) or is closed (`-C`). Returns when one left
+/// waiting may get a process, if that is a matter of time.
 fn start_ready(
     pool: &mut VecDeque<Waiting>,
     conns: &mut Conns,
     sp: &Spawn,
     per_ip: Option<u32>,
     room: &mut Room,
-) {
+    ends: &mut Ends,
+) -> Option<Instant> {
     let maxconn = sp.s.opts.maxconn as usize;
-    let mut i = 0;
-    while i < pool.len() {
-        if !pool[i].ready {
-            i += 1;
-            continue;
-        }
+    if !pool.iter().any(|w| w.ready) {
+        return None;
+    }
+    let unproven = conns.unproven(pool);
+    let mut order: Vec<usize> = (0..pool.len()).filter(|&i| pool[i].ready).collect();
+    // The pool is in accept order: the later index, the newer.
+    order.sort_by_key(|&i| {
+        let n = unproven.get(&unmapped(pool[i].remote.ip())).copied();
+        (n.unwrap_or(0), std::cmp::Reverse(i))
+    });
+    let mut retry: Option<Instant> = None;
+    let mut later = |at: Instant| retry = Some(retry.map_or(at, |r| r.min(at)));
+    let mut taken = vec![false; pool.len()];
+    for i in order {
         let ip = unmapped(pool[i].remote.ip());
         if per_ip.is_some_and(|m| conns.from(&ip) >= m) {
             match conns.longest_in_handshake(Some(ip)) {
-                Some(pid) => {
-                    conns.evict(pid);
-                    room.evicted += 1;
+                Victim::Now(pid) => match ends.take() {
+                    Ok(()) => {
+                        conns.evict(pid);
+                        room.evicted += 1;
+                    }
+                    Err(at) => {
+                        later(at);
+                        continue;
+                    }
+                },
+                Victim::At(at) => {
+                    later(at);
+                    continue;
                 }
-                None => {
-                    pool.remove(i);
+                Victim::None => {
+                    taken[i] = true;
                     room.refused += 1;
                     room.last_refused = Some(ip);
                     continue;
@@ -603,26 +746,44 @@ fn start_ready(
         }
         if conns.total() >= maxconn {
             match conns.longest_in_handshake(None) {
-                Some(pid) => {
-                    conns.evict(pid);
-                    room.evicted += 1;
+                Victim::Now(pid) => match ends.take() {
+                    Ok(()) => {
+                        conns.evict(pid);
+                        room.evicted += 1;
+                    }
+                    Err(at) => {
+                        later(at);
+                        break;
+                    }
+                },
+                Victim::At(at) => {
+                    later(at);
+                    break;
                 }
                 // Every process is an established session: the rest wait for one to end.
-                None => return,
+                Victim::None => break,
             }
         }
-        if let Some(w) = pool.remove(i) {
-            spawn(w, pool, conns, sp);
-        }
+        taken[i] = true;
+        spawn(i, pool, conns, sp);
     }
+    let mut k = 0;
+    pool.retain(|_| {
+        k += 1;
+        !taken[k - 1]
+    });
+    retry
 }
 
-/// Fork a connection's process for `w`.
-fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
+/// Fork a connection's process for the waiting connection `i`, which the caller then
+/// closes in the server.
+fn spawn(i: usize, pool: &mut VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
     let s = sp.s;
     let Some(slot) = conns.free.pop() else {
         return;
     };
+    let w = &pool[i];
+    let remote = w.remote;
     conns.flags.slot(slot).store(0, Ordering::Release);
     let remote_ip = unmapped(w.remote.ip());
     let from_ip = conns.from(&remote_ip) + 1;
@@ -645,7 +806,10 @@ fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
             // The listener and the other waiting connections are the server's: this
             // process must not keep them open.
             fd::close(sp.listener.as_raw_fd());
-            for o in pool {
+            let Some(w) = pool.remove(i) else {
+                process::exit_now(exit::SYSTEM)
+            };
+            for o in pool.iter() {
                 fd::close(o.fd());
             }
             sp.nofile.restore();
@@ -663,7 +827,7 @@ fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
             };
             let tcp = Tcp {
                 local,
-                remote: SocketAddr::new(remote_ip, w.remote.port()),
+                remote: SocketAddr::new(remote_ip, remote.port()),
                 connnum: from_ip,
             };
             let done = conns.flags.slot(slot);
@@ -678,12 +842,12 @@ fn spawn(w: Waiting, pool: &VecDeque<Waiting>, conns: &mut Conns, sp: &Spawn) {
                 Proc {
                     ip: remote_ip,
                     slot,
-                    since: w.since,
+                    forked: Instant::now(),
                 },
             );
             s.log.info(&format!(
                 "pid {pid} from {remote_ip} port {} ({}/{})",
-                w.remote.port(),
+                remote.port(),
                 conns.total(),
                 s.opts.maxconn
             ));
