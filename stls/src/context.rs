@@ -177,16 +177,21 @@ impl Server {
 
 /// Find the pair for `name`: exact, then `*.rest` for one label; case-insensitive.
 pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
+    sni_index(pairs.len(), |i| &pairs[i].0, name).map(|i| &pairs[i].1)
+}
+
+/// [`match_sni`] over `count` names, `name_of` giving each: the index of the match.
+fn sni_index<'a>(count: usize, name_of: impl Fn(usize) -> &'a str, name: &str) -> Option<usize> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if let Some((_, t)) = pairs.iter().find(|(n, _)| *n == name) {
-        return Some(t);
+    if let Some(i) = (0..count).find(|&i| name_of(i) == name) {
+        return Some(i);
     }
     let (first, rest) = name.split_once('.')?;
     if first.is_empty() || rest.is_empty() {
         return None;
     }
     let wild = format!("*.{rest}");
-    pairs.iter().find(|(n, _)| *n == wild).map(|(_, t)| t)
+    (0..count).find(|&i| name_of(i) == wild)
 }
 
 /// A server context: the default pair (unless `sni_level` is 2), the named pairs chosen by
@@ -252,27 +257,24 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
         // the chosen pair is parsed. The sandbox opens no file but reads one open before:
         // with it, each distinct file is opened now and read when a name chooses it.
         let preload = opts.sni_preload || crate::env::will_drop_privileges(env.uid, env.gid);
-        let files = if preload || !opts.sandbox {
-            None
+        // The callback shares the pairs with the environment's reading: no copy of
+        // hundreds of names and paths.
+        let pairs = env.pairs.clone();
+        let files = if preload {
+            let read = pairs.iter().map(|(_, c, k)| Material::load(c, k));
+            PairFiles::Read(read.collect::<Result<_, _>>()?)
+        } else if opts.sandbox {
+            PairFiles::Opened(Opened::open(&pairs))
         } else {
-            Some(Opened::open(&env.pairs))
+            PairFiles::Paths
         };
-        let mut named: Vec<(String, Named)> = Vec::with_capacity(env.pairs.len());
-        for (i, (name, c, k)) in env.pairs.iter().enumerate() {
-            let n = if preload {
-                Named::Read(Material::load(c, k)?)
-            } else if files.is_some() {
-                Named::Opened(i)
-            } else {
-                Named::Files(c.clone(), k.clone())
-            };
-            named.push((name.clone(), n));
-        }
         let mandatory = opts.sni_level == 2;
         let slot = sni_error.clone();
         b.set_servername_callback(move |ssl, _alert| {
             let sent = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            let chosen = sent.as_deref().and_then(|n| match_sni(&named, n));
+            let chosen = sent
+                .as_deref()
+                .and_then(|n| sni_index(pairs.len(), |i| &pairs[i].0, n));
             let Some(chosen) = chosen else {
                 if !mandatory {
                     return Ok(());
@@ -288,8 +290,8 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
             };
             // A pair that cannot be read or parsed fails this connection (96, the file
             // named), not the ones that ask for another name.
-            let applied = chosen
-                .material(files.as_ref())
+            let applied = files
+                .material(&pairs, chosen)
                 .and_then(|m| m.parse())
                 .and_then(|p| {
                     let e = |_| {
@@ -318,24 +320,32 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
     })
 }
 
-/// A `CERTFILE:name` pair: its files' contents, their paths (read when the name comes),
-/// or its index in the pairs' [`Opened`] files.
-enum Named {
-    Read(Material),
-    Files(std::ffi::OsString, std::ffi::OsString),
-    Opened(usize),
+/// The `CERTFILE:name` pairs' files: all read, read from their paths when a name
+/// chooses them, or [`Opened`] now and read then.
+enum PairFiles {
+    Read(Vec<Material>),
+    Paths,
+    Opened(Opened),
 }
 
-impl Named {
-    fn material(&self, files: Option<&Opened>) -> Result<std::borrow::Cow<'_, Material>, Error> {
+impl PairFiles {
+    /// Pair `i`'s files' contents, of `pairs` (the environment's).
+    fn material<'a>(
+        &'a self,
+        pairs: &[crate::env::NamedPair],
+        i: usize,
+    ) -> Result<std::borrow::Cow<'a, Material>, Error> {
         use std::borrow::Cow;
         match self {
-            Named::Read(m) => Ok(Cow::Borrowed(m)),
-            Named::Files(c, k) => Material::load(c, k).map(Cow::Owned),
-            Named::Opened(i) => match files {
-                Some(f) => f.material(*i).map(Cow::Owned),
-                None => Err(Error::config("the certificate's files were not opened")),
+            PairFiles::Read(m) => m
+                .get(i)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| Error::config("no such certificate pair")),
+            PairFiles::Paths => match pairs.get(i) {
+                Some((_, c, k)) => Material::load(c, k).map(Cow::Owned),
+                None => Err(Error::config("no such certificate pair")),
             },
+            PairFiles::Opened(f) => f.material(i).map(Cow::Owned),
         }
     }
 }
@@ -366,7 +376,7 @@ enum FileState {
 }
 
 impl Opened {
-    fn open<'a>(pairs: &'a [(String, std::ffi::OsString, std::ffi::OsString)]) -> Opened {
+    fn open<'a>(pairs: &'a [crate::env::NamedPair]) -> Opened {
         use std::collections::HashMap;
         use std::ffi::OsStr;
         let mut index: HashMap<&'a OsStr, usize> = HashMap::new();
