@@ -12,7 +12,7 @@ use crate::exit::{self, Error};
 use crate::fd;
 use crate::session::Description;
 use std::ffi::{CString, OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -110,22 +110,33 @@ pub fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
-/// The app's environment edits: the session's, then (unless `keep`, the programs' `-Z`)
-/// every variable of this environment that the variables' table strips
-/// ([`crate::variables::is_secret`]) unset.
-pub fn app_description(keep: bool, mut desc: Description) -> Description {
-    if !keep {
-        for (k, _) in std::env::vars_os() {
-            if crate::variables::is_secret(&k) {
-                desc.unset(&k);
-            }
-        }
+/// This process's environment entries (`NAME=value`) as the C library holds them, the
+/// secrets that the variables' table strips ([`crate::variables::is_secret`]) left out
+/// when `strip` (unless the programs' `-Z`): no copy made.
+fn environ_entries(strip: bool) -> Vec<*const libc::c_char> {
+    let mut all = crate::env::environ();
+    if strip {
+        all.retain(|&e| {
+            // SAFETY: the entries were just read from the environment, unchanged since.
+            let kv = unsafe { entry(e) };
+            let k = &kv[..kv.iter().position(|&b| b == b'=').unwrap_or(kv.len())];
+            !crate::variables::is_secret(OsStr::from_bytes(k))
+        });
     }
-    desc
+    all
+}
+
+/// An environment entry's bytes, up to its NUL.
+///
+/// # Safety
+/// `e` points to a NUL-terminated string that outlives the returned slice.
+unsafe fn entry<'a>(e: *const libc::c_char) -> &'a [u8] {
+    // SAFETY: as the caller promises; strlen is async-signal-safe and allocates nothing.
+    unsafe { std::ffi::CStr::from_ptr(e).to_bytes() }
 }
 
 /// The largest session description the launcher accepts (a `-d` description is at most
-/// 4 KiB; the launcher's also unsets the secrets).
+/// 4 KiB).
 const MAX_DESCRIPTION: usize = 64 * 1024;
 /// How many variables the description may set beyond the environment's own.
 const MAX_NEW_VARS: usize = 64;
@@ -249,14 +260,20 @@ struct Prepared {
     /// Owns the strings `argv_ptrs` points at.
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
-    environ: Vec<CString>,
+    /// The app's environment before the description's edits: pointers to this process's
+    /// own entries for a launcher forked at once (its copy of the memory keeps them as
+    /// they were), else to `_copies`, and to `_added`.
+    environ: Vec<*const libc::c_char>,
+    /// Owns the strings `environ` points at when they are copies.
+    _copies: Vec<CString>,
+    /// Owns the entries added for the app (UCSPI-TLS's descriptors).
+    _added: Vec<CString>,
     envp: Vec<*const libc::c_char>,
     description: Vec<u8>,
     /// The description's keys, as (offset, length) in `description`, sorted: room made
     /// before the fork, so that the launcher checks each variable of the environment with
     /// a binary search and no allocation (a scan of the description for each would grow
-    /// with the square of the number of variables: 600 `CERTFILE:name`/`KEYFILE:name`
-    /// variables, each unset for prog, cost about 6 ms per connection that way).
+    /// with the product of the numbers of variables and of edits).
     edit_keys: Vec<(usize, usize)>,
     exec_failed: Vec<u8>,
     creds: Credentials,
@@ -264,7 +281,18 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(name: &str, argv: &[OsString], creds: &Credentials) -> Result<Prepared, Error> {
+    /// The exec of `argv` with `creds`; the environment's secrets left out when `strip`
+    /// (before the fork, rather than unset by the description: hundreds of
+    /// `CERTFILE:name` pairs are then neither copied into it nor looked up one by one in
+    /// the launcher); the environment's entries copied when `copy` (a launcher that runs
+    /// in this process's memory, where they may change before its exec).
+    fn new(
+        name: &str,
+        argv: &[OsString],
+        creds: &Credentials,
+        strip: bool,
+        copy: bool,
+    ) -> Result<Prepared, Error> {
         let first = argv
             .first()
             .ok_or_else(|| Error::usage("no program to run"))?;
@@ -278,14 +306,16 @@ impl Prepared {
             .map_err(nul)?;
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
-        let environ: Vec<CString> = std::env::vars_os()
-            .filter_map(|(k, v)| {
-                let mut kv = k.into_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                CString::new(kv).ok()
-            })
-            .collect();
+        let mut environ = environ_entries(strip);
+        let mut copies = Vec::new();
+        if copy {
+            // SAFETY: the entries were just read from the environment, unchanged since.
+            copies = environ
+                .iter()
+                .map(|&e| unsafe { CString::from(std::ffi::CStr::from_ptr(e)) })
+                .collect();
+            environ = copies.iter().map(|e: &CString| e.as_ptr()).collect();
+        }
         let envp = Vec::with_capacity(environ.len() + MAX_NEW_VARS + 1);
         let edit_keys = Vec::with_capacity(environ.len() + MAX_NEW_VARS);
         let (word, _) = crate::log::failure_word();
@@ -298,6 +328,8 @@ impl Prepared {
             _argv: argv,
             argv_ptrs,
             environ,
+            _copies: copies,
+            _added: Vec::new(),
             edit_keys,
             envp,
             description: Vec::new(),
@@ -312,7 +344,8 @@ impl Prepared {
 impl Launcher {
     /// Fork a launcher for `argv` with clear-text pipes on its fds `app_in` and `app_out`.
     /// `close_in_child` are fds the app must not inherit (e.g. a notification fd). `name`
-    /// starts the line the launcher prints when the exec fails. A program that cannot be
+    /// starts the line the launcher prints when the exec fails. The secrets leave the app's
+    /// environment when `strip` (unless the programs' `-Z`). A program that cannot be
     /// found or executed fails here, before any fork (127, 126).
     pub fn spawn(
         name: &'static str,
@@ -320,6 +353,7 @@ impl Launcher {
         app_in: RawFd,
         app_out: RawFd,
         close_in_child: &[RawFd],
+        strip: bool,
     ) -> Result<Launcher, Error> {
         Launcher::spawn_as(
             name,
@@ -328,6 +362,7 @@ impl Launcher {
             app_out,
             close_in_child,
             &Credentials::default(),
+            strip,
         )
     }
 
@@ -339,8 +374,9 @@ impl Launcher {
         app_out: RawFd,
         close_in_child: &[RawFd],
         creds: &Credentials,
+        strip: bool,
     ) -> Result<Launcher, Error> {
-        let mut prep = Prepared::new(name, argv, creds)?;
+        let mut prep = Prepared::new(name, argv, creds, strip, false)?;
         prep.description.reserve_exact(MAX_DESCRIPTION);
         let sys = |what: &str, e| Error::sys(what, e);
         let (in_r, in_w) = pipe()?;
@@ -392,8 +428,9 @@ impl Launcher {
         app_out: RawFd,
         close_in_child: &[RawFd],
         creds: &Credentials,
+        strip: bool,
     ) -> Result<Launcher, Error> {
-        let mut prep = Prepared::new(name, argv, creds)?;
+        let mut prep = Prepared::new(name, argv, creds, strip, true)?;
         prep.description.reserve_exact(MAX_DESCRIPTION);
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -467,8 +504,9 @@ impl Launcher {
         app_out: RawFd,
         close_in_child: &[RawFd],
         creds: &Credentials,
+        strip: bool,
     ) -> Result<Launcher, Error> {
-        let prep = Prepared::new(name, argv, creds)?;
+        let prep = Prepared::new(name, argv, creds, strip, true)?;
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         Ok(Launcher {
@@ -556,7 +594,7 @@ impl Launcher {
         creds: &Credentials,
         strip: bool,
     ) -> Result<(Launcher, RawFd), Error> {
-        let mut prep = Prepared::new(name, argv, creds)?;
+        let mut prep = Prepared::new(name, argv, creds, strip, false)?;
         let sys = |what: &str, e| Error::sys(what, e);
         let (ctl, app_ctl) = socketpair().map_err(|e| sys("unable to create a socketpair", e))?;
         let (app_r, to_app) = pipe()?;
@@ -568,19 +606,19 @@ impl Launcher {
         }
         let [app_ctl, app_r, app_w] = ends;
         let fds = [(CONTROL_FD, app_ctl), (READ_FD, app_r), (WRITE_FD, app_w)];
-        prep.environ.retain(|e| {
-            let kv = e.as_bytes();
+        prep.environ.retain(|&e| {
+            // SAFETY: the entries are the environment's, unchanged since they were read.
+            let kv = unsafe { entry(e) };
             let k = &kv[..kv.iter().position(|&b| b == b'=').unwrap_or(kv.len())];
-            let ours = fds.iter().any(|(n, _)| n.as_bytes() == k);
-            let secret = strip && crate::variables::is_secret(OsStr::from_bytes(k));
-            !ours && !secret
+            !fds.iter().any(|(n, _)| n.as_bytes() == k)
         });
         for (n, f) in fds {
             let kv = CString::new(format!("{n}={f}"))
                 .map_err(|_| Error::usage("an environment entry contains a NUL byte"))?;
-            prep.environ.push(kv);
+            prep._added.push(kv);
         }
-        prep.envp = prep.environ.iter().map(|e| e.as_ptr()).collect();
+        prep.envp = prep.environ.clone();
+        prep.envp.extend(prep._added.iter().map(|e| e.as_ptr()));
         prep.envp.push(std::ptr::null());
         // SAFETY: the child runs only `ucspi_child`, which makes async-signal-safe calls on
         // memory prepared before the fork, and leaves by execve or _exit.
@@ -933,8 +971,10 @@ fn build_envp(prep: &mut Prepared) -> bool {
     if indexed {
         edit_keys.sort_unstable_by(|a, b| at(a).cmp(at(b)));
     }
-    for e in environ.iter() {
-        let kv = e.as_bytes();
+    for &e in environ.iter() {
+        // SAFETY: the entries point into this process's copy of the environment or into
+        // the prepared copies, both alive until the exec.
+        let kv = unsafe { entry(e) };
         let k = &kv[..key(kv)];
         let edited = if indexed {
             edit_keys.binary_search_by(|x| at(x).cmp(k)).is_ok()
@@ -942,7 +982,7 @@ fn build_envp(prep: &mut Prepared) -> bool {
             edits.clone().any(|d| &d[..key(d)] == k)
         };
         if !edited && envp.len() < envp.capacity() {
-            envp.push(e.as_ptr());
+            envp.push(e);
         }
     }
     for d in edits {

@@ -177,16 +177,21 @@ impl Server {
 
 /// Find the pair for `name`: exact, then `*.rest` for one label; case-insensitive.
 pub fn match_sni<'a, T>(pairs: &'a [(String, T)], name: &str) -> Option<&'a T> {
+    sni_index(pairs.len(), |i| &pairs[i].0, name).map(|i| &pairs[i].1)
+}
+
+/// [`match_sni`] over `count` names, `name_of` giving each: the index of the match.
+fn sni_index<'a>(count: usize, name_of: impl Fn(usize) -> &'a str, name: &str) -> Option<usize> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if let Some((_, t)) = pairs.iter().find(|(n, _)| *n == name) {
-        return Some(t);
+    if let Some(i) = (0..count).find(|&i| name_of(i) == name) {
+        return Some(i);
     }
     let (first, rest) = name.split_once('.')?;
     if first.is_empty() || rest.is_empty() {
         return None;
     }
     let wild = format!("*.{rest}");
-    pairs.iter().find(|(n, _)| *n == wild).map(|(_, t)| t)
+    (0..count).find(|&i| name_of(i) == wild)
 }
 
 /// A server context: the default pair (unless `sni_level` is 2), the named pairs chosen by
@@ -249,28 +254,27 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
         // The pairs' files are read now when asked to, or when the engine drops its
         // privileges before the handshake (a key only root can read must be read first);
         // otherwise only the chosen pair's, when the client's name arrives. Either way only
-        // the chosen pair is parsed. The sandbox opens no file: with it, every pair is read
-        // now as well, and one that cannot be still fails only the connections that name it.
+        // the chosen pair is parsed. The sandbox opens no file but reads one open before:
+        // with it, each distinct file is opened now and read when a name chooses it.
         let preload = opts.sni_preload || crate::env::will_drop_privileges(env.uid, env.gid);
-        let mut named: Vec<(String, Named)> = Vec::new();
-        for (name, c, k) in &env.pairs {
-            let n = if preload {
-                Named::Read(Material::load(c, k)?)
-            } else if opts.sandbox {
-                match Material::load(c, k) {
-                    Ok(m) => Named::Read(m),
-                    Err(e) => Named::Unreadable(e.code, e.msg),
-                }
-            } else {
-                Named::Files(c.clone(), k.clone())
-            };
-            named.push((name.clone(), n));
-        }
+        // The callback shares the pairs with the environment's reading: no copy of
+        // hundreds of names and paths.
+        let pairs = env.pairs.clone();
+        let files = if preload {
+            let read = pairs.iter().map(|(_, c, k)| Material::load(c, k));
+            PairFiles::Read(read.collect::<Result<_, _>>()?)
+        } else if opts.sandbox {
+            PairFiles::Opened(Opened::open(&pairs))
+        } else {
+            PairFiles::Paths
+        };
         let mandatory = opts.sni_level == 2;
         let slot = sni_error.clone();
         b.set_servername_callback(move |ssl, _alert| {
             let sent = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            let chosen = sent.as_deref().and_then(|n| match_sni(&named, n));
+            let chosen = sent
+                .as_deref()
+                .and_then(|n| sni_index(pairs.len(), |i| &pairs[i].0, n));
             let Some(chosen) = chosen else {
                 if !mandatory {
                     return Ok(());
@@ -286,15 +290,19 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
             };
             // A pair that cannot be read or parsed fails this connection (96, the file
             // named), not the ones that ask for another name.
-            let applied = chosen.material().and_then(|m| m.parse()).and_then(|p| {
-                let e =
-                    |_| Error::config(format!("unable to use the certificate: {}", ssl_reason()));
-                ssl.set_certificate(&p.leaf).map_err(e)?;
-                for c in p.chain {
-                    ssl.add_chain_cert(c).map_err(e)?;
-                }
-                ssl.set_private_key(&p.key).map_err(e)
-            });
+            let applied = files
+                .material(&pairs, chosen)
+                .and_then(|m| m.parse())
+                .and_then(|p| {
+                    let e = |_| {
+                        Error::config(format!("unable to use the certificate: {}", ssl_reason()))
+                    };
+                    ssl.set_certificate(&p.leaf).map_err(e)?;
+                    for c in p.chain {
+                        ssl.add_chain_cert(c).map_err(e)?;
+                    }
+                    ssl.set_private_key(&p.key).map_err(e)
+                });
             match applied {
                 Ok(()) => Ok(()),
                 Err(err) => {
@@ -312,23 +320,192 @@ pub fn server(opts: &ServerSettings, env: &Env) -> Result<Server, Error> {
     })
 }
 
-/// A `CERTFILE:name` pair: its files' contents, or their paths, read when the name comes.
-enum Named {
-    Read(Material),
-    Files(std::ffi::OsString, std::ffi::OsString),
-    /// Read before the sandbox, and that failed: the error, for the client that names it.
-    Unreadable(i32, String),
+/// The `CERTFILE:name` pairs' files: all read, read from their paths when a name
+/// chooses them, or [`Opened`] now and read then.
+enum PairFiles {
+    Read(Vec<Material>),
+    Paths,
+    Opened(Opened),
 }
 
-impl Named {
-    fn material(&self) -> Result<std::borrow::Cow<'_, Material>, Error> {
+impl PairFiles {
+    /// Pair `i`'s files' contents, of `pairs` (the environment's).
+    fn material<'a>(
+        &'a self,
+        pairs: &[crate::env::NamedPair],
+        i: usize,
+    ) -> Result<std::borrow::Cow<'a, Material>, Error> {
         use std::borrow::Cow;
         match self {
-            Named::Read(m) => Ok(Cow::Borrowed(m)),
-            Named::Files(c, k) => Material::load(c, k).map(Cow::Owned),
-            Named::Unreadable(code, msg) => Err(Error::new(*code, msg.clone())),
+            PairFiles::Read(m) => m
+                .get(i)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| Error::config("no such certificate pair")),
+            PairFiles::Paths => match pairs.get(i) {
+                Some((_, c, k)) => Material::load(c, k).map(Cow::Owned),
+                None => Err(Error::config("no such certificate pair")),
+            },
+            PairFiles::Opened(f) => f.material(i).map(Cow::Owned),
         }
     }
+}
+
+/// The pairs' files for a process that enters the sandbox before the client's name
+/// arrives: each distinct path opened once, before entering (a hosting setup names one
+/// certificate under many names), and read only when a name chooses it (read(2) on an
+/// open descriptor is allowed in the sandbox). Beyond half the descriptor limit the
+/// rest are read now. A file that cannot be opened or read fails only the connections
+/// whose name chooses it.
+struct Opened {
+    /// For each pair, in order: its certificate's and its key's index in `files`.
+    pairs: Vec<(usize, usize)>,
+    files: Vec<std::sync::Mutex<OpenedFile>>,
+}
+
+struct OpenedFile {
+    path: std::ffi::OsString,
+    state: FileState,
+}
+
+enum FileState {
+    /// Open, not read yet.
+    Open(std::os::unix::io::RawFd),
+    Read(Vec<u8>),
+    /// The error to report (the file named) to the client that chooses it.
+    Failed(i32, String),
+}
+
+impl Opened {
+    fn open<'a>(pairs: &'a [crate::env::NamedPair]) -> Opened {
+        use std::collections::HashMap;
+        use std::ffi::OsStr;
+        let mut index: HashMap<&'a OsStr, usize> = HashMap::new();
+        let mut files: Vec<std::sync::Mutex<OpenedFile>> = Vec::new();
+        let room = open_files_room();
+        // A hosting setup names the same files pair after pair: the last ones are
+        // checked before the map.
+        let mut last: [Option<(&'a OsStr, usize)>; 2] = [None, None];
+        let mut at = |p: &'a std::ffi::OsString, role: usize| -> usize {
+            if let Some((q, i)) = last[role] {
+                if q == p.as_os_str() {
+                    return i;
+                }
+            }
+            let i = *index.entry(p.as_os_str()).or_insert_with(|| {
+                let state = if files.len() < room {
+                    open_file(p)
+                } else {
+                    match read_path(p) {
+                        Ok(b) => FileState::Read(b),
+                        Err(e) => FileState::Failed(e.code, e.msg),
+                    }
+                };
+                files.push(std::sync::Mutex::new(OpenedFile {
+                    path: p.clone(),
+                    state,
+                }));
+                files.len() - 1
+            });
+            last[role] = Some((p.as_os_str(), i));
+            i
+        };
+        let pairs = pairs.iter().map(|(_, c, k)| (at(c, 0), at(k, 1))).collect();
+        Opened { pairs, files }
+    }
+
+    /// Pair `i`'s files' contents, read now if they were not yet.
+    fn material(&self, i: usize) -> Result<Material, Error> {
+        let (c, k) = self
+            .pairs
+            .get(i)
+            .copied()
+            .ok_or_else(|| Error::config("no such certificate pair"))?;
+        let (cert_path, cert) = self.contents(c)?;
+        let (key_path, key) = self.contents(k)?;
+        Ok(Material {
+            cert_path,
+            cert,
+            key_path,
+            key,
+        })
+    }
+
+    fn contents(&self, i: usize) -> Result<(std::ffi::OsString, Vec<u8>), Error> {
+        let Some(slot) = self.files.get(i) else {
+            return Err(Error::config("no such certificate file"));
+        };
+        let mut f = slot
+            .lock()
+            .map_err(|_| Error::config("the certificate's file is unusable"))?;
+        if let FileState::Open(fd) = f.state {
+            let read = crate::fd::read_to_end(fd, usize::MAX);
+            crate::fd::close(fd);
+            f.state = match read {
+                Ok(b) => FileState::Read(b),
+                Err(e) => {
+                    let e = unreadable(&f.path, &e);
+                    FileState::Failed(e.code, e.msg)
+                }
+            };
+        }
+        match &f.state {
+            FileState::Read(b) => Ok((f.path.clone(), b.clone())),
+            FileState::Failed(code, msg) => Err(Error::new(*code, msg.clone())),
+            FileState::Open(_) => Err(Error::config("the certificate's file is unusable")),
+        }
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        for f in &mut self.files {
+            if let Ok(f) = f.get_mut() {
+                if let FileState::Open(fd) = f.state {
+                    crate::fd::close(fd);
+                }
+            }
+        }
+    }
+}
+
+/// How many files the pairs may hold open: half the soft descriptor limit, the rest left
+/// to the connection, the app's pipes and the libraries.
+fn open_files_room() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the local `r`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    usize::try_from(r.rlim_cur / 2).unwrap_or(usize::MAX)
+}
+
+fn open_file(p: &std::ffi::OsStr) -> FileState {
+    use std::os::unix::io::IntoRawFd;
+    // std opens with O_CLOEXEC: the app never inherits it.
+    match std::fs::File::open(p) {
+        Ok(f) => FileState::Open(f.into_raw_fd()),
+        Err(e) => {
+            let e = unreadable(p, &e);
+            FileState::Failed(e.code, e.msg)
+        }
+    }
+}
+
+fn read_path(p: &std::ffi::OsStr) -> Result<Vec<u8>, Error> {
+    std::fs::read(p).map_err(|e| unreadable(p, &e))
+}
+
+/// The error of a certificate or key file that cannot be read, as [`Material::load`]
+/// says it.
+fn unreadable(p: &std::ffi::OsStr, e: &std::io::Error) -> Error {
+    Error::config(format!(
+        "unable to read {}: {}",
+        p.to_string_lossy(),
+        crate::exit::io_text(e)
+    ))
 }
 
 extern "C" {

@@ -179,6 +179,9 @@ fn looks_pem(b: &[u8]) -> bool {
     b.windows(11).take(4096).any(|w| w == b"-----BEGIN ")
 }
 
+/// A `CERTFILE:name` / `KEYFILE:name` pair: (lower-case name, cert path, key path).
+pub type NamedPair = (String, OsString, OsString);
+
 /// Everything both wrappers read from the environment.
 #[derive(Default)]
 pub struct Env {
@@ -186,8 +189,9 @@ pub struct Env {
     pub certfile: Option<OsString>,
     /// KEYFILE: the default certificate's key.
     pub keyfile: Option<OsString>,
-    /// `CERTFILE:name` / `KEYFILE:name` pairs: (lower-case name, cert path, key path).
-    pub pairs: Vec<(String, OsString, OsString)>,
+    /// `CERTFILE:name` / `KEYFILE:name` pairs: (lower-case name, cert path, key path);
+    /// shared with the contexts built from them.
+    pub pairs: std::sync::Arc<Vec<NamedPair>>,
     /// CADIR: a hashed directory of trusted certificates (wins over CAFILE).
     pub cadir: Option<OsString>,
     /// CAFILE: a file of trusted certificates.
@@ -212,23 +216,66 @@ pub struct Env {
     pub tickets: crate::tickets::Settings,
 }
 
-fn nonempty(v: OsString) -> Option<OsString> {
+fn nonempty(v: &OsStr) -> Option<OsString> {
     if v.is_empty() {
         None
     } else {
-        Some(v)
+        Some(v.to_os_string())
     }
 }
 
+/// This process's environment entries (`NAME=value`), as the C library holds them: no
+/// copy. They stay valid while nothing changes the environment (the programs change it
+/// only from their main thread, which reads it).
+pub(crate) fn environ() -> Vec<*const libc::c_char> {
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: `environ` is the C library's null-terminated array of NUL-terminated
+    // strings, read from the thread that changes it.
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return out;
+        }
+        while !(*p).is_null() {
+            out.push(*p);
+            p = p.add(1);
+        }
+    }
+    out
+}
+
 impl Env {
-    /// Read from the process environment (`vars_os`: non-UTF-8 entries exist).
+    /// Read from the process environment, borrowed: only what is kept is copied (a
+    /// hosting setup passes hundreds of `CERTFILE:name` pairs to each connection's
+    /// process, and a copy of every variable costs it).
     pub fn from_process() -> Result<Env, Error> {
-        Env::from_vars(std::env::vars_os())
+        let entries = environ();
+        let mut vars: Vec<(&OsStr, &OsStr)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            // SAFETY: the entries are the environment's, which nothing changes while they
+            // are read here; strchrnul stops at the entry's NUL, and the value starts
+            // after the '=' it found (or is the empty string at that NUL).
+            let (k, v) = unsafe {
+                let eq = libc::strchrnul(e, libc::c_int::from(b'='));
+                let k = std::slice::from_raw_parts(e.cast::<u8>(), eq.offset_from(e) as usize);
+                let v = if *eq == 0 { eq } else { eq.add(1) };
+                (k, CStr::from_ptr(v).to_bytes())
+            };
+            vars.push((OsStr::from_bytes(k), OsStr::from_bytes(v)));
+        }
+        Env::from_vars(vars)
     }
 
     /// Read from `vars`; a malformed value is a usage error naming the variable.
-    pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Env, Error> {
-        let vars: Vec<(OsString, OsString)> = vars.into_iter().collect();
+    pub fn from_vars<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> Result<Env, Error>
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let vars: Vec<(K, V)> = vars.into_iter().collect();
         let mut env = Env {
             policy: crate::policy::Policy::from_vars(vars.iter().map(|(k, v)| (k, v)))?,
             revocation: crate::ocsp::Files::from_vars(vars.iter().map(|(k, v)| (k, v))),
@@ -237,15 +284,16 @@ impl Env {
         };
         let mut certs: Vec<(String, OsString)> = Vec::new();
         let mut keys: Vec<(String, OsString)> = Vec::new();
-        for (k, v) in vars {
-            let kb = k.as_bytes();
+        for (k, v) in &vars {
+            let kb = k.as_ref().as_bytes();
+            let v = v.as_ref();
             match kb {
                 b"CERTFILE" => env.certfile = nonempty(v),
                 b"KEYFILE" => env.keyfile = nonempty(v),
                 b"CADIR" => env.cadir = nonempty(v),
                 b"CAFILE" => env.cafile = nonempty(v),
-                b"TLS_UID" => env.uid = Some(parse_id("TLS_UID", &v)?),
-                b"TLS_GID" => env.gid = Some(parse_id("TLS_GID", &v)?),
+                b"TLS_UID" => env.uid = Some(parse_id("TLS_UID", v)?),
+                b"TLS_GID" => env.gid = Some(parse_id("TLS_GID", v)?),
                 b"TCPREMOTEIP" => env.tcpremoteip = v.to_str().map(str::to_string),
                 b"SSL_CERT_DIR" => env.ssl_cert_dir = nonempty(v),
                 b"SSL_CERT_FILE" => env.ssl_cert_file = nonempty(v),
@@ -256,32 +304,48 @@ impl Env {
                             .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
                     };
                     if let Some(n) = named(b"CERTFILE:") {
-                        certs.push((n, v));
+                        certs.push((n, v.to_os_string()));
                     } else if let Some(n) = named(b"KEYFILE:") {
-                        keys.push((n, v));
+                        keys.push((n, v.to_os_string()));
                     }
                 }
             }
         }
-        // Matched through a map: hundreds of pairs are read at every connection of tlsd,
-        // and a scan of the keys for each certificate grew with their square.
-        let by_name: std::collections::HashMap<&str, &OsString> =
-            keys.iter().map(|(n, k)| (n.as_str(), k)).collect();
-        for (name, cert) in certs {
-            let key = by_name
-                .get(name.as_str())
-                .map(|k| (*k).clone())
-                .ok_or_else(|| {
-                    Error::usage(format!("CERTFILE:{name} is set but KEYFILE:{name} is not"))
-                })?;
+        // Each certificate's key is looked for first where it is when both lists are in
+        // the same order (a configuration that gives each name its two variables), then
+        // through the keys sorted by name: hundreds of pairs are read at every connection
+        // of tlsd, and a scan of the keys for each certificate grew with their square.
+        let mut keys: Vec<(String, Option<OsString>)> =
+            keys.into_iter().map(|(n, k)| (n, Some(k))).collect();
+        let mut sorted: Option<Vec<usize>> = None;
+        let mut pairs = Vec::with_capacity(certs.len());
+        for (i, (name, cert)) in certs.into_iter().enumerate() {
             if name.is_empty() {
                 return Err(Error::usage("CERTFILE: needs a name after the colon"));
             }
-            env.pairs.push((name, cert, key));
+            let at = match keys.get(i) {
+                Some((n, _)) if *n == name => Some(i),
+                _ => {
+                    let order = sorted.get_or_insert_with(|| {
+                        let mut o: Vec<usize> = (0..keys.len()).collect();
+                        o.sort_unstable_by(|&a, &b| keys[a].0.cmp(&keys[b].0));
+                        o
+                    });
+                    order
+                        .binary_search_by(|&j| keys[j].0.as_str().cmp(name.as_str()))
+                        .ok()
+                        .map(|j| order[j])
+                }
+            };
+            let Some(key) = at.and_then(|j| keys[j].1.take()) else {
+                return Err(Error::usage(format!(
+                    "CERTFILE:{name} is set but KEYFILE:{name} is not"
+                )));
+            };
+            pairs.push((name, cert, key));
         }
-        let named: std::collections::HashSet<&str> =
-            env.pairs.iter().map(|p| p.0.as_str()).collect();
-        if let Some((n, _)) = keys.iter().find(|(n, _)| !named.contains(n.as_str())) {
+        env.pairs = std::sync::Arc::new(pairs);
+        if let Some((n, _)) = keys.iter().find(|(_, k)| k.is_some()) {
             return Err(Error::usage(format!(
                 "KEYFILE:{n} is set but CERTFILE:{n} is not"
             )));
@@ -360,10 +424,39 @@ mod tests {
             ("TLS_UID", "5"),
         ])
         .expect("env");
-        assert_eq!(e.pairs, vec![("a.test".into(), "c".into(), "k".into())]);
+        assert_eq!(*e.pairs, vec![("a.test".into(), "c".into(), "k".into())]);
         assert_eq!(e.uid, Some(5));
         assert!(env(&[("CERTFILE:x", "c")]).is_err());
         assert!(env(&[("KEYFILE:x", "c")]).is_err());
         assert!(env(&[("TLS_GID", "root")]).is_err());
+    }
+
+    #[test]
+    fn pairs_in_any_order() {
+        let e = env(&[
+            ("CERTFILE:a", "ca"),
+            ("KEYFILE:b", "kb"),
+            ("CERTFILE:b", "cb"),
+            ("KEYFILE:c", "kc"),
+            ("KEYFILE:a", "ka"),
+            ("CERTFILE:c", "cc"),
+        ])
+        .expect("env");
+        let got: Vec<(String, OsString, OsString)> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    format!("c{n}").into(),
+                    format!("k{n}").into(),
+                )
+            })
+            .collect();
+        assert_eq!(*e.pairs, got);
+        let e = env(&[("CERTFILE:a", "c"), ("KEYFILE:b", "k"), ("CERTFILE:b", "c")]);
+        assert!(e.is_err_and(|e| e.msg.contains("CERTFILE:a is set but KEYFILE:a")));
+        let e = env(&[("CERTFILE:a", "c"), ("KEYFILE:a", "k"), ("KEYFILE:b", "k")]);
+        assert!(e.is_err_and(|e| e.msg.contains("KEYFILE:b is set but CERTFILE:b")));
+        assert!(env(&[("CERTFILE:", "c"), ("KEYFILE:", "k")]).is_err());
     }
 }

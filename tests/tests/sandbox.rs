@@ -429,3 +429,86 @@ fn the_shim_passes_autossl_no_sandbox_on() {
         assert!(seen.contains("Seccomp:\t0"), "helper {helper}: {seen}");
     }
 }
+
+/// A client naming `name` (no chain or name check): the served certificate's CN, and
+/// prog's line (the engine's confinement and prog's).
+fn served(addr: std::net::SocketAddr, name: &str) -> Result<(String, String), String> {
+    let o = ClientOpts {
+        sni: Some(name.into()),
+        verify_name: None,
+        ..Default::default()
+    };
+    let mut c = client::connect(addr, &o)?;
+    let (got, _) = c.read_to_end();
+    let line = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok((c.peer_cn().unwrap_or_default(), line))
+}
+
+/// In the sandbox, which opens no file, the pairs' files are opened before it and read
+/// when a name chooses them: 300 pairs on two distinct certificates serve the right one
+/// to each name, confined; a broken pair (a file missing, a directory, a file that is not
+/// a certificate) fails only the connection that names it, with 96 and the file named.
+#[test]
+fn sni_pairs_are_read_in_the_sandbox_only_when_named() {
+    let dir = scratch("sandbox-sni");
+    let p = pki();
+    let missing = dir.join("nope.pem");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, b"not a certificate\n").expect("write a scratch file");
+    let mut args: Vec<OsString> = vec!["--sni".into()];
+    args.extend(sh(REPORT));
+    let mut s = Spawn::tlsd(
+        &args,
+        &[
+            ("CERTFILE", p.ec.cert.as_path()),
+            ("KEYFILE", p.ec.key.as_path()),
+            ("CERTFILE:missing.test", missing.as_path()),
+            ("KEYFILE:missing.test", p.a.key.as_path()),
+            ("CERTFILE:dir.test", dir.as_path()),
+            ("KEYFILE:dir.test", p.a.key.as_path()),
+            ("CERTFILE:garbage.test", garbage.as_path()),
+            ("KEYFILE:garbage.test", p.a.key.as_path()),
+        ],
+    );
+    // 297 names, every third on b.test's files, the others on a.test's: two files each.
+    for i in 0..297 {
+        let pair = if i % 3 == 0 { &p.b } else { &p.a };
+        s = s
+            .env(&format!("CERTFILE:n{i}.test"), &pair.cert)
+            .env(&format!("KEYFILE:n{i}.test"), &pair.key);
+    }
+    let l = TinyListener::start(s);
+    let addr = ([127, 0, 0, 1], l.port()).into();
+    let wait = Duration::from_secs(30);
+    for (name, cn) in [
+        ("n0.test", "b.test"),
+        ("n1.test", "a.test"),
+        ("n296.test", "a.test"),
+        ("other.test", "localhost"),
+    ] {
+        let (got, line) = served(addr, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, cn, "{name}");
+        assert_confined(&line, name);
+        let s = l.next_session(wait);
+        assert_eq!(s.code(), 0, "{name}: {}", s.stderr_str());
+    }
+    for (name, file) in [
+        ("missing.test", &missing),
+        ("dir.test", &dir),
+        ("garbage.test", &garbage),
+    ] {
+        assert!(served(addr, name).is_err(), "{name} must fail");
+        let s = l.next_session(wait);
+        let err = s.stderr_str();
+        assert_eq!(s.code(), 96, "{name}: {err}");
+        assert!(
+            stls_tests::peers::one_fatal_line(&err, "tlsd")
+                && err.contains(&file.display().to_string()),
+            "{name}: the file is named: {err}"
+        );
+    }
+}

@@ -445,7 +445,14 @@ pub fn session_sending(
             .into_iter()
             .flatten()
             .collect();
-        launcher = Some(Launcher::spawn(log.name, &opts.operands, rfd, wfd, &close)?);
+        launcher = Some(Launcher::spawn(
+            log.name,
+            &opts.operands,
+            rfd,
+            wfd,
+            &close,
+            !opts.keep_env,
+        )?);
         sp.rfd
     } else {
         child::ignore_sigpipe();
@@ -578,7 +585,7 @@ fn relay_sending(
         decided: if opts.detach { judged_detached } else { judged },
     });
     let pid = launcher.as_mut().map(|l| {
-        l.start(&stls::child::app_description(opts.keep_env, desc));
+        l.start(&desc);
         l.pid
     });
     let out = stls::run_sending(&mut tls, fds, pid, &cfg, first);

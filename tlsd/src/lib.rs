@@ -100,14 +100,16 @@ pub fn settings(opts: &Options, log: Log) -> ServerSettings {
 }
 
 /// The selfpipe and the launcher of prog (the operands), with clear text on its fd 0/1;
-/// `creds` are the app's, applied just before its exec.
+/// `creds` are the app's, applied just before its exec; the secrets leave its environment
+/// when `strip` (unless `-Z`).
 pub fn launch(
     name: &'static str,
     prog: &[std::ffi::OsString],
     creds: &Credentials,
+    strip: bool,
 ) -> Result<(Selfpipe, Launcher), Error> {
     let selfpipe = Selfpipe::install()?;
-    let launcher = Launcher::spawn_as(name, prog, 0, 1, &[selfpipe.rfd], creds)?;
+    let launcher = Launcher::spawn_as(name, prog, 0, 1, &[selfpipe.rfd], creds, strip)?;
     Ok((selfpipe, launcher))
 }
 
@@ -118,9 +120,10 @@ pub fn launch_deferred(
     name: &'static str,
     prog: &[std::ffi::OsString],
     creds: &Credentials,
+    strip: bool,
 ) -> Result<(Selfpipe, Launcher), Error> {
     let selfpipe = Selfpipe::install()?;
-    let launcher = Launcher::deferred_as(name, prog, 0, 1, &[selfpipe.rfd], creds)?;
+    let launcher = Launcher::deferred_as(name, prog, 0, 1, &[selfpipe.rfd], creds, strip)?;
     Ok((selfpipe, launcher))
 }
 
@@ -131,9 +134,10 @@ pub fn launch_shared(
     name: &'static str,
     prog: &[std::ffi::OsString],
     creds: &Credentials,
+    strip: bool,
 ) -> Result<(Selfpipe, Launcher), Error> {
     let selfpipe = Selfpipe::install()?;
-    let launcher = Launcher::spawn_shared_as(name, prog, 0, 1, &[selfpipe.rfd], creds)?;
+    let launcher = Launcher::spawn_shared_as(name, prog, 0, 1, &[selfpipe.rfd], creds, strip)?;
     Ok((selfpipe, launcher))
 }
 
@@ -208,7 +212,7 @@ pub fn relay(
         stls::proxy::describe(p, 0, &mut desc);
     }
     log.info(&log::session_line(&desc, 0));
-    if let Err(e) = launcher.try_start(&stls::child::app_description(opts.keep_env, desc)) {
+    if let Err(e) = launcher.try_start(&desc) {
         log.fatal(&e);
         return e.code;
     }

@@ -4,9 +4,10 @@
 //! both directions are closed and prog is reaped. The interface is tlsd(1).
 //!
 //! The story of a connection:
-//! 1. the command line and the environment, checked before any network I/O;
+//! 1. the command line checked before any network I/O;
 //! 2. the launcher forked (it will exec prog with the program's own credentials);
-//! 3. the context built from CERTFILE/KEYFILE, the SNI pairs and the client CA;
+//! 3. the environment read, and the context built from CERTFILE/KEYFILE, the SNI pairs
+//!    and the client CA;
 //! 4. the engine's credentials dropped to TLS_UID/TLS_GID, the PROXY protocol header read
 //!    with -L (the client's address for prog), then the handshake;
 //! 5. the heap trimmed, prog started with the session's description;
@@ -53,13 +54,26 @@ fn tlsd() -> Result<i32, Error> {
         ));
     }
     tlsd::check_network()?;
-    let env = Env::from_process()?;
-    process::init_openssl(env.openssl_conf);
 
-    // The launcher is forked before the context is built: the fork then shares a small
-    // heap, and the parent's later writes to its heap do not each take a copy-on-write
-    // fault (about a tenth of a connection's CPU). A configuration error aborts it.
-    let launched = tlsd::launch(tlsd::TLSD.name, &opts.operands, &Credentials::default())?;
+    // The launcher is forked first: the fork then shares a small heap, and what this
+    // process builds afterwards (the environment's reading, OpenSSL's initialisation,
+    // the context) is made in pages of its own, not copied on its first write to a page
+    // the fork shares (a tenth of a connection's CPU; with hundreds of `CERTFILE:name`
+    // pairs, their copies were most of what they cost). An error after it aborts it.
+    let launched = tlsd::launch(
+        tlsd::TLSD.name,
+        &opts.operands,
+        &Credentials::default(),
+        !opts.keep_env,
+    )?;
+    let env = match Env::from_process() {
+        Ok(env) => env,
+        Err(e) => {
+            launched.1.abort();
+            return Err(e);
+        }
+    };
+    process::init_openssl(env.openssl_conf);
     let server = context::server(&tlsd::settings(&opts, log), &env);
     tlsd::serve(&opts, &env, log, server, launched)
 }

@@ -903,11 +903,11 @@ fn connection(
     // with the sandbox, its launcher is made before, sharing this process's memory.
     let keeps_credentials = s.env.uid.is_none() && s.env.gid.is_none();
     let launched = if keeps_credentials && s.opts.no_sandbox {
-        tlsd::launch_deferred(tlsd::TLSSERVER.name, s.prog, s.creds)?
+        tlsd::launch_deferred(tlsd::TLSSERVER.name, s.prog, s.creds, !s.opts.keep_env)?
     } else if keeps_credentials {
-        tlsd::launch_shared(tlsd::TLSSERVER.name, s.prog, s.creds)?
+        tlsd::launch_shared(tlsd::TLSSERVER.name, s.prog, s.creds, !s.opts.keep_env)?
     } else {
-        tlsd::launch(tlsd::TLSSERVER.name, s.prog, s.creds)?
+        tlsd::launch(tlsd::TLSSERVER.name, s.prog, s.creds, !s.opts.keep_env)?
     };
     tlsd::serve_then(s.opts, s.env, s.log, Ok(server), launched, || {
         done.store(1, Ordering::Release)
@@ -967,7 +967,7 @@ impl Certs {
             .flatten()
             .cloned()
             .collect();
-        for (_, c, k) in &env.pairs {
+        for (_, c, k) in env.pairs.iter() {
             files.push(c.clone());
             files.push(k.clone());
         }
