@@ -137,13 +137,18 @@ lint:
 # The benchmarks (bench/RESULTS.md, bench/ratios.svg): root, for the cgroups that count
 # each server's CPU; peers from Debian: ucspi-tcp stunnel4 socat hitch openssl valgrind.
 # The default build, and beside it the opt-in position-dependent one (STLS_NO_PIE=1,
-# see stls/bin-build.rs) as the column tlsd:no-pie and the vendored build (OpenSSL 4.0)
-# as the column tlsd:vendored.
+# see stls/bin-build.rs) as the column tlsd:no-pie, the vendored build (OpenSSL 4.0)
+# as the column tlsd:vendored, and the multi-call binary that make install installs,
+# run as tlsd and tlsc through links of those names, as the column tlsd:multi.
 NOPIE_DIR := $(TARGET_DIR)/no-pie
+MULTI_DIR := $(TARGET_DIR)/multi
 bench: build build-vendored
 	STLS_NO_PIE=1 CARGO_TARGET_DIR=$(NOPIE_DIR) $(CARGO) build --release -p tlsd
+	mkdir -p $(MULTI_DIR)
+	ln -sf $(abspath $(TARGET_DIR))/release/stls $(MULTI_DIR)/tlsd
+	ln -sf $(abspath $(TARGET_DIR))/release/stls $(MULTI_DIR)/tlsc
 	bench/run --bin $(TARGET_DIR)/release --variant no-pie=$(NOPIE_DIR)/release \
-	  --variant vendored=$(VENDORED_RELEASE)
+	  --variant vendored=$(VENDORED_RELEASE) --variant multi=$(MULTI_DIR)
 
 clean:
 	$(CARGO) clean

@@ -279,7 +279,8 @@ fn make_install_puts_one_binary_under_six_names_and_uninstall_removes_it() {
     assert!(left.is_empty(), "left by make uninstall: {left:?}");
 }
 
-/// `stls NAME ARGS...`: the multi-call binary run by its own name runs NAME.
+/// `stls NAME ARGS...` (the README's `target/release/stls tlsc --version`): the multi-call
+/// binary run by its own name runs NAME.
 #[test]
 fn stls_name_args_runs_that_program() {
     let stls = bins::bin("stls");
