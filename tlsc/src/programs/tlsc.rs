@@ -23,6 +23,7 @@ use stls::log::{self, Log};
 use stls::options::Options;
 use stls::process;
 
+/// tlsc, on this process's command line and environment; exits with its status.
 pub fn main() -> ! {
     log::exit_with(crate::TLSC.name, tlsc())
 }

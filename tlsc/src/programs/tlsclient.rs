@@ -21,6 +21,7 @@ use stls::log::{self, Log};
 use stls::options::{Family, Options};
 use stls::{fd, process};
 
+/// tlsclient, on this process's command line and environment; exits with its status.
 pub fn main() -> ! {
     log::exit_with(crate::TLSCLIENT.name, tlsclient())
 }

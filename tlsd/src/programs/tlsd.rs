@@ -23,6 +23,7 @@ use stls::exit::Error;
 use stls::log::{self, Log};
 use stls::{fd, process};
 
+/// tlsd, on this process's command line and environment; exits with its status.
 pub fn main() -> ! {
     log::exit_with(crate::TLSD.name, tlsd())
 }

@@ -55,6 +55,7 @@ const ACCEPT_BATCH: usize = 256;
 /// How often, at most, the limits' line is said.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// tlsserver, on this process's command line and environment; exits with its status.
 pub fn main() -> ! {
     log::exit_with(crate::TLSSERVER.name, tlsserver())
 }

@@ -25,6 +25,7 @@ use stls::exit::Error;
 use stls::log::{self, Log};
 use stls::process;
 
+/// ucspitlsd, on this process's command line and environment; exits with its status.
 pub fn main() -> ! {
     log::exit_with(crate::UCSPITLSD.name, ucspitlsd())
 }
