@@ -62,16 +62,26 @@ pub fn guarded<T>(body: impl FnOnce() -> Option<T>) -> Option<T> {
 // Constructor
 
 extern "C" fn init() {
-    // A process whose environment asks for nothing pays for nothing: no allocation (a
+    // A process pays for nothing before its first intercepted call: no allocation (a
     // process's first malloc costs glibc a search of its symbol table), no symbol lookup,
-    // no parsing; the configuration is read at the first intercepted call.
+    // no mapping, no parsing; the configuration is read and each real function found at
+    // its first use. A process that asks for an upgrade only has `before_fork` run before
+    // each fork.
     if !config::wanted() {
         return;
     }
+    // SAFETY: registers a function of the type pthread_atfork takes; none for after.
+    unsafe { libc::pthread_atfork(Some(before_fork), None, None) };
+}
+
+/// In the parent, before a fork: what the child must inherit rather than make. Every real
+/// function found (a child of a threaded program must not call dlsym, whose lock another
+/// thread may have held at the fork), and the names' table mapped (a child that resolves
+/// must fill its parent's table). At the second fork, a check of each.
+extern "C" fn before_fork() {
     let _ = catch_unwind(|| {
         let _g = enter();
         real::init();
-        // Before any fork: a child that resolves must fill its parent's table.
         names::init();
     });
 }

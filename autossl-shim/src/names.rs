@@ -4,8 +4,9 @@
 //! Anything else is [`Evidence::Unknown`], with the candidates, and never a guess.
 //!
 //! The record is per process, a fixed table of [`SLOTS`] (address, name) pairs in
-//! `MAP_SHARED | MAP_ANONYMOUS` memory made when the library is loaded, so that a child
-//! forked to resolve (lynx) fills the table its parent reads. A new pair replaces the next
+//! `MAP_SHARED | MAP_ANONYMOUS` memory made at its first use or before the process's first
+//! fork (`pthread_atfork`), so that a child forked to resolve (lynx) fills the table its
+//! parent reads. A new pair replaces the next
 //! entry in round-robin order (the oldest); a pair already present stays in place.
 //!
 //! Beside it, a bit array indexed by a hash of the address, never cleared: the bit of an
@@ -55,7 +56,7 @@ struct Table {
 
 static TABLE: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
 
-/// Map the shared table (idempotent; called from the constructor, or lazily).
+/// Map the shared table (idempotent; called before a fork, or at first use).
 pub fn init() {
     let _ = map();
 }

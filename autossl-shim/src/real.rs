@@ -1,5 +1,5 @@
-//! The real functions, found with `dlsym(RTLD_NEXT)` once (in the constructor, or on first
-//! use), never resolving to this library itself.
+//! The real functions, found with `dlsym(RTLD_NEXT)` once (at first use, or before a fork
+//! in a process that asks for an upgrade), never resolving to this library itself.
 //!
 //! [`reals!`] is the one list of them: each line declares a function by its C name and
 //! type, and gives an accessor of that name (`real::connect()`: `Some` of the next
@@ -12,17 +12,30 @@ use libc::{addrinfo, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Whether `addr` lies in this library (a lookup that found ourselves is refused).
 /// dladdr would say, but it searches the symbol table of the object it finds (libc's is
-/// large) for every lookup: the loaded segments alone answer here.
+/// large) for every lookup: the loaded segments alone answer here, found once and kept
+/// (a walk of every object's segments per lookup was half of what resolving the real
+/// functions cost each process that sets a port).
 fn ours(addr: usize) -> bool {
-    let found = object_of(addr);
-    found.is_some() && found == object_of(ours as *const () as usize)
+    static START: AtomicUsize = AtomicUsize::new(0);
+    static END: AtomicUsize = AtomicUsize::new(0);
+    let mut end = END.load(Ordering::Acquire);
+    let mut start = START.load(Ordering::Relaxed);
+    if end == 0 {
+        // Found twice by two threads at once: the same answer, stored twice.
+        (start, end) = own_segments();
+        START.store(start, Ordering::Relaxed);
+        END.store(end, Ordering::Release);
+    }
+    addr >= start && addr < end
 }
 
-/// The load address of the object whose loaded segments hold `addr`.
-fn object_of(addr: usize) -> Option<usize> {
+/// From the lowest address of this library's loaded segments to the end of the highest
+/// (the loader maps an object in one reservation, so nothing else lies between); (1, 1),
+/// an empty range, when the loader does not list it.
+fn own_segments() -> (usize, usize) {
     struct Find {
         addr: usize,
-        base: Option<usize>,
+        range: Option<(usize, usize)>,
     }
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
@@ -34,24 +47,35 @@ fn object_of(addr: usize) -> Option<usize> {
         unsafe {
             let f = &mut *(data as *mut Find);
             let i = &*info;
+            let mut range: Option<(usize, usize)> = None;
+            let mut holds = false;
             for k in 0..usize::from(i.dlpi_phnum) {
                 let ph = &*i.dlpi_phdr.add(k);
                 if ph.p_type != libc::PT_LOAD {
                     continue;
                 }
                 let start = i.dlpi_addr as usize + ph.p_vaddr as usize;
-                if f.addr >= start && f.addr < start + ph.p_memsz as usize {
-                    f.base = Some(i.dlpi_addr as usize);
-                    return 1;
-                }
+                let end = start + ph.p_memsz as usize;
+                holds |= f.addr >= start && f.addr < end;
+                range = Some(match range {
+                    Some((s, e)) => (s.min(start), e.max(end)),
+                    None => (start, end),
+                });
+            }
+            if holds {
+                f.range = range;
+                return 1;
             }
         }
         0
     }
-    let mut f = Find { addr, base: None };
+    let mut f = Find {
+        addr: ours as *const () as usize,
+        range: None,
+    };
     // SAFETY: dl_iterate_phdr calls `each` with the loader's objects and our Find.
     unsafe { libc::dl_iterate_phdr(Some(each), &mut f as *mut Find as *mut c_void) };
-    f.base
+    f.range.unwrap_or((1, 1))
 }
 
 /// The address of `name` (NUL-terminated) in the objects after this one, cached in
@@ -92,8 +116,7 @@ macro_rules! reals {
             }
         )*
 
-        /// Resolve every real function now (from the constructor, while the process is
-        /// single-threaded).
+        /// Resolve every real function now (before a fork, for the child to inherit).
         pub fn init() {
             $(let _ = $name();)*
         }

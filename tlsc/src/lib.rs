@@ -5,6 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod programs;
+mod serve;
+
 use openssl::ssl::SslContext;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpStream};
 use std::os::unix::io::{IntoRawFd, RawFd};

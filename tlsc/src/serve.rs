@@ -21,13 +21,13 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::io::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use crate::Form;
 use stls::child::Selfpipe;
 use stls::env::Env;
 use stls::exit::{self, Error};
 use stls::log::{self, Log};
 use stls::options::{self, Command, Options};
 use stls::{fd, handoff, process};
-use tlsc::Form;
 
 /// The first entry of a message.
 const MAGIC: &[u8] = b"stls-helper/1";
@@ -62,7 +62,7 @@ pub fn serve(cmd: &Command, opts: &Options) -> Result<i32, Error> {
     }
     let env = Env::from_process()?;
     process::init_openssl(env.openssl_conf);
-    let ctx = tlsc::client_context(opts, &env)?;
+    let ctx = crate::client_context(opts, &env)?;
     // What a handshake fetches, built once here rather than in every connection's process.
     process::warm_up_client(&ctx);
     let listener = handoff::listen(&path)
@@ -239,11 +239,11 @@ fn run(
         Err(e) => return report(e),
     };
     let log = Log::new(cmd, &opts);
-    let r = tlsc::with_notification(&opts, || {
+    let r = crate::with_notification(&opts, || {
         if opts.pending_connect {
-            tlsc::watch_clear_side(opts.no_sandbox);
+            crate::watch_clear_side(opts.no_sandbox);
         }
-        tlsc::connected(log, &opts, &Form::Io, env, ctx)
+        crate::connected(log, &opts, &Form::Io, env, ctx)
     });
     match r {
         Ok(c) => c,

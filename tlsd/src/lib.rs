@@ -18,6 +18,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod programs;
+
 use std::borrow::Borrow;
 use stls::child::{Credentials, Launcher, Selfpipe};
 use stls::context::{Server, ServerSettings};
