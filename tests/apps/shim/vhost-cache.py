@@ -24,6 +24,17 @@ def resolve(name):
     return socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
 
 
+# One line per answer, whole: print() writes its parts separately, and the threads'
+# lines would interleave.
+said = threading.Lock()
+
+
+def say(tag, text):
+    with said:
+        sys.stdout.write("%s %s\n" % (tag, text))
+        sys.stdout.flush()
+
+
 def fetch(tag, addr, host=None, raw=None):
     # A numeric address and no lookup: connect() alone, as from a cache.
     try:
@@ -41,9 +52,9 @@ def fetch(tag, addr, host=None, raw=None):
             data += b
         s.close()
         text = " ".join(data.decode("latin-1").split())
-        print(tag, text if text else "ERR closed", flush=True)
+        say(tag, text if text else "ERR closed")
     except Exception as e:
-        print(tag, "ERR", repr(e), flush=True)
+        say(tag, "ERR %r" % (e,))
 
 
 def others(count):
