@@ -720,22 +720,13 @@ fn start_ready(
     for i in order {
         let ip = unmapped(pool[i].remote.ip());
         if per_ip.is_some_and(|m| conns.from(&ip) >= m) {
-            match conns.longest_in_handshake(Some(ip)) {
-                Victim::Now(pid) => match ends.take() {
-                    Ok(()) => {
-                        conns.evict(pid);
-                        room.evicted += 1;
-                    }
-                    Err(at) => {
-                        later(at);
-                        continue;
-                    }
-                },
-                Victim::At(at) => {
+            match make_room(conns, ends, room, Some(ip)) {
+                Made::Room => {}
+                Made::Later(at) => {
                     later(at);
                     continue;
                 }
-                Victim::None => {
+                Made::None => {
                     taken[i] = true;
                     room.refused += 1;
                     room.last_refused = Some(ip);
@@ -744,23 +735,14 @@ fn start_ready(
             }
         }
         if conns.total() >= maxconn {
-            match conns.longest_in_handshake(None) {
-                Victim::Now(pid) => match ends.take() {
-                    Ok(()) => {
-                        conns.evict(pid);
-                        room.evicted += 1;
-                    }
-                    Err(at) => {
-                        later(at);
-                        break;
-                    }
-                },
-                Victim::At(at) => {
+            match make_room(conns, ends, room, None) {
+                Made::Room => {}
+                Made::Later(at) => {
                     later(at);
                     break;
                 }
                 // Every process is an established session: the rest wait for one to end.
-                Victim::None => break,
+                Made::None => break,
             }
         }
         taken[i] = true;
@@ -772,6 +754,33 @@ fn start_ready(
         !taken[k - 1]
     });
     retry
+}
+
+/// What [`make_room`] could do.
+enum Made {
+    /// A connection in its handshake was ended.
+    Room,
+    /// One may be ended at this time (its grace, or [`Ends`], runs out then).
+    Later(Instant),
+    /// Every process (from `ip`, if given) is an established session.
+    None,
+}
+
+/// End the connection longest in its handshake (from `ip` only, when given), if its grace
+/// is over and [`Ends`] allows one more now.
+fn make_room(conns: &mut Conns, ends: &mut Ends, room: &mut Room, ip: Option<IpAddr>) -> Made {
+    match conns.longest_in_handshake(ip) {
+        Victim::Now(pid) => match ends.take() {
+            Ok(()) => {
+                conns.evict(pid);
+                room.evicted += 1;
+                Made::Room
+            }
+            Err(at) => Made::Later(at),
+        },
+        Victim::At(at) => Made::Later(at),
+        Victim::None => Made::None,
+    }
 }
 
 /// Fork a connection's process for the waiting connection `i`, which the caller then
