@@ -94,6 +94,28 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// The daemon's descriptor count once it has stopped changing (bounded): its count with
+    /// no connection open, taken when none is.
+    fn settled_fds(&self) -> usize {
+        let mut last = self.fds();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.fds();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
+
+    /// Wait (bounded) until the daemon has closed its connections down to `idle`
+    /// descriptors: it has read their ends, and logged them, before it is stopped.
+    fn closed_down_to(&self, idle: usize) {
+        let _ = proc::wait_for(Duration::from_secs(10), || self.fds() <= idle);
+    }
+
     /// The daemon's children (every thread's).
     fn children(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -587,6 +609,7 @@ fn a_required_client_certificate_keeps_others_from_the_daemon() {
         ("AUTOSSL_ACCEPT_CLIENT_CERT", "required".into()),
         ("CAFILE", p.ca.display().to_string()),
     ]);
+    let idle = d.settled_fds();
     let mut c = d
         .tls(&ClientOpts::default().with_cert(&p.client))
         .expect("TLS with a client certificate");
@@ -622,6 +645,7 @@ fn a_required_client_certificate_keeps_others_from_the_daemon() {
         without.push(me);
     }
     let ended = proc::wait_for(Duration::from_secs(20), || d.helpers().is_empty());
+    d.closed_down_to(idle);
     let out = d.stop();
     let err = out.stderr_str();
     assert!(ended, "helpers left: {err}");
@@ -643,6 +667,7 @@ fn a_stalled_handshake_does_not_delay_the_others() {
         return;
     }
     let d = evloop(&[("AUTOSSL_TIMEOUT", "10s".into())]);
+    let idle = d.settled_fds();
     // Silent clients: TCP only, and one that stops in the middle of its ClientHello.
     let mut silent: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(d.addr()).expect("connect"))
@@ -678,6 +703,7 @@ fn a_stalled_handshake_does_not_delay_the_others() {
         );
     }
     let gone = proc::wait_for(Duration::from_secs(20), || d.helpers().is_empty());
+    d.closed_down_to(idle);
     let out = d.stop();
     let err = out.stderr_str();
     assert!(gone, "helpers left: {err}");

@@ -11,7 +11,10 @@ session = getattr(libc, "autossl_session", None)
 
 
 def log(*a):
-    print(*a, file=sys.stderr, flush=True)
+    # One write per line: print() writes its parts separately, and tlsd's lines on the
+    # same stderr would land between them.
+    sys.stderr.write(" ".join(str(x) for x in a) + "\n")
+    sys.stderr.flush()
 
 
 def desc_of(fd):

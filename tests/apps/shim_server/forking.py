@@ -36,8 +36,9 @@ class H(socketserver.BaseRequestHandler):
             if not b:
                 break
             rest += b
-        print("after %s:%d %s" % (self.client_address[0], self.client_address[1],
-                                 rest.decode()), file=sys.stderr, flush=True)
+        sys.stderr.write("after %s:%d %s\n" % (self.client_address[0],
+                                              self.client_address[1], rest.decode()))
+        sys.stderr.flush()
 
 
 socketserver.ForkingTCPServer.allow_reuse_address = True
