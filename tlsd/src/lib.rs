@@ -101,45 +101,39 @@ pub fn settings(opts: &Options, log: Log) -> ServerSettings {
     }
 }
 
-/// The selfpipe and the launcher of prog (the operands), with clear text on its fd 0/1;
-/// `creds` are the app's, applied just before its exec; the secrets leave its environment
-/// when `strip` (unless `-Z`).
+/// How prog's launcher is made ([`launch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchForm {
+    /// A forked launcher that waits for the session's description.
+    Fork,
+    /// For a process that keeps its credentials across the handshake (no
+    /// `TLS_UID`/`TLS_GID`): no launcher process; prog is spawned at the start, sharing
+    /// this process's memory until its exec, which saves a fork of this process and its
+    /// teardown.
+    Deferred,
+    /// For a process that is confined before its handshake and keeps its credentials: the
+    /// launcher shares this process's memory until its exec instead of copying it, which
+    /// costs the connection almost what [`LaunchForm::Deferred`] does.
+    Shared,
+}
+
+/// The selfpipe and the launcher of prog (the operands), made in `form`, with clear text
+/// on its fd 0/1; `creds` are the app's, applied just before its exec; the secrets leave
+/// its environment when `strip` (unless `-Z`).
 pub fn launch(
     name: &'static str,
     prog: &[std::ffi::OsString],
     creds: &Credentials,
     strip: bool,
+    form: LaunchForm,
 ) -> Result<(Selfpipe, Launcher), Error> {
     let selfpipe = Selfpipe::install()?;
-    let launcher = Launcher::spawn_as(name, prog, 0, 1, &[selfpipe.rfd], creds, strip)?;
-    Ok((selfpipe, launcher))
-}
-
-/// [`launch`] for a process that keeps its credentials across the handshake (no
-/// `TLS_UID`/`TLS_GID`): no launcher process; prog is spawned at the start, sharing this
-/// process's memory until its exec, which saves a fork of this process and its teardown.
-pub fn launch_deferred(
-    name: &'static str,
-    prog: &[std::ffi::OsString],
-    creds: &Credentials,
-    strip: bool,
-) -> Result<(Selfpipe, Launcher), Error> {
-    let selfpipe = Selfpipe::install()?;
-    let launcher = Launcher::deferred_as(name, prog, 0, 1, &[selfpipe.rfd], creds, strip)?;
-    Ok((selfpipe, launcher))
-}
-
-/// [`launch`] for a process that is confined before its handshake and keeps its
-/// credentials: the launcher shares this process's memory until its exec instead of
-/// copying it, which costs the connection almost what [`launch_deferred`] did.
-pub fn launch_shared(
-    name: &'static str,
-    prog: &[std::ffi::OsString],
-    creds: &Credentials,
-    strip: bool,
-) -> Result<(Selfpipe, Launcher), Error> {
-    let selfpipe = Selfpipe::install()?;
-    let launcher = Launcher::spawn_shared_as(name, prog, 0, 1, &[selfpipe.rfd], creds, strip)?;
+    let closed = [selfpipe.rfd];
+    let launcher = match form {
+        LaunchForm::Fork => Launcher::spawn_as(name, prog, 0, 1, &closed, creds, strip)?,
+        LaunchForm::Deferred => Launcher::deferred_as(name, prog, 0, 1, &closed, creds, strip)?,
+        LaunchForm::Shared => Launcher::spawn_shared_as(name, prog, 0, 1, &closed, creds, strip)?,
+    };
     Ok((selfpipe, launcher))
 }
 

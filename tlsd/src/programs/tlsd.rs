@@ -64,6 +64,7 @@ fn tlsd() -> Result<i32, Error> {
         &opts.operands,
         &Credentials::default(),
         !opts.keep_env,
+        crate::LaunchForm::Fork,
     )?;
     let env = match Env::from_process() {
         Ok(env) => env,

@@ -910,13 +910,20 @@ fn connection(
     // not from a confined one (prog would inherit its seccomp filter and no_new_privs):
     // with the sandbox, its launcher is made before, sharing this process's memory.
     let keeps_credentials = s.env.uid.is_none() && s.env.gid.is_none();
-    let launched = if keeps_credentials && s.opts.no_sandbox {
-        crate::launch_deferred(crate::TLSSERVER.name, s.prog, s.creds, !s.opts.keep_env)?
+    let form = if keeps_credentials && s.opts.no_sandbox {
+        crate::LaunchForm::Deferred
     } else if keeps_credentials {
-        crate::launch_shared(crate::TLSSERVER.name, s.prog, s.creds, !s.opts.keep_env)?
+        crate::LaunchForm::Shared
     } else {
-        crate::launch(crate::TLSSERVER.name, s.prog, s.creds, !s.opts.keep_env)?
+        crate::LaunchForm::Fork
     };
+    let launched = crate::launch(
+        crate::TLSSERVER.name,
+        s.prog,
+        s.creds,
+        !s.opts.keep_env,
+        form,
+    )?;
     crate::serve_then(s.opts, s.env, s.log, Ok(server), launched, || {
         done.store(1, Ordering::Release)
     })
